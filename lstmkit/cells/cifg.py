@@ -1,0 +1,38 @@
+"""Coupled input-forget gate LSTM (CIFG; Greff et al. 2017, "LSTM: A Search Space Odyssey").
+
+The input gate is tied to the forget gate, i = 1 - f: the cell writes exactly as much as it
+forgets. Three gates instead of four, so `weight_ih` is `(3H, I)` with rows f, g, o.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def cifg_lstm_cell(
+    x: Tensor, state: tuple[Tensor, Tensor],
+    weight_ih: Tensor, weight_hh: Tensor,
+    bias_ih: Tensor | None = None, bias_hh: Tensor | None = None,
+    weight_hr: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""One CIFG step.
+
+        [a_f; a_g; a_o] = W x_t + b_{ih} + U h_{t-1} + b_{hh}      W: (3H, I)
+        f_t = \sigma(a_f),  g_t = \tanh(a_g),  o_t = \sigma(a_o)
+        i_t = 1 - f_t
+        c_t = f_t \odot c_{t-1} + i_t \odot g_t
+        h_t = o_t \odot \tanh(c_t)                 (then W_hr h_t with a projection)
+    """
+    h, c = state
+    gates = x @ weight_ih.T + h @ weight_hh.T  # (B, 3H)
+    if bias_ih is not None:
+        gates = gates + bias_ih + bias_hh
+    a_f, a_g, a_o = gates.chunk(3, 1)  # 3 x (B, H)
+    f, g, o = torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
+    i = 1 - f
+    c_next = f * c + i * g
+    h_next = o * torch.tanh(c_next)
+    if weight_hr is not None:
+        h_next = h_next @ weight_hr.T  # (B, P)
+    return h_next, c_next

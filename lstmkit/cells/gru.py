@@ -1,0 +1,30 @@
+"""The GRU (Cho et al. 2014) in PyTorch's formulation (reset applied after the recurrent product)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def gru_cell(
+    x: Tensor, h: Tensor,
+    weight_ih: Tensor, weight_hh: Tensor,
+    bias_ih: Tensor | None = None, bias_hh: Tensor | None = None,
+) -> Tensor:
+    r"""One GRU step, gate rows r, z, n:
+
+        r_t = \sigma(W_r x_t + b_{ir} + U_r h_{t-1} + b_{hr})
+        z_t = \sigma(W_z x_t + b_{iz} + U_z h_{t-1} + b_{hz})
+        n_t = \tanh(W_n x_t + b_{in} + r_t \odot (U_n h_{t-1} + b_{hn}))
+        h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}
+    """
+    gx = x @ weight_ih.T  # (B, 3H)
+    gh = h @ weight_hh.T  # (B, 3H)
+    if bias_ih is not None:
+        gx, gh = gx + bias_ih, gh + bias_hh
+    x_r, x_z, x_n = gx.chunk(3, 1)  # 3 x (B, H)
+    h_r, h_z, h_n = gh.chunk(3, 1)
+    r = torch.sigmoid(x_r + h_r)
+    z = torch.sigmoid(x_z + h_z)
+    n = torch.tanh(x_n + r * h_n)
+    return (1 - z) * n + z * h

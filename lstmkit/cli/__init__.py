@@ -1,0 +1,1 @@
+"""The `lstmkit` command line: one module per subcommand, listed in `main.COMMANDS`."""

@@ -1,0 +1,240 @@
+"""`LSTM`, `GRU` and `RNN` modules: drop-ins for their `torch.nn` namesakes.
+
+Same constructor arguments, parameter names and shapes, inputs and outputs as torch
+(including PackedSequence and unbatched input), so `load_state_dict` works both ways. On top,
+`cell=` picks an LSTM variant and `backend=` the implementation (see `lstmkit.kernels`).
+Inside everything is time-major `(T, B, ·)`; `batch_first` is handled here and only here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+from lstmkit.cells import LSTM_CELLS, CellSpec, get_cell
+from lstmkit.kernels import check_backend_name, resolve_backend
+from lstmkit.nn import checks
+
+
+class RecurrentBase(nn.Module):
+    """Stacked, optionally bidirectional recurrent layers of one cell type."""
+
+    def __init__(self, cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
+                 bias: bool = True, batch_first: bool = False, dropout: float = 0.0,
+                 bidirectional: bool = False, proj_size: int = 0, device=None, dtype=None,
+                 backend: str = "auto") -> None:
+        super().__init__()
+        self.spec: CellSpec = get_cell(cell)
+        self.cell = cell
+        self.input_size = checks.positive_int("input_size", input_size)
+        self.hidden_size = checks.positive_int("hidden_size", hidden_size)
+        self.num_layers = checks.positive_int("num_layers", num_layers)
+        self.dropout = checks.dropout_rate(dropout)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, int):
+            raise TypeError(f"proj_size: expected an int, got {type(proj_size).__name__}")
+        if proj_size < 0 or proj_size >= hidden_size:
+            raise ValueError(f"proj_size: expected 0 <= proj_size < hidden_size={hidden_size}, got {proj_size}")
+        if proj_size and not self.spec.has_cell_state:
+            raise ValueError(f"proj_size: only LSTM cells have a projection, got proj_size={proj_size} for cell={cell!r}")
+        self.proj_size = proj_size
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        self.backend = check_backend_name(backend)
+
+        factory = {"device": device, "dtype": dtype}
+        gh = self.spec.num_gates * hidden_size
+        out_size = proj_size or hidden_size
+        for layer in range(num_layers):
+            layer_in = input_size if layer == 0 else out_size * self.num_directions
+            for suffix in self._suffixes(layer):
+                def add(name: str, *shape: int) -> None:
+                    self.register_parameter(name + suffix, nn.Parameter(torch.empty(*shape, **factory)))
+                add("weight_ih", gh, layer_in)
+                add("weight_hh", gh, out_size)
+                if self.bias:
+                    add("bias_ih", gh)
+                    add("bias_hh", gh)
+                if proj_size:
+                    add("weight_hr", proj_size, hidden_size)
+                for extra in self.spec.extra_params:
+                    add(extra.name, gh if extra.width == "GH" else hidden_size)
+        self.reset_parameters()
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def _suffixes(self, layer: int) -> list[str]:
+        return [f"_l{layer}", f"_l{layer}_reverse"][: self.num_directions]
+
+    def reset_parameters(self) -> None:
+        """torch's init: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H)); LN gains 1, LN biases 0."""
+        k = 1.0 / math.sqrt(self.hidden_size)
+        inits = {e.name: e.init for e in self.spec.extra_params}
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                init = inits.get(name.rsplit("_l", 1)[0], "uniform")
+                if init == "uniform":
+                    p.uniform_(-k, k)
+                elif init == "ones":
+                    p.fill_(1.0)
+                else:
+                    p.zero_()
+
+    def flatten_parameters(self) -> None:
+        """No-op, for code written against torch.nn.LSTM (cuDNN weight packing)."""
+
+    def layer_params(self, layer: int, direction: int) -> dict[str, Tensor]:
+        """The parameters of one layer and direction by their base names (the backends' `params`)."""
+        suffix = self._suffixes(layer)[direction]
+        names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else []) \
+            + (["weight_hr"] if self.proj_size else []) + [e.name for e in self.spec.extra_params]
+        return {n: getattr(self, n + suffix) for n in names}
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, cell={self.cell!r}, backend={self.backend!r}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
+                              ("bidirectional", False), ("proj_size", 0)):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)}"
+        return s
+
+    # --- forward -----------------------------------------------------------------------
+
+    def _state_shapes(self, batch: int) -> list[tuple[int, ...]]:
+        ld = self.num_layers * self.num_directions
+        shapes = [(ld, batch, self.proj_size or self.hidden_size)]
+        if self.spec.has_cell_state:
+            shapes.append((ld, batch, self.hidden_size))
+        return shapes
+
+    def _forward(self, input: Tensor | PackedSequence, hx: tuple[Tensor, ...] | None):
+        dtype = self.weight_ih_l0.dtype
+        sorted_indices = unsorted_indices = batch_sizes = None
+        if isinstance(input, PackedSequence):
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            checks.float_tensor("input", data, dtype)
+            if data.dim() != 2 or data.shape[-1] != self.input_size:
+                raise ValueError(f"input: expected PackedSequence data of shape (N, {self.input_size}), got {tuple(data.shape)}")
+            x, _ = pad_packed_sequence(PackedSequence(data, batch_sizes))  # (T, B, I), sorted by length
+            unbatched = False
+        else:
+            checks.float_tensor("input", input, dtype)
+            if input.dim() not in (2, 3):
+                raise ValueError(f"input: expected a 3-D (batched) or 2-D (unbatched) tensor, got {input.dim()}-D of shape {tuple(input.shape)}")
+            if input.shape[-1] != self.input_size:
+                raise ValueError(f"input: expected last dimension input_size={self.input_size}, got {input.shape[-1]}")
+            unbatched = input.dim() == 2
+            if unbatched:
+                x = input.unsqueeze(1)  # (T, 1, I)
+            else:
+                x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I)
+        batch = x.shape[1]
+        names = ["hx"] if not self.spec.has_cell_state else ["h_0", "c_0"]
+        shapes = self._state_shapes(batch)
+        if hx is None:
+            state = [x.new_zeros(s) for s in shapes]
+        else:
+            if len(hx) != len(shapes):
+                raise ValueError(f"hx: expected {len(shapes)} tensor(s) {tuple(names)}, got {len(hx)}")
+            state = []
+            for name, h, s in zip(names, hx, shapes):
+                checks.float_tensor(name, h, dtype)
+                if unbatched:
+                    checks.shape(name, h, (s[0], s[2]))
+                    h = h.unsqueeze(1)
+                checks.shape(name, h, s)
+                if sorted_indices is not None:
+                    h = h.index_select(1, sorted_indices)
+                state.append(h)
+        layer_fn = resolve_backend(self.backend, x.device.type, self.cell)
+
+        finals: list[list[Tensor]] = [[] for _ in shapes]
+        layer_input = x
+        for layer in range(self.num_layers):
+            outputs = []
+            for d in range(self.num_directions):
+                k = layer * self.num_directions + d
+                y, final = layer_fn(self.spec, layer_input, tuple(s[k] for s in state),
+                                    self.layer_params(layer, d), batch_sizes, d == 1)
+                outputs.append(y)
+                for acc, f in zip(finals, final):
+                    acc.append(f)
+            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)  # (T, B, D*H)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, self.dropout, training=True)
+        final_state = [torch.stack(acc) for acc in finals]  # each (L*D, B, ·)
+
+        if batch_sizes is not None:
+            steps = batch_sizes.tolist()
+            data = torch.cat([layer_input[t, :b] for t, b in enumerate(steps)])  # (N, D*H)
+            output = PackedSequence(data, batch_sizes, sorted_indices, unsorted_indices)
+            if unsorted_indices is not None:
+                final_state = [s.index_select(1, unsorted_indices) for s in final_state]
+        elif unbatched:
+            output = layer_input.squeeze(1)
+            final_state = [s.squeeze(1) for s in final_state]
+        else:
+            output = layer_input.transpose(0, 1) if self.batch_first else layer_input
+        return output, final_state
+
+
+class LSTM(RecurrentBase):
+    """Drop-in for `torch.nn.LSTM`, plus `cell="lstm"|"peephole"|"cifg"|"layernorm"` and `backend=`.
+
+    forward(input, (h_0, c_0)=None) -> output, (h_n, c_n), exactly as torch.nn.LSTM.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, device=None, dtype=None, *, cell: str = "lstm",
+                 backend: str = "auto") -> None:
+        if cell not in LSTM_CELLS:
+            raise ValueError(f"cell: expected one of {list(LSTM_CELLS)}, got {cell!r}")
+        super().__init__(cell, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, device, dtype, backend)
+
+    def forward(self, input, hx: tuple[Tensor, Tensor] | None = None):
+        if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+            raise TypeError(f"hx: expected a tuple (h_0, c_0), got {type(hx).__name__}")
+        output, (h_n, c_n) = self._forward(input, hx)
+        return output, (h_n, c_n)
+
+
+class _SingleStateRNN(RecurrentBase):
+    def forward(self, input, hx: Tensor | None = None):
+        if hx is not None and not isinstance(hx, Tensor):
+            raise TypeError(f"hx: expected a tensor h_0, got {type(hx).__name__}")
+        output, (h_n,) = self._forward(input, None if hx is None else (hx,))
+        return output, h_n
+
+
+class GRU(_SingleStateRNN):
+    """Drop-in for `torch.nn.GRU`: forward(input, h_0=None) -> output, h_n."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 device=None, dtype=None, *, backend: str = "auto") -> None:
+        super().__init__("gru", input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, 0, device, dtype, backend)
+
+
+class RNN(_SingleStateRNN):
+    """Drop-in for `torch.nn.RNN` (Elman): forward(input, h_0=None) -> output, h_n."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1,
+                 nonlinearity: str = "tanh", bias: bool = True, batch_first: bool = False,
+                 dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None, *,
+                 backend: str = "auto") -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(f"rnn_{nonlinearity}", input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, 0, device, dtype, backend)

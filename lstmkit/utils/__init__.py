@@ -1,0 +1,1 @@
+"""Run plumbing shared by every app: atomic checkpoints, run configs, seeding."""

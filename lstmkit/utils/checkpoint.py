@@ -1,0 +1,104 @@
+"""Checkpoints as one safetensors file, written atomically, never unpickled.
+
+A checkpoint holds arbitrary nested state (model and optimizer state dicts, RNG states,
+counters). Tensors go into the safetensors body; everything else (numbers, strings, lists)
+goes as JSON into the safetensors header's metadata, with placeholders where tensors were.
+One file means the tensors and the JSON describing them can never disagree after a crash:
+the file is written to a temporary name in the same directory, fsynced, then renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_bytes
+
+_TENSOR_KEY = "__tensor__"
+_META_KEY = "lstmkit"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so that a crash leaves either the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    # Make the rename itself durable.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _split(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Replace every tensor in a nested structure by a placeholder, collecting the tensors."""
+    if isinstance(obj, torch.Tensor):
+        tensors[prefix] = obj.detach().cpu().contiguous()
+        return {_TENSOR_KEY: prefix}
+    if isinstance(obj, dict):
+        # JSON keys are strings; remember int keys (optimizer state is keyed by int).
+        return {
+            "__dict__": [[k, _split(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]
+        }
+    if isinstance(obj, (list, tuple)):
+        return {
+            "__list__": [_split(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)],
+            "tuple": isinstance(obj, tuple),
+        }
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"checkpoint state: expected tensors, dicts, lists or JSON scalars, got {type(obj).__name__} at {prefix!r}")
+
+
+def _merge(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(skeleton, dict):
+        if _TENSOR_KEY in skeleton:
+            return tensors[skeleton[_TENSOR_KEY]]
+        if "__dict__" in skeleton:
+            return {k: _merge(v, tensors) for k, v in skeleton["__dict__"]}
+        if "__list__" in skeleton:
+            items = [_merge(v, tensors) for v in skeleton["__list__"]]
+            return tuple(items) if skeleton["tuple"] else items
+    return skeleton
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Save nested `state` (tensors anywhere inside) as one safetensors file, atomically."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _split(state, "s", tensors)
+    # safetensors refuses tensors that share memory; checkpoints are small enough to copy.
+    tensors = {k: v.clone() for k, v in tensors.items()}
+    data = safetensors_bytes(tensors, metadata={_META_KEY: json.dumps(skeleton)})
+    atomic_write_bytes(path, data)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load what `save_checkpoint` wrote. Reads only safetensors and JSON: no pickle."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint: no file at {str(path)!r}")
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+        if _META_KEY not in metadata:
+            raise ValueError(f"checkpoint: {str(path)!r} is a safetensors file but not an lstmkit checkpoint")
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    return _merge(json.loads(metadata[_META_KEY]), tensors)

@@ -1,0 +1,45 @@
+"""Run directories: resolved configs saved as JSON, seeding, and the RNG state to resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lstmkit.utils.checkpoint import atomic_write_json
+
+
+def save_config(run_dir: str | Path, config: Any, name: str = "config.json") -> Path:
+    """Write a dataclass config (already resolved: no 'auto' left in it) next to the run's outputs."""
+    path = Path(run_dir) / name
+    atomic_write_json(path, dataclasses.asdict(config))
+    return path
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a run draws from, in a form `save_checkpoint` can store."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal.tolist()), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
