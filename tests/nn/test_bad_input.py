@@ -1,0 +1,73 @@
+"""Bad input raises ValueError/TypeError naming the argument, with expected vs got."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lstmkit
+from lstmkit.kernels import resolve_backend
+
+
+@pytest.mark.parametrize("kwargs,exc,pattern", [
+    (dict(input_size=0, hidden_size=4), ValueError, "input_size: expected a positive int, got 0"),
+    (dict(input_size=3, hidden_size=-1), ValueError, "hidden_size: expected a positive int, got -1"),
+    (dict(input_size=3, hidden_size=4, num_layers=0), ValueError, "num_layers"),
+    (dict(input_size=3.0, hidden_size=4), TypeError, "input_size: expected an int, got float"),
+    (dict(input_size=3, hidden_size=4, dropout=1.0), ValueError, r"dropout: expected a float in \[0, 1\), got 1.0"),
+    (dict(input_size=3, hidden_size=4, dropout=-0.1), ValueError, "dropout"),
+    (dict(input_size=3, hidden_size=4, proj_size=4), ValueError, "proj_size: expected 0 <= proj_size < hidden_size=4, got 4"),
+    (dict(input_size=3, hidden_size=4, cell="gru"), ValueError, "cell: expected one of"),
+    (dict(input_size=3, hidden_size=4, cell="lsmt"), ValueError, "cell: expected one of .* got 'lsmt'"),
+    (dict(input_size=3, hidden_size=4, backend="cuda-magic"), ValueError, "backend: expected one of .* got 'cuda-magic'"),
+])
+def test_constructor_errors(kwargs, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        lstmkit.LSTM(**kwargs)
+
+
+@pytest.fixture
+def lstm():
+    return lstmkit.LSTM(3, 4, num_layers=2, backend="reference")
+
+
+def test_wrong_rank(lstm):
+    with pytest.raises(ValueError, match=r"input: expected a 3-D \(batched\) or 2-D \(unbatched\) tensor, got 4-D"):
+        lstm(torch.randn(2, 2, 2, 3))
+
+
+def test_wrong_feature_size(lstm):
+    with pytest.raises(ValueError, match="input: expected last dimension input_size=3, got 5"):
+        lstm(torch.randn(2, 2, 5))
+
+
+def test_integer_input(lstm):
+    with pytest.raises(TypeError, match="input: expected a floating-point tensor, got dtype torch.int64"):
+        lstm(torch.ones(2, 2, 3, dtype=torch.long))
+
+
+def test_dtype_mismatch(lstm):
+    with pytest.raises(TypeError, match="input: expected dtype torch.float32"):
+        lstm(torch.ones(2, 2, 3, dtype=torch.float64))
+
+
+def test_state_shapes(lstm):
+    x = torch.randn(5, 2, 3)
+    with pytest.raises(ValueError, match=r"h_0: expected shape \(2, 2, 4\), got \(1, 2, 4\)"):
+        lstm(x, (torch.zeros(1, 2, 4), torch.zeros(2, 2, 4)))
+    with pytest.raises(ValueError, match=r"c_0: expected shape \(2, 2, 4\), got \(2, 3, 4\)"):
+        lstm(x, (torch.zeros(2, 2, 4), torch.zeros(2, 3, 4)))
+    with pytest.raises(TypeError, match=r"hx: expected a tuple \(h_0, c_0\)"):
+        lstm(x, torch.zeros(2, 2, 4))
+    with pytest.raises(ValueError, match=r"h_0: expected shape \(2, 4\)"):
+        lstm(torch.randn(5, 3), (torch.zeros(2, 1, 4), torch.zeros(2, 1, 4)))
+
+
+def test_unknown_backend_name_at_dispatch():
+    with pytest.raises(ValueError, match="backend: expected one of"):
+        resolve_backend("fastest", "cpu", "lstm")
+
+
+def test_rnn_nonlinearity():
+    with pytest.raises(ValueError, match="nonlinearity: expected 'tanh' or 'relu', got 'sigmoid'"):
+        lstmkit.RNN(3, 4, nonlinearity="sigmoid")
