@@ -1,0 +1,71 @@
+"""Checkpoints: nested state round trip, atomic replacement, no pickle."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from lstmkit.utils.checkpoint import load_checkpoint, save_checkpoint
+from lstmkit.utils.runs import rng_state, set_rng_state
+
+
+def test_round_trip_model_optimizer_and_scalars(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": 3,
+             "history": [1.5, 2.0], "name": "x", "pair": (1, None)}
+    save_checkpoint(tmp_path / "ck.safetensors", state)
+    loaded = load_checkpoint(tmp_path / "ck.safetensors")
+    assert loaded["epoch"] == 3 and loaded["history"] == [1.5, 2.0] and loaded["pair"] == (1, None)
+    for k, v in state["model"].items():
+        assert torch.equal(loaded["model"][k], v)
+    opt2 = torch.optim.Adam(model.parameters())
+    opt2.load_state_dict(loaded["optimizer"])  # int-keyed optimizer state survives JSON
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+
+
+def test_rng_state_resumes_every_generator(tmp_path):
+    saved = rng_state()
+    draws = (random.random(), np.random.rand(), torch.rand(1))
+    save_checkpoint(tmp_path / "rng.safetensors", {"rng": saved})
+    set_rng_state(load_checkpoint(tmp_path / "rng.safetensors")["rng"])
+    assert draws == (random.random(), np.random.rand(), torch.rand(1))
+
+
+def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "ck.safetensors"
+    save_checkpoint(path, {"step": 1})
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"step": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["ck.safetensors"]  # no temp file left behind
+
+
+def test_rejects_foreign_files(tmp_path):
+    save_file({"w": torch.zeros(2)}, tmp_path / "plain.safetensors")
+    with pytest.raises(ValueError, match="not an lstmkit checkpoint"):
+        load_checkpoint(tmp_path / "plain.safetensors")
+    (tmp_path / "evil.pt").write_bytes(b"\x80\x04pickle")
+    with pytest.raises(Exception):
+        load_checkpoint(tmp_path / "evil.pt")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_unsupported_values_are_refused(tmp_path):
+    with pytest.raises(TypeError, match="checkpoint state: expected tensors"):
+        save_checkpoint(tmp_path / "x.safetensors", {"bad": object()})
+    assert not (tmp_path / "x.safetensors").exists()
