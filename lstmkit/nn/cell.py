@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
 from lstmkit.cells import LSTM_CELLS, get_cell
 from lstmkit.nn import checks
+from lstmkit.nn.checks import init_parameters
 
 
 class LSTMCell(nn.Module):
@@ -37,15 +36,7 @@ class LSTMCell(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        k = 1.0 / math.sqrt(self.hidden_size)
-        inits = {e.name: e.init for e in self.spec.extra_params}
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                init = inits.get(name, "uniform")
-                if init == "uniform":
-                    p.uniform_(-k, k)
-                else:
-                    p.fill_(1.0 if init == "ones" else 0.0)
+        init_parameters(self, self.spec, self.hidden_size)
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         dtype = self.weight_ih.dtype

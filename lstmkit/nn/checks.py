@@ -1,6 +1,8 @@
-"""Argument checks shared by the modules: each error names the argument, expected vs got."""
+"""Argument checks (each error names the argument, expected vs got) and parameter init shared by the modules."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -36,3 +38,19 @@ def float_tensor(name: str, x: object, dtype: torch.dtype) -> Tensor:
 def shape(name: str, x: Tensor, expected: tuple[int, ...]) -> None:
     if tuple(x.shape) != tuple(expected):
         raise ValueError(f"{name}: expected shape {tuple(expected)}, got {tuple(x.shape)}")
+
+
+def init_parameters(module: torch.nn.Module, spec, hidden_size: int) -> None:
+    """torch's init: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H)); LN gains 1, LN biases 0.
+
+    A parameter's base name is its name without the `_l<k>[_reverse]` layer suffix.
+    """
+    k = 1.0 / math.sqrt(hidden_size)
+    inits = {e.name: e.init for e in spec.extra_params}
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            init = inits.get(name.rsplit("_l", 1)[0], "uniform")
+            if init == "uniform":
+                p.uniform_(-k, k)
+            else:
+                p.fill_(1.0 if init == "ones" else 0.0)

@@ -8,8 +8,6 @@ Inside everything is time-major `(T, B, ·)`; `batch_first` is handled here and 
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -18,6 +16,7 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 from lstmkit.cells import LSTM_CELLS, CellSpec, get_cell
 from lstmkit.kernels import check_backend_name, resolve_backend
 from lstmkit.nn import checks
+from lstmkit.nn.checks import init_parameters
 
 
 class RecurrentBase(nn.Module):
@@ -73,18 +72,7 @@ class RecurrentBase(nn.Module):
         return [f"_l{layer}", f"_l{layer}_reverse"][: self.num_directions]
 
     def reset_parameters(self) -> None:
-        """torch's init: every weight and bias ~ U(-1/sqrt(H), 1/sqrt(H)); LN gains 1, LN biases 0."""
-        k = 1.0 / math.sqrt(self.hidden_size)
-        inits = {e.name: e.init for e in self.spec.extra_params}
-        with torch.no_grad():
-            for name, p in self.named_parameters():
-                init = inits.get(name.rsplit("_l", 1)[0], "uniform")
-                if init == "uniform":
-                    p.uniform_(-k, k)
-                elif init == "ones":
-                    p.fill_(1.0)
-                else:
-                    p.zero_()
+        init_parameters(self, self.spec, self.hidden_size)
 
     def flatten_parameters(self) -> None:
         """No-op, for code written against torch.nn.LSTM (cuDNN weight packing)."""
