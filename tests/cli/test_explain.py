@@ -1,0 +1,47 @@
+"""`lstmkit explain` through the console entry point."""
+
+from __future__ import annotations
+
+import pytest
+
+from lstmkit.cli.main import main
+
+
+def test_explain_defaults(capsys):
+    assert main(["explain"]) == 0
+    out = capsys.readouterr().out
+    # input 28, hidden 256: 4*256*(28+256) weights + 2*4*256 biases.
+    assert "weight_ih_l0" in out and "1024 x 28" in out
+    assert f"{4 * 256 * (28 + 256) + 2 * 4 * 256:,}" in out
+    assert "lstm / dense = 4.01x" in out
+    assert "per sequence (T=35)" in out and "B=32" in out
+    assert "Activation memory for training" in out
+
+
+def test_explain_config(capsys):
+    argv = ["explain", "--input-size", "10", "--hidden-size", "20", "--num-layers", "2",
+            "--bidirectional", "--proj-size", "5", "--no-bias", "--seq-len", "7",
+            "--batch-size", "3", "--dtype", "float64"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "weight_hr_l1_reverse" in out and "5 x 20" in out
+    assert "bias_ih" not in out
+    assert "unprojected" in out and "float64" in out
+
+
+def test_explain_gru_is_three_dense_layers(capsys):
+    assert main(["explain", "--cell", "gru", "--no-bias"]) == 0
+    assert "gru / dense = 3.00x" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["--hidden-size", "0"], "hidden_size"),
+    (["--cell", "lstmm"], "cell"),
+    (["--proj-size", "256"], "proj_size"),
+    (["--seq-len", "-1"], "seq_len"),
+    (["--dtype", "int8"], "dtype"),
+])
+def test_explain_bad_argument(capsys, argv, name):
+    assert main(["explain", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lstmkit explain: error:") and name in err
