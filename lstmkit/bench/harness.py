@@ -1,0 +1,195 @@
+"""Timing: every implementation of a (shape, threads, mode) group interleaved, medians of repeats.
+
+For each thread count the sgemm peak is measured first (torch.mm of two n x n fp32 matrices).
+Then, for each shape and mode, every runner is warmed up, and the timed repetitions go round
+robin over the implementations (the starting implementation rotates each repetition), so a
+noisy neighbour on the shared machine hits all of them alike. A sample is the mean of `number`
+calls, with `number` chosen from the warm-up so that a sample lasts at least `min_sample_s`.
+
+Modes: "fwd" runs under `torch.no_grad()` (inference); "fwd+bwd" runs the forward with autograd
+and then `torch.autograd.grad` of the output against a fixed gradient for the input and every
+parameter (dX and all weight gradients).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from lstmkit import costs
+from lstmkit.bench.impls import BASELINE, Case, Impl, Runner, Shape, make_case
+
+MODES = ("fwd", "fwd+bwd")
+
+
+@dataclass
+class Measurement:
+    impl: str
+    cell: str
+    shape: str
+    mode: str
+    threads: int
+    number: int  # calls per sample
+    times_ms: list[float]  # one per repetition, ms per call
+    gemm_flops: int  # GEMM FLOPs of one call, from lstmkit.costs
+    median_ms: float = 0.0
+    spread: float = 0.0  # interquartile range / median
+    gflops: float = 0.0
+    peak_fraction: float = 0.0  # gflops / the sgemm peak at this thread count
+    ratio: float | None = None  # median / nn.LSTM's median, same shape, threads and mode
+
+    def finish(self, peak_gflops: float) -> None:
+        self.median_ms = statistics.median(self.times_ms)
+        if len(self.times_ms) >= 2:
+            q = statistics.quantiles(self.times_ms, n=4, method="inclusive")
+            self.spread = (q[2] - q[0]) / self.median_ms
+        self.gflops = self.gemm_flops / (self.median_ms * 1e-3) / 1e9
+        self.peak_fraction = self.gflops / peak_gflops if peak_gflops else 0.0
+
+
+@dataclass
+class BenchResult:
+    measurements: list[Measurement] = field(default_factory=list)
+    peak_gflops: dict[int, float] = field(default_factory=dict)  # threads -> GFLOP/s
+    errors: dict[str, str] = field(default_factory=dict)  # "impl @ shape mode threads" -> message
+    unavailable: dict[str, str] = field(default_factory=dict)  # impl -> why it did not run
+    impls: dict[str, str] = field(default_factory=dict)  # impl -> description
+    config: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "config": self.config,
+            "peak_gflops": {str(k): v for k, v in self.peak_gflops.items()},
+            "impls": self.impls,
+            "unavailable": self.unavailable,
+            "errors": self.errors,
+            "measurements": [asdict(m) for m in self.measurements],
+        }
+
+
+def measure_peak(size: int = 2048, repeats: int = 5) -> float:
+    """sgemm GFLOP/s at the current thread count: median of torch.mm(n x n, n x n) in fp32."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    out = torch.empty(size, size)
+    torch.mm(a, b, out=out)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - t0)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def gemm_flops(case: Case, impl: Impl, mode: str) -> int:
+    """GEMM FLOPs of one call: forward, or forward + backward (3x), over the case's rows."""
+    s = case.shape
+    per_row = costs.step_flops(costs.RNNConfig(s.I, s.H, cell=impl.cell, proj_size=s.P), 1)
+    flops = per_row * case.rows
+    return flops.forward_gemm + (flops.backward_gemm if mode == "fwd+bwd" else 0)
+
+
+def _call(case: Case, runner: Runner, mode: str) -> Callable[[], None]:
+    if mode == "fwd":
+        x = case.x
+
+        def fwd() -> None:
+            with runner.context(), torch.no_grad():
+                runner.forward(x)
+        return fwd
+
+    x = case.x.clone().requires_grad_()
+    inputs = [x, *runner.params]
+
+    def fwd_bwd() -> None:
+        with runner.context():
+            y = runner.forward(x)
+            torch.autograd.grad(y, inputs, case.grad_out)
+    return fwd_bwd
+
+
+def run_bench(
+    impls: list[Impl],
+    shapes: list[Shape],
+    threads: list[int],
+    modes: list[str],
+    repeats: int,
+    warmup: int,
+    min_sample_s: float = 0.01,
+    peak_size: int = 2048,
+    seed: int = 0,
+    log: Callable[[str], None] = lambda s: None,
+) -> BenchResult:
+    """Time every implementation that supports each shape; see the module docstring."""
+    result = BenchResult(impls={i.name: i.description for i in impls})
+    saved_threads = torch.get_num_threads()
+    try:
+        for n in threads:
+            torch.set_num_threads(n)
+            result.peak_gflops[n] = peak = measure_peak(peak_size)
+            log(f"threads={n}: sgemm peak {peak:.1f} GFLOP/s")
+            for shape in shapes:
+                case = make_case(shape, seed)
+                runners: dict[str, tuple[Impl, Runner]] = {}
+                for impl in impls:
+                    if not impl.supports(shape):
+                        continue
+                    try:
+                        runners[impl.name] = (impl, impl.build(case))
+                    except Exception as e:  # noqa: BLE001 (one failing implementation must not end the run)
+                        result.errors[f"{impl.name} @ {shape.label} threads={n}"] = f"build: {type(e).__name__}: {e}"
+                for mode in modes:
+                    t0 = time.perf_counter()
+                    group = _time_group(case, runners, mode, n, repeats, warmup, min_sample_s, result)
+                    for m in group:
+                        m.finish(peak)
+                    base = next((m for m in group if m.impl == BASELINE), None)
+                    for m in group:
+                        m.ratio = m.median_ms / base.median_ms if base else None
+                    result.measurements += group
+                    log(f"  {shape.label} {mode} ({time.perf_counter() - t0:.1f} s): " + ", ".join(
+                        f"{m.impl} {m.median_ms:.3g} ms" for m in group))
+    finally:
+        torch.set_num_threads(saved_threads)
+    return result
+
+
+def _time_group(case: Case, runners: dict[str, tuple[Impl, Runner]], mode: str, threads: int,
+                repeats: int, warmup: int, min_sample_s: float, result: BenchResult) -> list[Measurement]:
+    calls: dict[str, Callable[[], None]] = {}
+    numbers: dict[str, int] = {}
+    for name, (impl, runner) in runners.items():
+        try:
+            call = _call(case, runner, mode)
+            elapsed = 0.0
+            for _ in range(max(1, warmup)):
+                t0 = time.perf_counter()
+                call()
+                elapsed = time.perf_counter() - t0
+        except Exception as e:  # noqa: BLE001
+            result.errors[f"{name} @ {case.shape.label} {mode} threads={threads}"] = f"{type(e).__name__}: {e}"
+            continue
+        calls[name] = call
+        numbers[name] = max(1, math.ceil(min_sample_s / max(elapsed, 1e-9)))
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    order = list(calls)
+    gc.collect()
+    gc.disable()
+    try:
+        for rep in range(repeats):
+            k = rep % len(order) if order else 0
+            for name in order[k:] + order[:k]:  # round robin, rotating the first
+                call, number = calls[name], numbers[name]
+                t0 = time.perf_counter()
+                for _ in range(number):
+                    call()
+                times[name].append((time.perf_counter() - t0) / number * 1e3)
+    finally:
+        gc.enable()
+    return [Measurement(name, runners[name][0].cell, case.shape.label, mode, threads, numbers[name], times[name],
+                        gemm_flops(case, runners[name][0], mode)) for name in calls]

@@ -1,0 +1,163 @@
+"""`lstmkit bench` output: a markdown report, the JSON of every sample, and a PNG of the ratios."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from lstmkit.bench.harness import MODES, BenchResult, Measurement
+from lstmkit.bench.impls import BASELINE, Shape
+
+# The issue's bars: lstmkit time / nn.LSTM time (standard cell, 2 threads, both modes) by kind
+# of shape, and for the variants (fwd+bwd) against nn.LSTM's standard cell.
+BAR_STANDARD = 1.10
+BAR_BATCH1 = 0.70
+BAR_NO_ONEDNN = 0.60  # PackedSequence and proj_size, where nn.LSTM loses oneDNN
+BAR_VARIANT = 1.25
+BAR_THREADS = 2
+
+
+def _key(m: Measurement) -> tuple[str, str, int, str]:
+    return (m.impl, m.shape, m.threads, m.mode)
+
+
+def _ordered(values) -> list:
+    return list(dict.fromkeys(values))
+
+
+def _cell(m: Measurement | None) -> str:
+    if m is None:
+        return "-"
+    ratio = f"{m.ratio:.2f}x" if m.ratio is not None else "n/a"
+    ms = f"{m.median_ms:.3g}" if m.median_ms < 100 else f"{m.median_ms:.0f}"
+    return f"{ratio} · {ms} ms · {m.gflops:.3g}"
+
+
+def bar_threads(result: BenchResult) -> int:
+    """The bars are for 2 threads; a run without 2 threads is judged at its largest count."""
+    return BAR_THREADS if BAR_THREADS in result.peak_gflops else max(result.peak_gflops, default=0)
+
+
+def bar_rows(result: BenchResult) -> list[tuple[str, str, str, float, float, bool]]:
+    """(impl, shape, mode, ratio, limit, met) for every fast lstmkit measurement a bar applies to."""
+    threads = bar_threads(result)
+    rows = []
+    for m in result.measurements:
+        if not m.impl.startswith("lstmkit-") or m.impl.startswith("lstmkit-reference") \
+                or m.threads != threads or m.ratio is None:
+            continue
+        shape = Shape.parse(m.shape)
+        if m.cell != "lstm":
+            if m.mode != "fwd+bwd":
+                continue
+            limit = BAR_VARIANT
+        elif not shape.plain:
+            limit = BAR_NO_ONEDNN
+        elif shape.B == 1:
+            limit = BAR_BATCH1
+        else:
+            limit = BAR_STANDARD
+        rows.append((m.impl, m.shape, m.mode, m.ratio, limit, m.ratio <= limit))
+    return rows
+
+
+def markdown(result: BenchResult, command: str) -> str:
+    ms = result.measurements
+    by_key = {_key(m): m for m in ms}
+    shapes = _ordered(m.shape for m in ms)
+    impls = [name for name in result.impls if any(m.impl == name for m in ms)]
+    c = result.config
+    out = [f"`{command}`", ""]
+    out.append(f"{c.get('date', '')}, {c.get('machine', '')}, torch {c.get('torch', '')}, "
+               f"{c.get('repeats')} interleaved repetitions after {c.get('warmup')} warm-up call(s), "
+               f"load average {c.get('loadavg_start', '?')} at the start and {c.get('loadavg_end', '?')} at the end.")
+    peaks = ", ".join(f"{v:.0f} GFLOP/s with {k} thread{'s' if k > 1 else ''}" for k, v in result.peak_gflops.items())
+    n = c.get("peak_size", 2048)
+    out.append(f"sgemm peak in this run (torch.mm {n}x{n} fp32): {peaks}.")
+    if ms:
+        spreads = [m.spread for m in ms]
+        out.append(f"Noise: the interquartile range of the repetitions is {100 * statistics.median(spreads):.0f}% "
+                   f"of the median for the typical measurement, {100 * max(spreads):.0f}% at worst.")
+    out += ["", "Each cell: time ratio to nn.LSTM (oneDNN on) at the same shape, threads and mode · median "
+            "time per call · GFLOP/s of the matrix products (lstmkit.costs: forward 2·rows·(I+R)·G·H "
+            "(+2·rows·H·P), fwd+bwd 3x that). `fwd` runs under torch.no_grad(); `fwd+bwd` also computes "
+            "dX and every weight gradient. Shapes: T steps, B batch, I input, H hidden; `packed`: a "
+            "PackedSequence of random sorted lengths (longest T); `P`: proj_size.", ""]
+    for threads in result.peak_gflops:
+        for mode in MODES:
+            if not any(m.threads == threads and m.mode == mode for m in ms):
+                continue
+            out.append(f"### {mode}, {threads} thread{'s' if threads > 1 else ''}")
+            out.append("")
+            out.append("| implementation | " + " | ".join(shapes) + " |")
+            out.append("|---|" + "---|" * len(shapes))
+            for impl in impls:
+                cells = [_cell(by_key.get((impl, s, threads, mode))) for s in shapes]
+                if any(x != "-" for x in cells):
+                    out.append(f"| {impl} | " + " | ".join(cells) + " |")
+            out.append("")
+    bars = bar_rows(result)
+    if bars:
+        out.append(f"### The issue's bars ({bar_threads(result)} threads; lstmkit time / nn.LSTM time)")
+        out.append("")
+        out.append("| implementation | shape | mode | ratio | bar | met |")
+        out.append("|---|---|---|---|---|---|")
+        for impl, shape, mode, ratio, limit, met in bars:
+            out.append(f"| {impl} | {shape} | {mode} | {ratio:.2f} | <= {limit:.2f} | {'yes' if met else '**no**'} |")
+        out.append("")
+    if result.unavailable:
+        out.append("Not run: " + "; ".join(f"{k} ({v})" for k, v in result.unavailable.items()) + ".")
+    if result.errors:
+        out.append("Errors: " + "; ".join(f"{k}: {v}" for k, v in result.errors.items()) + ".")
+    out.append("Implementations: " + "; ".join(f"`{k}` {v}" for k, v in result.impls.items()) + ".")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def plot(result: BenchResult, path: Path) -> None:
+    """Ratio to nn.LSTM per implementation (bars) per shape (groups), one panel per threads x mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ms = [m for m in result.measurements if m.ratio is not None]
+    panels = [(t, mode) for t in result.peak_gflops for mode in MODES
+              if any(m.threads == t and m.mode == mode for m in ms)]
+    shapes = _ordered(m.shape for m in ms)
+    impls = [name for name in result.impls if any(m.impl == name for m in ms)]
+    by_key = {_key(m): m for m in ms}
+    fig, axes = plt.subplots(max(1, len(panels)), 1, figsize=(max(8.0, 1.6 * len(shapes) + 4), 3.6 * max(1, len(panels))),
+                             squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    width = 0.8 / max(1, len(impls))
+    for ax, (threads, mode) in zip(axes[:, 0], panels):
+        for k, impl in enumerate(impls):
+            xs, ys = [], []
+            for j, s in enumerate(shapes):
+                m = by_key.get((impl, s, threads, mode))
+                if m is not None:
+                    xs.append(j - 0.4 + (k + 0.5) * width)
+                    ys.append(m.ratio)
+            ax.bar(xs, ys, width, label=impl, color=cmap(k % 20))
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(shapes)))
+        ax.set_xticklabels([s.replace(",", " ") for s in shapes], fontsize=8)
+        ax.set_ylabel("time / nn.LSTM")
+        ax.set_title(f"{mode}, {threads} thread{'s' if threads > 1 else ''}", fontsize=10)
+    if panels:
+        axes[0, 0].legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(result: BenchResult, out_dir: Path, command: str) -> str:
+    """Write bench.md, bench.json and bench.png under `out_dir`; return the markdown."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = markdown(result, command)
+    (out_dir / "bench.md").write_text(text)
+    (out_dir / "bench.json").write_text(json.dumps(result.to_json(), indent=1) + "\n")
+    plot(result, out_dir / "bench.png")
+    return text

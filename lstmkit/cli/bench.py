@@ -1,0 +1,127 @@
+"""`lstmkit bench`: time every LSTM implementation against torch.nn.LSTM in one process."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import fnmatch
+import os
+import platform
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from lstmkit.bench import harness, report
+from lstmkit.bench.impls import BASELINE, Shape, registry
+
+HELP = ("Time every LSTM implementation (loops, TorchScript, torch.compile, nn.LSTM with and without "
+        "oneDNN, each lstmkit backend and cell) side by side: ratios to nn.LSTM, GFLOP/s, a table and a plot.")
+
+DEFAULT_SHAPES = (
+    "T100,B32,I128,H256", "T50,B128,I256,H512", "T35,B32,I28,H256", "T100,B1,I64,H256",
+    "T100,B32,I128,H256,packed", "T100,B32,I128,H256,P128",
+)
+QUICK_SHAPES = ("T5,B3,I4,H8", "T5,B3,I4,H8,packed", "T5,B3,I4,H8,P3")
+# (full, --quick) values of the options left unset.
+PRESETS = {
+    "shapes": (DEFAULT_SHAPES, QUICK_SHAPES),
+    "threads": ([1, 2], [1]),
+    "repeats": (7, 2),
+    "warmup": (3, 1),
+    "min_sample_ms": (20.0, 0.0),
+    "peak_size": (2048, 256),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shapes", nargs="+", metavar="SHAPE",
+                   help="shapes as T100,B32,I128,H256 with optional ,packed (PackedSequence of random sorted "
+                        "lengths) or ,P128 (proj_size); default: the issue's four shapes plus a packed and a "
+                        "proj_size row")
+    p.add_argument("--threads", nargs="+", type=int, metavar="N", help="torch.set_num_threads values (default 1 2)")
+    p.add_argument("--modes", nargs="+", choices=harness.MODES, default=list(harness.MODES),
+                   help="fwd (under no_grad) and/or fwd+bwd (dX and every weight gradient)")
+    p.add_argument("--repeats", type=int, help="timed repetitions per implementation; the median is reported (default 7)")
+    p.add_argument("--warmup", type=int, help="untimed calls per implementation before timing (default 3)")
+    p.add_argument("--min-sample-ms", type=float,
+                   help="a sample repeats the call until it lasts this long, for short calls (default 20)")
+    p.add_argument("--impls", nargs="+", metavar="PATTERN",
+                   help=f"only implementations matching these shell patterns (e.g. 'lstmkit-*' 'loop-*'); "
+                        f"{BASELINE} always runs, as the baseline of every ratio")
+    p.add_argument("--compile", action="store_true",
+                   help="also time torch.compile (a cold compile takes ~17 s, and more per shape)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny shapes, 1 thread, 2 repetitions: a smoke run in seconds (explicit options win)")
+    p.add_argument("--peak-size", type=int, help="n of the n x n sgemm that measures the peak (default 2048)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and packed lengths")
+    p.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for bench.md, bench.json, bench.png")
+    p.add_argument("--list", action="store_true", help="list the implementations and why any cannot run, then exit")
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"--{name}: expected a positive number, got {value}")
+
+
+def run(args: argparse.Namespace) -> int:
+    for name, (full, quick) in PRESETS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    shapes = [Shape.parse(s) for s in args.shapes]
+    for n in args.threads:
+        _positive("threads", n)
+    _positive("repeats", args.repeats)
+    _positive("peak-size", args.peak_size)
+    if args.warmup < 0 or args.min_sample_ms < 0:
+        raise ValueError(f"--warmup/--min-sample-ms: expected >= 0, got {args.warmup}/{args.min_sample_ms}")
+
+    impls, unavailable = registry(compile=args.compile)
+    if args.list:
+        for impl in impls:
+            print(f"{impl.name:32s} {impl.description}")
+        for name, why in unavailable.items():
+            print(f"{name:32s} not available: {why}")
+        return 0
+    if args.impls:
+        names = [i.name for i in impls] + list(unavailable)
+        for pattern in args.impls:
+            if not fnmatch.filter(names, pattern):
+                raise ValueError(f"--impls: {pattern!r} matches none of {names}")
+        impls = [i for i in impls if i.name == BASELINE or any(fnmatch.fnmatch(i.name, p) for p in args.impls)]
+        unavailable = {k: v for k, v in unavailable.items() if any(fnmatch.fnmatch(k, p) for p in args.impls)}
+
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    load_start = os.getloadavg()
+    result = harness.run_bench(impls, shapes, args.threads, args.modes, args.repeats, args.warmup,
+                               args.min_sample_ms / 1e3, args.peak_size, args.seed, log)
+    result.unavailable = unavailable
+    result.config = {
+        "argv": sys.argv[1:], "shapes": [s.label for s in shapes], "threads": args.threads,
+        "modes": args.modes, "repeats": args.repeats, "warmup": args.warmup,
+        "min_sample_ms": args.min_sample_ms, "peak_size": args.peak_size, "seed": args.seed,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{_cpu_name()}, {os.cpu_count()} cores",
+        "torch": torch.__version__, "python": platform.python_version(),
+        "loadavg_start": f"{load_start[0]:.2f}", "loadavg_end": f"{os.getloadavg()[0]:.2f}",
+    }
+    command = "lstmkit bench " + " ".join(shlex.quote(a) for a in _argv_after("bench"))
+    print(report.write(result, args.out, command.strip()), end="")
+    print(f"wrote {args.out / 'bench.md'}, bench.json, bench.png", file=sys.stderr)
+    return 0
+
+
+def _argv_after(command: str) -> list[str]:
+    argv = sys.argv[1:]
+    return argv[argv.index(command) + 1:] if command in argv else []
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

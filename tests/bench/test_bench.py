@@ -1,0 +1,110 @@
+"""`lstmkit bench`: the baselines compute what nn.LSTM computes, and a smoke run writes its outputs.
+
+No timed assertions: timings on a shared machine prove nothing in a test.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lstmkit.bench import harness, report
+from lstmkit.bench.impls import BASELINE, Shape, make_case, registry
+from lstmkit.cli.main import main
+
+IMPLS, _ = registry()
+LSTM_IMPLS = [i for i in IMPLS if i.cell == "lstm" and i.name != BASELINE]
+SHAPES = [Shape(4, 3, 5, 6), Shape(1, 1, 2, 3), Shape(6, 4, 5, 6, packed=True), Shape(4, 3, 5, 6, P=2)]
+
+
+def _forward_and_dx(impl, case):
+    runner = impl.build(case)
+    x = case.x.clone().requires_grad_()
+    with runner.context():
+        y = runner.forward(x)
+        grads = torch.autograd.grad(y, [x, *runner.params], case.grad_out)
+    return y.detach(), grads[0], len(grads) - 1
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: s.label)
+@pytest.mark.parametrize("impl", LSTM_IMPLS, ids=lambda i: i.name)
+def test_every_lstm_implementation_matches_nn_lstm(impl, shape):
+    if not impl.supports(shape):
+        pytest.skip(f"{impl.name} runs plain shapes only")
+    case = make_case(shape, seed=3)
+    baseline = next(i for i in IMPLS if i.name == BASELINE)
+    y_ref, dx_ref, _ = _forward_and_dx(baseline, case)
+    y, dx, n_params = _forward_and_dx(impl, case)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dx, dx_ref, rtol=1e-4, atol=1e-5)
+    assert n_params >= 4  # every weight and bias gets a gradient in a timed training step
+
+
+def test_shape_labels_parse_back():
+    for shape in SHAPES:
+        assert Shape.parse(shape.label) == shape
+    assert Shape.parse("T=100, B=1, I=64, H=256") == Shape(100, 1, 64, 256)
+    for bad in ("T100,B32,I128", "T100,B32,I128,H256,X3", "T0,B1,I1,H1", "T1,B1,I1,H4,P4"):
+        with pytest.raises(ValueError):
+            Shape.parse(bad)
+
+
+def test_gemm_flops_come_from_costs():
+    case = make_case(Shape(5, 3, 4, 8))
+    nn_lstm = next(i for i in IMPLS if i.name == BASELINE)
+    assert harness.gemm_flops(case, nn_lstm, "fwd") == 2 * 5 * 3 * (4 + 8) * 4 * 8
+    assert harness.gemm_flops(case, nn_lstm, "fwd+bwd") == 3 * 2 * 5 * 3 * (4 + 8) * 4 * 8
+    packed = make_case(Shape(5, 3, 4, 8, packed=True))
+    assert harness.gemm_flops(packed, nn_lstm, "fwd") == 2 * sum(packed.lengths) * (4 + 8) * 4 * 8
+
+
+def test_quick_run_writes_markdown_json_and_png(tmp_path, capsys):
+    out = tmp_path / "bench"
+    argv = ["bench", "--quick", "--impls", "loop-precomp", "nn.LSTM-no-onednn",
+            "--repeats", "2", "--warmup", "1", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    md = (out / "bench.md").read_text()
+    assert printed == md
+    assert "### fwd, 1 thread" in md and "### fwd+bwd, 1 thread" in md and "| loop-precomp |" in md
+    data = json.loads((out / "bench.json").read_text())
+    rows = {(m["impl"], m["shape"], m["mode"]) for m in data["measurements"]}
+    assert ("loop-precomp", "T5,B3,I4,H8", "fwd+bwd") in rows
+    assert ("nn.LSTM-no-onednn", "T5,B3,I4,H8,packed", "fwd") in rows
+    assert ("loop-precomp", "T5,B3,I4,H8,packed", "fwd") not in rows  # loops run plain shapes only
+    for m in data["measurements"]:
+        assert len(m["times_ms"]) == 2 and m["median_ms"] > 0
+        if m["impl"] == BASELINE:
+            assert m["ratio"] == 1.0
+    assert data["peak_gflops"]["1"] > 0
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["--impls", "no-such-impl"], "--impls"),
+    (["--shapes", "T5,B3,I4"], "--shapes"),
+    (["--repeats", "0"], "--repeats"),
+])
+def test_bad_arguments_exit_2(tmp_path, capsys, argv, name):
+    assert main(["bench", "--quick", "--out", str(tmp_path), *argv]) == 2
+    assert name in capsys.readouterr().err
+
+
+def test_bars_apply_to_fast_backends_only():
+    def m(impl, shape, mode, ratio, cell="lstm"):
+        return harness.Measurement(impl, cell, shape, mode, 2, 1, [1.0], 1, ratio=ratio)
+
+    result = harness.BenchResult(peak_gflops={1: 1.0, 2: 1.0}, measurements=[
+        m("lstmkit-fast", "T100,B32,I128,H256", "fwd", 1.05),
+        m("lstmkit-fast", "T100,B1,I64,H256", "fwd+bwd", 0.8),
+        m("lstmkit-fast", "T100,B32,I128,H256,packed", "fwd", 0.5),
+        m("lstmkit-fast-cifg", "T100,B32,I128,H256", "fwd", 2.0, "cifg"),  # bar is fwd+bwd only
+        m("lstmkit-fast-cifg", "T100,B32,I128,H256", "fwd+bwd", 1.2, "cifg"),
+        m("lstmkit-reference", "T100,B32,I128,H256", "fwd", 3.0),
+        m(BASELINE, "T100,B32,I128,H256", "fwd", 1.0),
+    ])
+    rows = [(impl, limit, met) for impl, _, _, _, limit, met in report.bar_rows(result)]
+    assert rows == [("lstmkit-fast", 1.10, True), ("lstmkit-fast", 0.70, False),
+                    ("lstmkit-fast", 0.60, True), ("lstmkit-fast-cifg", 1.25, True)]
