@@ -5,6 +5,8 @@ Then, for each shape and mode, every runner is warmed up, and the timed repetiti
 robin over the implementations (the starting implementation rotates each repetition), so a
 noisy neighbour on the shared machine hits all of them alike. A sample is the mean of `number`
 calls, with `number` chosen from the warm-up so that a sample lasts at least `min_sample_s`.
+An implementation much slower than the rest gets fewer repetitions (at least 3) once its timed
+samples would pass `max_impl_s`, and less warm-up: its ratio does not need the precision.
 
 Modes: "fwd" runs under `torch.no_grad()` (inference); "fwd+bwd" runs the forward with autograd
 and then `torch.autograd.grad` of the output against a fixed gradient for the input and every
@@ -56,7 +58,8 @@ class Measurement:
 @dataclass
 class BenchResult:
     measurements: list[Measurement] = field(default_factory=list)
-    peak_gflops: dict[int, float] = field(default_factory=dict)  # threads -> GFLOP/s
+    peak_gflops: dict[int, float] = field(default_factory=dict)  # threads -> GFLOP/s, before the shapes
+    peak_gflops_end: dict[int, float] = field(default_factory=dict)  # threads -> GFLOP/s, after them
     errors: dict[str, str] = field(default_factory=dict)  # "impl @ shape mode threads" -> message
     unavailable: dict[str, str] = field(default_factory=dict)  # impl -> why it did not run
     impls: dict[str, str] = field(default_factory=dict)  # impl -> description
@@ -66,6 +69,7 @@ class BenchResult:
         return {
             "config": self.config,
             "peak_gflops": {str(k): v for k, v in self.peak_gflops.items()},
+            "peak_gflops_end": {str(k): v for k, v in self.peak_gflops_end.items()},
             "impls": self.impls,
             "unavailable": self.unavailable,
             "errors": self.errors,
@@ -121,6 +125,7 @@ def run_bench(
     repeats: int,
     warmup: int,
     min_sample_s: float = 0.01,
+    max_impl_s: float = 8.0,
     peak_size: int = 2048,
     seed: int = 0,
     log: Callable[[str], None] = lambda s: None,
@@ -145,7 +150,8 @@ def run_bench(
                         result.errors[f"{impl.name} @ {shape.label} threads={n}"] = f"build: {type(e).__name__}: {e}"
                 for mode in modes:
                     t0 = time.perf_counter()
-                    group = _time_group(case, runners, mode, n, repeats, warmup, min_sample_s, result)
+                    group = _time_group(case, runners, mode, n, repeats, warmup, min_sample_s, max_impl_s,
+                                        result)
                     for m in group:
                         m.finish(peak)
                     base = next((m for m in group if m.impl == BASELINE), None)
@@ -154,28 +160,37 @@ def run_bench(
                     result.measurements += group
                     log(f"  {shape.label} {mode} ({time.perf_counter() - t0:.1f} s): " + ", ".join(
                         f"{m.impl} {m.median_ms:.3g} ms" for m in group))
+            result.peak_gflops_end[n] = measure_peak(peak_size)
+            log(f"threads={n}: sgemm peak {result.peak_gflops_end[n]:.1f} GFLOP/s at the end")
     finally:
         torch.set_num_threads(saved_threads)
     return result
 
 
 def _time_group(case: Case, runners: dict[str, tuple[Impl, Runner]], mode: str, threads: int,
-                repeats: int, warmup: int, min_sample_s: float, result: BenchResult) -> list[Measurement]:
+                repeats: int, warmup: int, min_sample_s: float, max_impl_s: float,
+                result: BenchResult) -> list[Measurement]:
     calls: dict[str, Callable[[], None]] = {}
     numbers: dict[str, int] = {}
+    counts: dict[str, int] = {}
     for name, (impl, runner) in runners.items():
         try:
             call = _call(case, runner, mode)
-            elapsed = 0.0
+            elapsed = spent = 0.0
             for _ in range(max(1, warmup)):
                 t0 = time.perf_counter()
                 call()
                 elapsed = time.perf_counter() - t0
+                spent += elapsed
+                if spent > max_impl_s / 2:
+                    break
         except Exception as e:  # noqa: BLE001
             result.errors[f"{name} @ {case.shape.label} {mode} threads={threads}"] = f"{type(e).__name__}: {e}"
             continue
         calls[name] = call
         numbers[name] = max(1, math.ceil(min_sample_s / max(elapsed, 1e-9)))
+        affordable = int(max_impl_s / max(elapsed * numbers[name], 1e-9))
+        counts[name] = max(min(3, repeats), min(repeats, affordable))
     times: dict[str, list[float]] = {name: [] for name in calls}
     order = list(calls)
     gc.collect()
@@ -184,6 +199,8 @@ def _time_group(case: Case, runners: dict[str, tuple[Impl, Runner]], mode: str, 
         for rep in range(repeats):
             k = rep % len(order) if order else 0
             for name in order[k:] + order[:k]:  # round robin, rotating the first
+                if len(times[name]) >= counts[name]:
+                    continue
                 call, number = calls[name], numbers[name]
                 t0 = time.perf_counter()
                 for _ in range(number):

@@ -70,11 +70,14 @@ def markdown(result: BenchResult, command: str) -> str:
     c = result.config
     out = [f"`{command}`", ""]
     out.append(f"{c.get('date', '')}, {c.get('machine', '')}, torch {c.get('torch', '')}, "
-               f"{c.get('repeats')} interleaved repetitions after {c.get('warmup')} warm-up call(s), "
+               f"medians of {c.get('repeats')} interleaved repetitions (at least 3 for an implementation whose "
+               f"samples would pass {c.get('max_impl_s')} s) after {c.get('warmup')} warm-up call(s), "
                f"load average {c.get('loadavg_start', '?')} at the start and {c.get('loadavg_end', '?')} at the end.")
-    peaks = ", ".join(f"{v:.0f} GFLOP/s with {k} thread{'s' if k > 1 else ''}" for k, v in result.peak_gflops.items())
+    peaks = ", ".join(f"{v:.0f} GFLOP/s with {k} thread{'s' if k > 1 else ''}"
+                      f" ({result.peak_gflops_end.get(k, float('nan')):.0f} at the end)"
+                      for k, v in result.peak_gflops.items())
     n = c.get("peak_size", 2048)
-    out.append(f"sgemm peak in this run (torch.mm {n}x{n} fp32): {peaks}.")
+    out.append(f"sgemm peak in this run (torch.mm {n}x{n} fp32, before the shapes and after them): {peaks}.")
     if ms:
         spreads = [m.spread for m in ms]
         out.append(f"Noise: the interquartile range of the repetitions is {100 * statistics.median(spreads):.0f}% "

@@ -31,6 +31,7 @@ PRESETS = {
     "repeats": (7, 2),
     "warmup": (3, 1),
     "min_sample_ms": (20.0, 0.0),
+    "max_impl_s": (8.0, 1.0),
     "peak_size": (2048, 256),
 }
 
@@ -47,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, help="untimed calls per implementation before timing (default 3)")
     p.add_argument("--min-sample-ms", type=float,
                    help="a sample repeats the call until it lasts this long, for short calls (default 20)")
+    p.add_argument("--max-impl-s", type=float,
+                   help="an implementation whose timed samples would take longer than this gets fewer "
+                        "repetitions (at least 3) and less warm-up, per shape and mode (default 8)")
     p.add_argument("--impls", nargs="+", metavar="PATTERN",
                    help=f"only implementations matching these shell patterns (e.g. 'lstmkit-*' 'loop-*'); "
                         f"{BASELINE} always runs, as the baseline of every ratio")
@@ -74,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         _positive("threads", n)
     _positive("repeats", args.repeats)
     _positive("peak-size", args.peak_size)
+    _positive("max-impl-s", args.max_impl_s)
     if args.warmup < 0 or args.min_sample_ms < 0:
         raise ValueError(f"--warmup/--min-sample-ms: expected >= 0, got {args.warmup}/{args.min_sample_ms}")
 
@@ -95,12 +100,12 @@ def run(args: argparse.Namespace) -> int:
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     load_start = os.getloadavg()
     result = harness.run_bench(impls, shapes, args.threads, args.modes, args.repeats, args.warmup,
-                               args.min_sample_ms / 1e3, args.peak_size, args.seed, log)
+                               args.min_sample_ms / 1e3, args.max_impl_s, args.peak_size, args.seed, log)
     result.unavailable = unavailable
     result.config = {
         "argv": sys.argv[1:], "shapes": [s.label for s in shapes], "threads": args.threads,
         "modes": args.modes, "repeats": args.repeats, "warmup": args.warmup,
-        "min_sample_ms": args.min_sample_ms, "peak_size": args.peak_size, "seed": args.seed,
+        "min_sample_ms": args.min_sample_ms, "max_impl_s": args.max_impl_s, "peak_size": args.peak_size, "seed": args.seed,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{_cpu_name()}, {os.cpu_count()} cores",
         "torch": torch.__version__, "python": platform.python_version(),
