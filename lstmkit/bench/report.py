@@ -31,7 +31,7 @@ def _cell(m: Measurement | None) -> str:
         return "-"
     ratio = f"{m.ratio:.2f}x" if m.ratio is not None else "n/a"
     ms = f"{m.median_ms:.3g}" if m.median_ms < 100 else f"{m.median_ms:.0f}"
-    return f"{ratio} · {ms} ms · {m.gflops:.3g}"
+    return f"{ratio} · {ms} ms · {m.gflops:.3g} ({100 * m.peak_fraction:.0f}%)"
 
 
 def bar_threads(result: BenchResult) -> int:
@@ -69,9 +69,10 @@ def markdown(result: BenchResult, command: str) -> str:
     impls = [name for name in result.impls if any(m.impl == name for m in ms)]
     c = result.config
     out = [f"`{command}`", ""]
+    fewer = (f" (down to 3 for an implementation whose samples would take over {c.get('max_impl_s')} s)"
+             if c.get("repeats", 0) > 3 else "")
     out.append(f"{c.get('date', '')}, {c.get('machine', '')}, torch {c.get('torch', '')}, "
-               f"medians of {c.get('repeats')} interleaved repetitions (at least 3 for an implementation whose "
-               f"samples would pass {c.get('max_impl_s')} s) after {c.get('warmup')} warm-up call(s), "
+               f"medians of {c.get('repeats')} interleaved repetitions{fewer} after {c.get('warmup')} warm-up call(s), "
                f"load average {c.get('loadavg_start', '?')} at the start and {c.get('loadavg_end', '?')} at the end.")
     peaks = ", ".join(f"{v:.0f} GFLOP/s with {k} thread{'s' if k > 1 else ''}"
                       f" ({result.peak_gflops_end.get(k, float('nan')):.0f} at the end)"
@@ -83,7 +84,7 @@ def markdown(result: BenchResult, command: str) -> str:
         out.append(f"Noise: the interquartile range of the repetitions is {100 * statistics.median(spreads):.0f}% "
                    f"of the median for the typical measurement, {100 * max(spreads):.0f}% at worst.")
     out += ["", "Each cell: time ratio to nn.LSTM (oneDNN on) at the same shape, threads and mode · median "
-            "time per call · GFLOP/s of the matrix products (lstmkit.costs: forward 2·rows·(I+R)·G·H "
+            "time per call · GFLOP/s of the matrix products (percent of the sgemm peak) (lstmkit.costs: forward 2·rows·(I+R)·G·H "
             "(+2·rows·H·P), fwd+bwd 3x that). `fwd` runs under torch.no_grad(); `fwd+bwd` also computes "
             "dX and every weight gradient. Shapes: T steps, B batch, I input, H hidden; `packed`: a "
             "PackedSequence of random sorted lengths (longest T); `P`: proj_size.", ""]
