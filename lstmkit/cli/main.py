@@ -13,6 +13,8 @@ import sys
 
 COMMANDS = (
     "explain",
+    "forecast",
+    "longrange",
     "bench",
 )
 

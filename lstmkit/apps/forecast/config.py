@@ -1,0 +1,93 @@
+"""The one configuration of a forecasting run: data, windows, model, training.
+
+Every field has a command-line flag of the same name (`--hidden-size` for `hidden_size`); the
+resolved config is saved as `config.json` in the run directory and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from lstmkit.cells import LSTM_CELLS
+from lstmkit.data.timeseries import DATASETS, GAP_POLICIES
+from lstmkit.kernels import BACKEND_NAMES
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class ForecastConfig:
+    # --- data ---
+    csv: str | None = None  # a CSV file; None: the embedded dataset below
+    dataset: str = "seattle-weather"
+    target: str | None = None  # the column to forecast; None: the dataset's default (temp_max)
+    features: str | None = None  # comma-separated input columns besides the target; "all"; None: default
+    time_col: str | None = None  # None: found by name (date, time, ...) or built from year/month/day/hour
+    gaps: str = "error"  # missing values: "error" refuses, "interpolate" fills linearly in time
+    max_gap: int = 0  # interpolate at most this many missing values in a row; 0: no limit
+    # --- windows and split ---
+    window: int = 30  # input time steps per example
+    horizon: int = 1  # steps ahead predicted at once (multi-step output)
+    val_fraction: float = 0.15  # chronological: train | validation | test, no window crosses a boundary
+    test_fraction: float = 0.15
+    season: int = 0  # seasonal-naive period in rows; 0: from the time step (365 for daily, 24 hourly, ...)
+    # --- model ---
+    hidden_size: int = 64
+    num_layers: int = 1
+    cell: str = "lstm"
+    dropout: float = 0.0  # between stacked LSTM layers
+    residual: bool = True  # the head predicts the change from the last observed target value
+    backend: str = "auto"
+    # --- training ---
+    epochs: int = 60
+    max_time: float = 0.0  # seconds of training in this invocation; 0: no limit
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    clip: float = 1.0  # max global gradient norm; 0: no clipping
+    patience: int = 12  # early stopping: epochs without a better validation RMSE; 0: never
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+    def validate(self) -> "ForecastConfig":
+        def one_of(name, allowed):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: expected one of {list(allowed)}, got {getattr(self, name)!r}")
+
+        if self.csv is None:
+            one_of("dataset", DATASETS)
+        elif not self.target:
+            raise ValueError("--target: required with --csv (the column to forecast)")
+        one_of("gaps", GAP_POLICIES)
+        one_of("cell", LSTM_CELLS)
+        one_of("backend", BACKEND_NAMES)
+        one_of("device", DEVICES)
+        for name in ("window", "horizon", "hidden_size", "num_layers", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        for name in ("max_gap", "season", "max_time", "weight_decay", "clip", "patience"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
+        for name in ("val_fraction", "test_fraction"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name}: expected a fraction in (0, 1), got {getattr(self, name)}")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"val_fraction + test_fraction: expected < 1, got {self.val_fraction + self.test_fraction}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout: expected a rate in [0, 1), got {self.dropout}")
+        if self.lr <= 0:
+            raise ValueError(f"lr: expected > 0, got {self.lr}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ForecastConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"config: unknown fields {unknown}")
+        return cls(**d)

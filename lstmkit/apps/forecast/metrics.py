@@ -1,0 +1,47 @@
+"""MAE, RMSE and MASE, and the comparison table.
+
+MASE (Hyndman & Koehler 2006) divides the MAE by the in-sample MAE of the one-step naive
+forecast on the training span: mean |y_t - y_{t-1}| over the training rows. Below 1 means
+better than that naive forecast was on the training data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def mae(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.asarray(y) - np.asarray(pred))))
+
+
+def rmse(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(y) - np.asarray(pred)) ** 2)))
+
+
+def naive_scale(train_target: np.ndarray) -> float:
+    """In-sample MAE of the one-step naive forecast: mean |y_t - y_{t-1}| over the training span."""
+    train_target = np.asarray(train_target, dtype=float)
+    if len(train_target) < 2:
+        raise ValueError("MASE: the training span needs at least 2 values")
+    return float(np.mean(np.abs(np.diff(train_target))))
+
+
+def mase(y: np.ndarray, pred: np.ndarray, train_target: np.ndarray) -> float:
+    scale = naive_scale(train_target)
+    if scale == 0:
+        return float("inf") if mae(y, pred) > 0 else 0.0
+    return mae(y, pred) / scale
+
+
+def scores(y: np.ndarray, pred: np.ndarray, train_target: np.ndarray) -> dict:
+    return {"mae": mae(y, pred), "rmse": rmse(y, pred), "mase": mase(y, pred, train_target)}
+
+
+def table(results: dict[str, dict], reference: str = "LSTM") -> str:
+    """A Markdown table, one row per method, with how the reference's RMSE compares to each row's."""
+    ref = results[reference]["rmse"]
+    lines = [f"| method | MAE | RMSE | MASE | {reference} RMSE vs this |", "|---|---:|---:|---:|---:|"]
+    for name, r in results.items():
+        vs = "-" if name == reference else f"{100.0 * (ref / r['rmse'] - 1.0):+.1f}%"
+        lines.append(f"| {name} | {r['mae']:.4f} | {r['rmse']:.4f} | {r['mase']:.4f} | {vs} |")
+    return "\n".join(lines)

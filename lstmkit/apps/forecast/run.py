@@ -1,0 +1,257 @@
+"""One forecasting run: load and check the series, train the LSTM, score it and the baselines.
+
+A run directory holds:
+
+    config.json              the resolved config
+    data.json                the series: source, columns, rows, gap report, split, scaler, season
+    model.safetensors        the best model so far (validation RMSE) with its config and scaler
+    checkpoint.safetensors   the latest training state; `--resume` continues from it
+    metrics.json             test MAE / RMSE / MASE of the LSTM and every baseline, history
+    results.md               the same as a Markdown table
+    predictions.csv          the test span: time, actual, each method's forecast (every step ahead)
+    forecast.png             actual vs predicted on the test span
+    curves.png               training and validation loss per epoch
+
+Everything that can be refused (a missing column, a non-number, too few rows, a gap under
+`--gaps error`) is refused before the directory is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from lstmkit.apps.forecast import baselines, plots
+from lstmkit.apps.forecast.config import ForecastConfig
+from lstmkit.apps.forecast.metrics import scores, table
+from lstmkit.apps.forecast.model import Forecaster
+from lstmkit.apps.forecast.windows import Prepared, Scaler, prepare
+from lstmkit.data.timeseries import Series, load_csv, load_dataset, parse_columns, seasonal_period
+from lstmkit.utils.checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
+from lstmkit.utils.runs import rng_state, save_config, seed_everything, set_rng_state
+
+MODEL = "model.safetensors"
+CHECKPOINT = "checkpoint.safetensors"
+MODEL_FORMAT = "lstmkit.forecast.model/1"
+CHECKPOINT_FORMAT = "lstmkit.forecast.checkpoint/1"
+
+
+def load_series(cfg: ForecastConfig) -> Series:
+    features = parse_columns(cfg.features) if cfg.features is not None else None
+    if cfg.csv is not None:
+        return load_csv(cfg.csv, cfg.target, features, time_col=cfg.time_col, gaps=cfg.gaps, max_gap=cfg.max_gap)
+    return load_dataset(cfg.dataset, cfg.target, features, gaps=cfg.gaps, max_gap=cfg.max_gap)
+
+
+class Data:
+    """The checked series, its windows and the baselines' forecasts on the test windows."""
+
+    def __init__(self, cfg: ForecastConfig) -> None:
+        self.series = load_series(cfg)
+        self.prep: Prepared = prepare(self.series.values, cfg.val_fraction, cfg.test_fraction, cfg.window, cfg.horizon)
+        self.season = cfg.season or seasonal_period(self.series)
+        target = self.series.values[:, 0]
+        test = self.prep.raw["test"]
+        if test.origin[0] + 1 - self.season < 0:
+            raise ValueError(f"--season {self.season}: longer than the history before the test span "
+                             f"({test.origin[0] + 1} rows); use a smaller --season")
+        self.train_target = target[: self.prep.split.b1]
+        coef = baselines.fit_linear(self.prep.scaled["train"])
+        unscale = lambda y: self.prep.scaler.inverse_target(y)  # noqa: E731
+        self.baselines = {
+            "persistence": baselines.persistence(target, test.origin, cfg.horizon),
+            f"seasonal naive (m={self.season})": baselines.seasonal_naive(target, test.origin, cfg.horizon,
+                                                                         self.season),
+            f"linear AR (least squares, {cfg.window} lags)": unscale(
+                baselines.predict_linear(coef, self.prep.scaled["test"])),
+        }
+
+    def summary(self) -> dict:
+        s, split = self.series, self.prep.split
+        times = s.times
+        return {
+            "source": s.source, "columns": s.columns, "target": s.target, "report": s.report,
+            "split": {part: {"rows": [a, b], "from": str(times[a]), "to": str(times[b - 1]),
+                             "windows": len(self.prep.raw[part])}
+                      for part, (a, b) in ((p, split.bounds(p)) for p in ("train", "val", "test"))},
+            "scaler": self.prep.scaler.to_dict(), "season": self.season,
+        }
+
+
+def _tensor(a: np.ndarray, device) -> torch.Tensor:
+    return torch.as_tensor(a, dtype=torch.float32, device=device)
+
+
+@torch.no_grad()
+def predict(model: Forecaster, x: np.ndarray, device, batch: int = 1024) -> np.ndarray:
+    model.eval()
+    out = [model(_tensor(x[s:s + batch], device)).cpu().numpy() for s in range(0, len(x), batch)]
+    model.train()
+    return np.concatenate(out).astype(np.float64)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda asked for but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def check_run_dir(out: Path, resume: bool) -> None:
+    if resume:
+        if not (out / CHECKPOINT).is_file():
+            raise FileNotFoundError(f"--resume: {str(out)!r} holds no {CHECKPOINT}")
+    elif out.exists() and (out / CHECKPOINT).exists():
+        raise ValueError(f"--out: {str(out)!r} already holds a run; pass --resume to continue it or choose "
+                         "another --out")
+
+
+def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = False,
+                       log: Callable[[str], None] = print) -> dict:
+    """The whole run; returns metrics.json's content. Refuses bad input before writing anything."""
+    cfg.validate()
+    out = Path(out)
+    check_run_dir(out, resume)
+    device = resolve_device(cfg.device)
+    data = Data(cfg)  # every check on the data happens here, before anything is written
+    prep = data.prep
+    summary = data.summary()
+    rep = data.series.report
+    log(f"series {data.series.source}: {len(data.series)} rows, columns {data.series.columns} "
+        f"(target {data.series.target!r}); windows train/val/test "
+        f"{len(prep.raw['train'])}/{len(prep.raw['val'])}/{len(prep.raw['test'])}")
+    if rep.get("missing_values"):
+        log(f"gaps ({rep['gap_policy']}): {rep['filled_values']} missing values filled in {rep['filled_runs']} runs "
+            f"(longest {rep['longest_filled_run']}); trimmed {rep['trimmed_leading_rows']} leading and "
+            f"{rep['trimmed_trailing_rows']} trailing rows with nothing to interpolate from")
+    if rep.get("time_gaps"):
+        log(f"note: {rep['time_gaps']} step(s) longer than the usual {rep['step']} (rows absent from the file; "
+            "not invented)")
+
+    seed_everything(cfg.seed)
+    model = Forecaster(len(data.series.columns), cfg.horizon, cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = {"epoch": 0, "history": [], "best_val": math.inf, "bad_epochs": 0, "done": False,
+             "best_model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    if resume:
+        ck = load_checkpoint(out / CHECKPOINT)
+        if ck.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"--resume: {out / CHECKPOINT} is not a forecast checkpoint")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        set_rng_state(ck["rng"])
+        state = {k: ck[k] for k in state}
+        if cfg.epochs > state["epoch"] and state["done"] == "epochs":
+            state["done"] = False  # more epochs asked for than the finished run had
+        log(f"resumed from epoch {state['epoch']} (best validation RMSE {state['best_val']:.4f}, scaled)")
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(out, cfg)
+    atomic_write_json(out / "data.json", summary)
+
+    tr, va = prep.scaled["train"], prep.scaled["val"]
+    xtr, ytr = _tensor(tr.x, device), _tensor(tr.y, device)
+    n = len(tr)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    start = time.perf_counter()
+    stopped_by_time = False
+    bar = tqdm(total=cfg.epochs, initial=min(state["epoch"], cfg.epochs), desc="forecast", unit="epoch",
+               disable=not cfg.progress, dynamic_ncols=True)
+    while not state["done"] and state["epoch"] < cfg.epochs:
+        if cfg.max_time and time.perf_counter() - start > cfg.max_time:
+            stopped_by_time = True
+            break
+        epoch = state["epoch"] + 1
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)).to(device)
+        total = 0.0
+        for k in range(steps_per_epoch):
+            idx = perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+            loss = torch.nn.functional.mse_loss(model(xtr[idx]), ytr[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            total += loss.item() * len(idx)
+        val_rmse = float(np.sqrt(np.mean((predict(model, va.x, device) - va.y) ** 2)))
+        state["epoch"] = epoch
+        state["history"].append({"epoch": epoch, "train_loss": total / n, "val_rmse": val_rmse})
+        if val_rmse < state["best_val"]:
+            state["best_val"], state["bad_epochs"] = val_rmse, 0
+            state["best_model"] = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            save_checkpoint(out / MODEL, {"format": MODEL_FORMAT, "config": cfg.to_dict(), "epoch": epoch,
+                                          "scaler": prep.scaler.to_dict(), "columns": data.series.columns,
+                                          "model": state["best_model"], "val_rmse_scaled": val_rmse})
+        else:
+            state["bad_epochs"] += 1
+        if cfg.patience and state["bad_epochs"] >= cfg.patience:
+            state["done"] = "early_stop"
+        elif epoch >= cfg.epochs:
+            state["done"] = "epochs"
+        save_checkpoint(out / CHECKPOINT, {"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
+                                           "optimizer": opt.state_dict(), "rng": rng_state(), **state})
+        bar.update(1)
+        bar.set_postfix(train=f"{total / n:.4f}", val_rmse=f"{val_rmse:.4f}", best=f"{state['best_val']:.4f}")
+    bar.close()
+    if stopped_by_time:
+        log(f"stopped by --max-time {cfg.max_time:g} s at epoch {state['epoch']}; --resume continues")
+    elif state["done"] == "early_stop":
+        log(f"early stop at epoch {state['epoch']} ({cfg.patience} epochs without a better validation RMSE)")
+
+    # Score the best model (by validation RMSE) and the baselines on the same test windows.
+    model.load_state_dict(state["best_model"])
+    test = prep.raw["test"]
+    y = test.y
+    preds = {"LSTM": prep.scaler.inverse_target(predict(model, prep.scaled["test"].x, device)), **data.baselines}
+    results = {name: scores(y, p, data.train_target) for name, p in preds.items()}
+    per_step = {name: [float(np.sqrt(np.mean((y[:, k] - p[:, k]) ** 2))) for k in range(cfg.horizon)]
+                for name, p in preds.items()}
+    md = table(results)
+    best_epoch = min(state["history"], key=lambda h: h["val_rmse"])["epoch"] if state["history"] else 0
+    metrics = {"test": results, "test_rmse_per_step": per_step, "table": md, "epochs_run": state["epoch"],
+               "best_epoch": best_epoch, "stopped": "max_time" if stopped_by_time else state["done"],
+               "train_seconds_this_invocation": round(time.perf_counter() - start, 2),
+               "history": state["history"], "target": data.series.target, "source": data.series.source,
+               "test_windows": len(test), "horizon": cfg.horizon, "window": cfg.window}
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_bytes(out / "results.md", (f"Test span of {data.series.source}, target {data.series.target!r}, "
+                                            f"horizon {cfg.horizon}, {len(test)} windows\n\n{md}\n").encode())
+    times = data.series.times
+    frame = {"time": [str(t) for t in times[test.origin + 1]]}
+    for k in range(cfg.horizon):
+        sfx = "" if cfg.horizon == 1 else f"_t+{k + 1}"
+        frame[f"actual{sfx}"] = y[:, k]
+        for name, p in preds.items():
+            frame[f"{name.split(' (')[0]}{sfx}"] = p[:, k]
+    atomic_write_bytes(out / "predictions.csv", pd.DataFrame(frame).to_csv(index=False).encode())
+    plots.plot_forecast(out / "forecast.png", times[test.origin + 1], y, preds, data.series.target, data.series.source)
+    plots.plot_curves(out / "curves.png", state["history"])
+    log(md)
+    return metrics
+
+
+def load_model(run_dir: str | Path) -> tuple[Forecaster, ForecastConfig, Scaler, list[str]]:
+    """The best model of a run directory, in eval mode, with its config, scaler and columns."""
+    state = load_checkpoint(Path(run_dir) / MODEL)
+    if state.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{run_dir}: not a forecast model (format {state.get('format')!r})")
+    cfg = ForecastConfig.from_dict(state["config"])
+    model = Forecaster(len(state["columns"]), cfg.horizon, cfg)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg, Scaler.from_dict(state["scaler"]), list(state["columns"])
+
+
+def read_config(run_dir: str | Path) -> ForecastConfig:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: {str(run_dir)!r} has no config.json")
+    return ForecastConfig.from_dict(json.loads(path.read_text()))

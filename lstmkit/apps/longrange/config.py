@@ -1,0 +1,66 @@
+"""The configuration of a `lstmkit longrange` run (one flag per field, saved as config.json)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from lstmkit.apps.longrange.models import MATCHES, MODELS
+from lstmkit.apps.longrange.tasks import DEFAULT_LENGTHS, TASKS
+from lstmkit.kernels import BACKEND_NAMES
+
+
+@dataclass
+class LongRangeConfig:
+    tasks: list[str] = field(default_factory=lambda: ["adding"])
+    lengths: list[int] | None = None  # None: each task's defaults (DEFAULT_LENGTHS)
+    models: list[str] = field(default_factory=lambda: list(MODELS))
+    hidden_size: int = 64  # the LSTM's; see `match`
+    match: str = "params"  # "params": RNN/GRU get the hidden size with the LSTM's parameter count
+    steps: int = 2000  # optimizer steps per model, task and length: the shared budget
+    batch_size: int = 128
+    lr: float = 1e-2
+    clip: float = 1.0  # max global gradient norm; 0: none
+    forget_bias: float = 1.0  # initial forget-gate bias of the LSTMs
+    eval_every: int = 100
+    eval_size: int = 1000  # fixed held-out examples per task and length
+    stop_when_solved: bool = True  # stop a model early once its held-out metric reaches the task's "solved"
+    seed: int = 0
+    backend: str = "auto"
+    gradnorm: bool = True  # plot |dL/dx_t| per step, Elman RNN vs LSTM
+    progress: bool = True
+
+    def lengths_of(self, task: str) -> list[int]:
+        return list(self.lengths) if self.lengths else list(DEFAULT_LENGTHS[task])
+
+    def validate(self) -> "LongRangeConfig":
+        if not self.tasks:
+            raise ValueError("tasks: expected at least one task")
+        for t in self.tasks:
+            if t not in TASKS:
+                raise ValueError(f"tasks: expected names from {list(TASKS)}, got {t!r}")
+        if not self.models:
+            raise ValueError("models: expected at least one model")
+        for m in self.models:
+            if m not in MODELS:
+                raise ValueError(f"models: expected names from {list(MODELS)}, got {m!r}")
+        if len(set(self.tasks)) != len(self.tasks) or len(set(self.models)) != len(self.models):
+            raise ValueError("tasks/models: a name is given twice")
+        if self.lengths is not None:
+            if not self.lengths or any(n < 1 for n in self.lengths):
+                raise ValueError(f"lengths: expected positive integers, got {self.lengths}")
+        if self.match not in MATCHES:
+            raise ValueError(f"match: expected one of {list(MATCHES)}, got {self.match!r}")
+        if self.backend not in BACKEND_NAMES:
+            raise ValueError(f"backend: expected one of {list(BACKEND_NAMES)}, got {self.backend!r}")
+        for name in ("hidden_size", "steps", "batch_size", "eval_every", "eval_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"lr: expected > 0, got {self.lr}")
+        if self.clip < 0:
+            raise ValueError(f"clip: expected >= 0, got {self.clip}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

@@ -1,0 +1,116 @@
+"""`lstmkit forecast` end to end on a tiny CSV, --resume, and bad input that writes nothing."""
+
+import json
+
+import numpy as np
+import pytest
+
+from lstmkit.cli.main import main
+
+TINY = ["--window", "6", "--hidden-size", "8", "--batch-size", "32", "--backend", "reference", "--no-progress",
+        "--season", "12"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def csv(tmp_path):
+    rng = np.random.default_rng(0)
+    t = np.arange(160)
+    temp = 10 + 5 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 0.3, t.size)
+    wind = 3 + rng.normal(0, 1, t.size)
+    lines = ["day,temp,wind"] + [f"2021-01-01,{a:.3f},{b:.3f}" for a, b in zip(temp, wind)]
+    lines[1:] = [f"{d},{line.split(',', 1)[1]}" for d, line in
+                 zip(np.datetime_as_string(np.datetime64("2021-01-01") + t), lines[1:])]
+    path = tmp_path / "tiny.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_end_to_end_then_resume(tmp_path, csv, capsys):
+    out = tmp_path / "run"
+    common = ["forecast", "--csv", str(csv), "--target", "temp", "--features", "wind", *TINY]
+    args = [*common, "--out", str(out)]
+    assert main([*args, "--epochs", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "| LSTM |" in printed and "| persistence |" in printed and "LSTM RMSE vs this" in printed
+    for name in ("config.json", "data.json", "model.safetensors", "checkpoint.safetensors", "metrics.json",
+                 "results.md", "predictions.csv", "forecast.png", "curves.png"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"LSTM", "persistence", "seasonal naive (m=12)",
+                                    "linear AR (least squares, 6 lags)"}
+    assert metrics["epochs_run"] == 2 and metrics["test_windows"] == 24 - 6
+    data = json.loads((out / "data.json").read_text())
+    assert data["split"]["test"]["rows"] == [136, 160] and data["columns"] == ["temp", "wind"]
+
+    # A second run into the same directory without --resume is refused; --resume continues.
+    assert main([*args, "--epochs", "3"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["forecast", "--out", str(out), "--resume", "--epochs", "3", "--no-progress"]) == 0
+    assert "resumed from epoch 2" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 3 and len(metrics["history"]) == 3
+    # Stopping after 2 epochs and resuming gives exactly the run that never stopped.
+    straight = tmp_path / "straight"
+    assert main([*common, "--out", str(straight), "--epochs", "3"]) == 0
+    assert json.loads((straight / "metrics.json").read_text())["history"] == metrics["history"]
+
+    from lstmkit.apps.forecast.run import load_model
+    model, cfg, scaler, columns = load_model(out)
+    assert columns == ["temp", "wind"] and cfg.window == 6
+
+
+def test_multi_step_horizon(tmp_path, csv):
+    out = tmp_path / "h3"
+    assert main(["forecast", "--csv", str(csv), "--target", "temp", "--horizon", "3", "--epochs", "1",
+                 "--out", str(out), *TINY]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert all(len(v) == 3 for v in metrics["test_rmse_per_step"].values())
+    header = (out / "predictions.csv").read_text().splitlines()[0]
+    assert "actual_t+3" in header and "LSTM_t+1" in header
+
+
+@pytest.mark.parametrize("edit, extra, message", [
+    (None, ["--target", "pressure"], "no column(s) ['pressure']"),
+    (None, ["--target", "temp", "--features", "wind,gust"], "no column(s) ['gust']"),
+    ("warm", ["--target", "temp"], "column 'temp' is not numeric: line 6 holds 'warm'"),
+    ("NA", ["--target", "temp"], "missing values (NA or empty) with --gaps error: 'temp': 1 missing in 1 run(s), "
+                                 "first at line 6"),
+    ("head", ["--target", "temp"], "10 rows are too few for one window (--window 6 + --horizon 6 = 12 rows)"),
+])
+def test_bad_csv_is_a_clear_error_that_writes_nothing(tmp_path, csv, capsys, edit, extra, message):
+    text = csv.read_text()
+    if edit == "head":
+        text = "\n".join(text.splitlines()[:11]) + "\n"
+    elif edit:  # the temp value of 2021-01-05 (line 6)
+        lines = text.splitlines()
+        day, _, wind = lines[5].split(",")
+        lines[5] = f"{day},{edit},{wind}"
+        text = "\n".join(lines) + "\n"
+    csv.write_text(text)
+    out = tmp_path / "never"
+    argv = ["forecast", "--csv", str(csv), "--out", str(out), *extra, *TINY]
+    if edit == "head":
+        argv += ["--horizon", "6"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1  # one line, no traceback
+    assert not out.exists()
+
+
+def test_bad_options(tmp_path, capsys):
+    assert main(["forecast", "--csv", str(tmp_path / "absent.csv"), "--target", "x", "--out", str(tmp_path / "o")]) == 2
+    assert "no file at" in capsys.readouterr().err
+    assert main(["forecast", "--csv", "x.csv", "--out", str(tmp_path / "o")]) == 2
+    assert "--target: required with --csv" in capsys.readouterr().err
+    assert main(["forecast", "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "has no config.json" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
