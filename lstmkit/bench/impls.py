@@ -186,6 +186,14 @@ def _build_loop_fused(case: Case) -> Runner:
     return Runner(forward, params)
 
 
+def precomputed_step(xw_t: Tensor, h: Tensor, c: Tensor, w_hh_t: Tensor) -> tuple[Tensor, Tensor]:
+    """One step given the precomputed input part xw_t = W x_t + b (B, 4H); w_hh_t: (H, 4H)."""
+    gates = torch.addmm(xw_t, h, w_hh_t)  # (B, 4H)
+    i, f, g, o = gates.chunk(4, 1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
 def precomputed_input_loop(x: Tensor, h: Tensor, c: Tensor, weight_ih: Tensor, weight_hh: Tensor,
                            bias_ih: Tensor, bias_hh: Tensor) -> Tensor:
     """LSTM over (T, B, I) with the input product of all steps as one GEMM (TorchScript-able)."""
@@ -194,19 +202,9 @@ def precomputed_input_loop(x: Tensor, h: Tensor, c: Tensor, weight_ih: Tensor, w
     w_hh_t = weight_hh.t()  # (H, 4H)
     ys: list[Tensor] = []
     for xw_t in xw.unbind(0):  # unbind: xw[t] would make autograd build T zero buffers
-        gates = torch.addmm(xw_t, h, w_hh_t)  # (B, 4H)
-        i, f, g, o = gates.chunk(4, 1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
+        h, c = precomputed_step(xw_t, h, c, w_hh_t)
         ys.append(h)
     return torch.stack(ys)
-
-
-def _precomputed_step(xw_t: Tensor, h: Tensor, c: Tensor, w_hh_t: Tensor) -> tuple[Tensor, Tensor]:
-    gates = torch.addmm(xw_t, h, w_hh_t)
-    i, f, g, o = gates.chunk(4, 1)
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    return torch.sigmoid(o) * torch.tanh(c), c
 
 
 @functools.cache
@@ -218,7 +216,7 @@ def _scripted_loop():
 
 @functools.cache
 def _compiled_step():
-    return torch.compile(_precomputed_step, dynamic=False)
+    return torch.compile(precomputed_step, dynamic=False)
 
 
 def _build_precomputed(loop: Callable[..., Tensor]) -> Callable[[Case], Runner]:
@@ -236,6 +234,7 @@ def _build_precomputed(loop: Callable[..., Tensor]) -> Callable[[Case], Runner]:
 
 def _compiled_loop(x: Tensor, h: Tensor, c: Tensor, weight_ih: Tensor, weight_hh: Tensor,
                    bias_ih: Tensor, bias_hh: Tensor) -> Tensor:
+    """precomputed_input_loop with its step compiled (a whole-loop compile would unroll T steps)."""
     T, B, I = x.shape
     xw = torch.addmm(bias_ih + bias_hh, x.reshape(T * B, I), weight_ih.t()).view(T, B, -1)
     step, w_hh_t, ys = _compiled_step(), weight_hh.t(), []
