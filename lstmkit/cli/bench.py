@@ -37,28 +37,34 @@ PRESETS = {
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--shapes", nargs="+", metavar="SHAPE",
+    unset = argparse.SUPPRESS  # options left out take the full or the --quick preset (PRESETS)
+    p.add_argument("--shapes", nargs="+", metavar="SHAPE", default=unset,
                    help="shapes as T100,B32,I128,H256 with optional ,packed (PackedSequence of random sorted "
                         "lengths) or ,P128 (proj_size); default: the issue's four shapes plus a packed and a "
                         "proj_size row")
-    p.add_argument("--threads", nargs="+", type=int, metavar="N", help="torch.set_num_threads values (default 1 2)")
+    p.add_argument("--threads", nargs="+", type=int, metavar="N", default=unset,
+                   help="torch.set_num_threads values (default: 1 2)")
     p.add_argument("--modes", nargs="+", choices=harness.MODES, default=list(harness.MODES),
                    help="fwd (under no_grad) and/or fwd+bwd (dX and every weight gradient)")
-    p.add_argument("--repeats", type=int, help="timed repetitions per implementation; the median is reported (default 7)")
-    p.add_argument("--warmup", type=int, help="untimed calls per implementation before timing (default 3)")
-    p.add_argument("--min-sample-ms", type=float,
-                   help="a sample repeats the call until it lasts this long, for short calls (default 20)")
-    p.add_argument("--max-impl-s", type=float,
+    p.add_argument("--repeats", type=int, default=unset,
+                   help="timed repetitions per implementation; the median is reported (default: 7)")
+    p.add_argument("--warmup", type=int, default=unset,
+                   help="untimed calls per implementation before timing (default: 3)")
+    p.add_argument("--min-sample-ms", type=float, default=unset,
+                   help="a sample repeats a short call until it lasts this long (default: 20)")
+    p.add_argument("--max-impl-s", type=float, default=unset,
                    help="an implementation whose timed samples would take longer than this gets fewer "
-                        "repetitions (at least 3) and less warm-up, per shape and mode (default 8)")
+                        "repetitions (at least 3) and less warm-up, per shape and mode (default: 8)")
     p.add_argument("--impls", nargs="+", metavar="PATTERN",
                    help=f"only implementations matching these shell patterns (e.g. 'lstmkit-*' 'loop-*'); "
                         f"{BASELINE} always runs, as the baseline of every ratio")
     p.add_argument("--compile", action="store_true",
                    help="also time torch.compile (a cold compile takes ~17 s, and more per shape)")
     p.add_argument("--quick", action="store_true",
-                   help="tiny shapes, 1 thread, 2 repetitions: a smoke run in seconds (explicit options win)")
-    p.add_argument("--peak-size", type=int, help="n of the n x n sgemm that measures the peak (default 2048)")
+                   help="a smoke run in seconds: tiny shapes, 1 thread, 2 repetitions, 1 warm-up call, "
+                        "a 256x256 peak (options given explicitly win)")
+    p.add_argument("--peak-size", type=int, default=unset,
+                   help="n of the n x n fp32 torch.mm that measures the sgemm peak (default: 2048)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and packed lengths")
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for bench.md, bench.json, bench.png")
     p.add_argument("--list", action="store_true", help="list the implementations and why any cannot run, then exit")
@@ -71,7 +77,7 @@ def _positive(name: str, value: float) -> None:
 
 def run(args: argparse.Namespace) -> int:
     for name, (full, quick) in PRESETS.items():
-        if getattr(args, name) is None:
+        if not hasattr(args, name):
             setattr(args, name, quick if args.quick else full)
     shapes = [Shape.parse(s) for s in args.shapes]
     for n in args.threads:
