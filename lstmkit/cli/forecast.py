@@ -14,86 +14,92 @@ HELP = ("Forecast a time series with an LSTM; score it against persistence, seas
         "autoregression (MAE, RMSE, MASE) on a chronological test span.")
 
 D = ForecastConfig()
-# Flags that --resume may change; every other setting comes from the run's config.json.
+FIELDS = {f.name for f in dataclasses.fields(ForecastConfig)}
+# Settings --resume may change; every other one comes from the run's config.json.
 RESUMABLE = ("epochs", "max_time", "progress", "device", "backend")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    # Flags left out are absent from the namespace (SUPPRESS): the config's defaults apply, and
+    # --resume can tell a flag that was given from one that was not.
+    def opt(group, flag: str, help: str = "", default_text: str | None = None, **kw) -> None:
+        name = flag[2:].replace("-", "_")
+        shown = default_text if default_text is not None else getattr(D, name, None)
+        if kw.get("action") is not argparse.BooleanOptionalAction:
+            help = f"{help} (default: {shown})".strip()
+        else:
+            help = f"{help} (default: {'on' if shown else 'off'})".strip()
+        group.add_argument(flag, default=argparse.SUPPRESS, help=help, **kw)
+
     g = p.add_argument_group("data")
-    g.add_argument("--csv", default=None, metavar="PATH",
-                   help="a CSV file with a header, a date/time column and numeric columns (default: the embedded "
-                        "--dataset)")
-    g.add_argument("--dataset", default=D.dataset, choices=DATASETS,
-                   help="embedded series used without --csv (seattle-weather: daily 2012-2015, from vega_datasets)")
-    g.add_argument("--target", default=None, metavar="COL",
-                   help="the column to forecast (required with --csv; seattle-weather: temp_max)")
-    g.add_argument("--features", default=None, metavar="COLS",
-                   help="comma-separated input columns besides the target, or 'all' (every numeric column); "
-                        "default: the target alone for --csv, all four numeric columns for seattle-weather")
-    g.add_argument("--time-col", default=None, metavar="COL",
-                   help="the date/time column (default: found by name, or built from year/month/day/hour columns)")
-    g.add_argument("--gaps", default=D.gaps, choices=GAP_POLICIES,
-                   help="missing values (NA, empty): 'error' refuses the file; 'interpolate' fills them linearly in "
-                        "time and trims leading/trailing rows that have nothing to interpolate from (both reported)")
-    g.add_argument("--max-gap", type=int, default=D.max_gap,
-                   help="with --gaps interpolate: refuse runs of more missing values than this (0: no limit)")
-    g = p.add_argument_group("windows and split")
-    g.add_argument("--window", type=int, default=D.window, help="input time steps per example")
-    g.add_argument("--horizon", type=int, default=D.horizon, help="steps ahead predicted at once")
-    g.add_argument("--val-fraction", type=float, default=D.val_fraction, help="validation part (after train)")
-    g.add_argument("--test-fraction", type=float, default=D.test_fraction, help="test part (the last rows)")
-    g.add_argument("--season", type=int, default=D.season,
-                   help="seasonal-naive period in rows (0: 365 for daily data, 24 hourly, 12 monthly, ...)")
+    opt(g, "--csv", "a CSV file with a header, a date/time column and numeric columns", "the embedded --dataset",
+        metavar="PATH")
+    opt(g, "--dataset", "embedded series used without --csv (daily 2012-2015, shipped inside vega_datasets)",
+        choices=DATASETS)
+    opt(g, "--target", "the column to forecast; required with --csv", "temp_max for seattle-weather", metavar="COL")
+    opt(g, "--features", "comma-separated input columns besides the target, or 'all' (every numeric column)",
+        "the target alone for --csv, all four numeric columns for seattle-weather", metavar="COLS")
+    opt(g, "--time-col", "the date/time column", "found by name, or built from year/month/day/hour columns",
+        metavar="COL")
+    opt(g, "--gaps", "missing values (NA, empty): 'error' refuses the file; 'interpolate' fills them linearly in "
+        "time and trims leading/trailing rows with nothing to interpolate from (both reported)", choices=GAP_POLICIES)
+    opt(g, "--max-gap", "with --gaps interpolate: refuse runs of more missing values than this; 0: no limit", type=int)
+    g = p.add_argument_group("windows and split (chronological: train | validation | test)")
+    opt(g, "--window", "input time steps per example", type=int)
+    opt(g, "--horizon", "steps ahead predicted at once", type=int)
+    opt(g, "--val-fraction", "validation part, after the training part", type=float)
+    opt(g, "--test-fraction", "test part, the last rows", type=float)
+    opt(g, "--season", "seasonal-naive period in rows; 0: from the time step (365 daily, 24 hourly, 12 monthly)",
+        type=int)
     g = p.add_argument_group("model")
-    g.add_argument("--hidden-size", type=int, default=D.hidden_size)
-    g.add_argument("--num-layers", type=int, default=D.num_layers)
-    g.add_argument("--cell", default=D.cell, choices=LSTM_CELLS)
-    g.add_argument("--dropout", type=float, default=D.dropout, help="between stacked layers")
-    g.add_argument("--residual", action=argparse.BooleanOptionalAction, default=D.residual,
-                   help="predict the change from the last observed target value")
-    g.add_argument("--backend", default=None, choices=BACKEND_NAMES, help=f"lstmkit.LSTM backend (default {D.backend})")
+    opt(g, "--hidden-size", type=int)
+    opt(g, "--num-layers", type=int)
+    opt(g, "--cell", choices=LSTM_CELLS)
+    opt(g, "--dropout", "between stacked layers", type=float)
+    opt(g, "--residual", "predict the change from the last observed target value",
+        action=argparse.BooleanOptionalAction)
+    opt(g, "--backend", "lstmkit.LSTM backend", choices=BACKEND_NAMES)
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=None, help=f"maximum epochs in all (default {D.epochs})")
-    g.add_argument("--max-time", type=float, default=None,
-                   help=f"seconds of training in this invocation, 0: no limit (default {D.max_time:g})")
-    g.add_argument("--batch-size", type=int, default=D.batch_size)
-    g.add_argument("--lr", type=float, default=D.lr)
-    g.add_argument("--weight-decay", type=float, default=D.weight_decay)
-    g.add_argument("--clip", type=float, default=D.clip, help="max gradient norm (0: none)")
-    g.add_argument("--patience", type=int, default=D.patience,
-                   help="stop after this many epochs without a better validation RMSE (0: never)")
-    g.add_argument("--seed", type=int, default=D.seed)
-    g.add_argument("--device", default=None, choices=DEVICES, help=f"default {D.device}")
+    opt(g, "--epochs", "maximum epochs in all (resumes included)", type=int)
+    opt(g, "--max-time", "seconds of training in this invocation; 0: no limit", type=float)
+    opt(g, "--batch-size", type=int)
+    opt(g, "--lr", "Adam learning rate", type=float)
+    opt(g, "--weight-decay", type=float)
+    opt(g, "--clip", "max gradient norm; 0: none", type=float)
+    opt(g, "--patience", "stop after this many epochs without a better validation RMSE; 0: never", type=int)
+    opt(g, "--seed", type=int)
+    opt(g, "--device", choices=DEVICES)
     g = p.add_argument_group("output")
-    g.add_argument("--out", default=None, metavar="DIR",
-                   help="run directory (default runs/forecast/<series>-<target>)")
+    opt(g, "--out", "run directory", "runs/forecast/<series>-<target>", metavar="DIR")
     g.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its checkpoint (its config is kept; --epochs, --max-time, "
-                        "--device, --backend may change)")
-    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+                   help="continue the run in --out from its checkpoint; its config is kept, and only "
+                        f"{', '.join('--' + n.replace('_', '-') for n in RESUMABLE)} may change")
+    opt(g, "--progress", "progress bar", action=argparse.BooleanOptionalAction)
 
 
-def config_from_args(args: argparse.Namespace) -> ForecastConfig:
-    names = {f.name for f in dataclasses.fields(ForecastConfig)}
-    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
-    return ForecastConfig(**values)
+def given(args: argparse.Namespace) -> dict:
+    """The config fields named on the command line."""
+    return {k: v for k, v in vars(args).items() if k in FIELDS}
 
 
 def run(args: argparse.Namespace) -> int:
     from lstmkit.apps.forecast.run import read_config, train_and_evaluate
 
+    out = getattr(args, "out", None)
     if args.resume:
-        if args.out is None:
+        if out is None:
             raise ValueError("--resume: name the run directory with --out")
-        cfg = read_config(args.out)
-        for name in RESUMABLE:
-            value = getattr(args, name)
-            if value is not None:
+        cfg = read_config(out)
+        for name, value in given(args).items():
+            if name in RESUMABLE:
                 setattr(cfg, name, value)
+            elif getattr(cfg, name) != value:
+                raise ValueError(f"--resume: the run in {out!r} has {name}={getattr(cfg, name)!r}; only "
+                                 f"{', '.join(RESUMABLE)} may change when resuming")
     else:
-        cfg = config_from_args(args)
+        cfg = ForecastConfig(**given(args))
     cfg.validate()
-    out = args.out or f"runs/forecast/{slug(cfg.csv or cfg.dataset)}-{slug(cfg.target or 'temp_max')}"
+    out = out or f"runs/forecast/{slug(cfg.csv or cfg.dataset)}-{slug(cfg.target or 'temp_max')}"
     train_and_evaluate(cfg, out, resume=args.resume)
     print(f"run directory: {out}")
     return 0

@@ -65,6 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="plot |dL/dx_t| per step for the RNN and the LSTM (adding, longest length)")
     p.add_argument("--seed", type=int, default=D.seed)
     p.add_argument("--backend", default=D.backend, choices=BACKEND_NAMES)
+    p.add_argument("--jobs", type=int, default=1,
+                   help="train this many models at once, each in a process of one thread (up to the cores)")
     p.add_argument("--out", default="runs/longrange", metavar="DIR", help="output directory")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
 
@@ -111,8 +113,10 @@ def run(args: argparse.Namespace) -> int:
         eval_every=args.eval_every, eval_size=args.eval_size, stop_when_solved=args.stop_when_solved,
         seed=args.seed, backend=args.backend, gradnorm=args.gradnorm, progress=args.progress,
     ).validate()
+    if args.jobs < 1:
+        raise ValueError(f"--jobs: expected >= 1, got {args.jobs}")
     out = Path(args.out)
-    result = run_experiment(cfg)
+    result = run_experiment(cfg, jobs=args.jobs)
     out.mkdir(parents=True, exist_ok=True)
     save_config(out, cfg)
     atomic_write_json(out / "results.json", result)

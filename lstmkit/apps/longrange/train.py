@@ -88,27 +88,66 @@ def input_gradient_norms(model: SequenceModel, task: Task, x: torch.Tensor, y: t
     return grad.norm(dim=-1).mean(dim=1).numpy()
 
 
-def run_experiment(cfg: LongRangeConfig) -> dict:
-    """Every (task, length, model) under the same budget; returns {"runs": [...], "gradnorm": {...}}."""
+def _job(cfg_dict: dict, task_name: str, length: int, name: str, keep: bool) -> tuple[dict, dict | None]:
+    """One (task, length, model) training in a worker process (one thread: the parallelism is the jobs)."""
+    torch.set_num_threads(1)
+    cfg = LongRangeConfig(**{**cfg_dict, "progress": False})
+    task = get_task(task_name)
+    eval_set = task.generate(cfg.eval_size, length, data_rng(cfg.seed, task.name, length, "eval"))
+    record, model = train_one(cfg, task, length, name, eval_set)
+    return record, (model.state_dict() if keep else None)
+
+
+def run_experiment(cfg: LongRangeConfig, jobs: int = 1) -> dict:
+    """Every (task, length, model) under the same budget; returns {"runs": [...], "gradnorm": {...}}.
+
+    jobs > 1 trains that many models at once in worker processes of one thread each (the records
+    are the same as in one process, up to floating-point summation order).
+    """
     cfg.validate()
-    jobs = [(t, n) for t in cfg.tasks for n in cfg.lengths_of(t)]
-    total = len(jobs) * len(cfg.models) * cfg.steps
-    runs: list[dict] = []
-    kept: dict[tuple[str, int, str], SequenceModel] = {}
+    grid = [(t, n, m) for t in cfg.tasks for n in cfg.lengths_of(t) for m in cfg.models]
     grad_task = "adding" if "adding" in cfg.tasks else cfg.tasks[0]
     grad_length = max(cfg.lengths_of(grad_task))
     grad_models = [m for m in ("rnn", "lstm") if m in cfg.models] or cfg.models[:2]
-    with tqdm(total=total, desc="longrange", unit="step", disable=not cfg.progress, dynamic_ncols=True) as bar:
-        for task_name, length in jobs:
-            task = get_task(task_name)
-            eval_set = task.generate(cfg.eval_size, length, data_rng(cfg.seed, task.name, length, "eval"))
-            for name in cfg.models:
-                record, model = train_one(cfg, task, length, name, eval_set, bar)
-                runs.append(record)
-                if task_name == grad_task and length == grad_length and name in grad_models:
-                    kept[(task_name, length, name)] = model
-                tqdm.write(f"{task_name:9s} length {length:4d}  {name:8s}  {task.metric} {record['final']:.4f}"
-                           f"  (chance {task.chance:.3f}; {record['steps_run']} steps, {record['seconds']:.0f} s)")
+    keep = [t == grad_task and n == grad_length and m in grad_models for t, n, m in grid]
+    records: list[dict | None] = [None] * len(grid)
+    kept: dict[str, SequenceModel] = {}
+
+    def done(i: int, record: dict) -> None:
+        records[i] = record
+        task = get_task(record["task"])
+        tqdm.write(f"{record['task']:9s} length {record['length']:4d}  {record['model']:8s}  {task.metric} "
+                   f"{record['final']:.4f}  (chance {task.chance:.3f}; {record['steps_run']} steps, "
+                   f"{record['seconds']:.0f} s)")
+
+    with tqdm(total=len(grid) * cfg.steps, desc="longrange", unit="step", disable=not cfg.progress,
+              dynamic_ncols=True) as bar:
+        if jobs <= 1:
+            eval_sets: dict[tuple[str, int], tuple] = {}
+            for i, (task_name, length, name) in enumerate(grid):
+                task = get_task(task_name)
+                if (task_name, length) not in eval_sets:
+                    eval_sets = {(task_name, length): task.generate(
+                        cfg.eval_size, length, data_rng(cfg.seed, task.name, length, "eval"))}
+                record, model = train_one(cfg, task, length, name, eval_sets[(task_name, length)], bar)
+                done(i, record)
+                if keep[i]:
+                    kept[name] = model
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {pool.submit(_job, cfg.to_dict(), t, n, m, keep[i]): i for i, (t, n, m) in enumerate(grid)}
+                for future in as_completed(futures):
+                    i = futures[future]
+                    record, state = future.result()
+                    done(i, record)
+                    bar.update(cfg.steps)
+                    if state is not None:
+                        model = build(cfg, get_task(grid[i][0]), grid[i][2])
+                        model.load_state_dict(state)
+                        kept[grid[i][2]] = model
     gradnorm = {}
     if cfg.gradnorm:
         task = get_task(grad_task)
@@ -117,5 +156,5 @@ def run_experiment(cfg: LongRangeConfig) -> dict:
         for name in grad_models:
             torch.manual_seed(cfg.seed)
             gradnorm["init"][name] = input_gradient_norms(build(cfg, task, name), task, x, y).tolist()
-            gradnorm["trained"][name] = input_gradient_norms(kept[(grad_task, grad_length, name)], task, x, y).tolist()
-    return {"runs": runs, "gradnorm": gradnorm}
+            gradnorm["trained"][name] = input_gradient_norms(kept[name], task, x, y).tolist()
+    return {"runs": records, "gradnorm": gradnorm}

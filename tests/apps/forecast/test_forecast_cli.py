@@ -54,7 +54,9 @@ def test_end_to_end_then_resume(tmp_path, csv, capsys):
     # A second run into the same directory without --resume is refused; --resume continues.
     assert main([*args, "--epochs", "3"]) == 2
     assert "already holds a run" in capsys.readouterr().err
-    assert main(["forecast", "--out", str(out), "--resume", "--epochs", "3", "--no-progress"]) == 0
+    assert main(["forecast", "--out", str(out), "--resume", "--epochs", "3", "--lr", "0.1"]) == 2
+    assert "only epochs, max_time" in capsys.readouterr().err
+    assert main(["forecast", "--out", str(out), "--resume", "--epochs", "3", "--no-progress", "--window", "6"]) == 0
     assert "resumed from epoch 2" in capsys.readouterr().out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] == 3 and len(metrics["history"]) == 3

@@ -34,9 +34,10 @@ def test_tiny_run(tmp_path, capsys):
     assert g["task"] == "adding" and g["length"] == 6 and set(g["trained"]) == {"rnn", "lstm"}
     assert len(g["init"]["lstm"]) == 6
 
-    # Same seed, same numbers.
+    # Same seed, same numbers, also with the models trained in parallel worker processes.
     out2 = tmp_path / "again"
-    assert main(["longrange", "--tasks", "adding", "--lengths", "3", "--models", "lstm", "--hidden-size", "6",
+    assert main(["longrange", "--tasks", "adding", "--lengths", "3", "--models", "lstm,rnn", "--jobs", "2",
+                 "--hidden-size", "6",
                  "--steps", "4", "--eval-every", "2", "--eval-size", "32", "--batch-size", "8", "--backend",
                  "reference", "--no-progress", "--no-gradnorm", "--out", str(out2)]) == 0
     again = json.loads((out2 / "results.json").read_text())["runs"][0]
