@@ -36,9 +36,11 @@ LayerFn = Callable[
 # name -> module implementing the contract above.
 BACKENDS = {
     "reference": "lstmkit.kernels.reference",
+    "triton": "lstmkit.kernels.lstm_triton",
+    "numba": "lstmkit.kernels.lstm_numba",
 }
 # What backend="auto" tries first on each device type, before the reference.
-AUTO_PREFERENCE: dict[str, tuple[str, ...]] = {}
+AUTO_PREFERENCE: dict[str, tuple[str, ...]] = {"cuda": ("triton",), "cpu": ("numba",)}
 BACKEND_NAMES = ("auto", *BACKENDS)
 
 

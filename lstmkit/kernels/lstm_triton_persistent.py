@@ -1,0 +1,224 @@
+"""A persistent LSTM kernel for small-batch inference (Persistent RNNs, Diamos et al. 2016; GRNN,
+Holmes et al. 2019).
+
+One launch runs the whole sequence. Program p owns hidden units [p*U, (p+1)*U) of all gates:
+it loads its rows of W_hh once, keeps them on chip (registers / shared memory) for all T
+steps, and keeps its slice of the cell state in registers. Per step it reads the full h_{t-1}
+(B x H, from L2), computes its gate columns with one tl.dot, adds the precomputed input
+projection, updates its c and h slices and writes its h slice. The programs then meet at a
+grid-wide barrier (a monotonic counter in global memory) once per step; h is double-buffered,
+so one barrier per step is enough.
+
+The grid is at most one program per multiprocessor, so all programs are resident at once
+(a precondition of any grid barrier). The spin has a bound: if the barrier ever waited that
+long (a co-residency failure), the kernel counts it in `last_sync[1]` and returns NaN final
+states instead of hanging.
+
+Used by lstm_triton.layer for inference (no gradient) with B <= 16, cells lstm, peephole and
+cifg, no projection, and a weight slice that fits on chip. Under TRITON_INTERPRET=1 the grid
+is one program (the interpreter runs programs one after another, so a barrier between
+several would never open).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from lstmkit.kernels.lstm_triton import INTERPRET, _acc_dtype, _next_pow2, _sigmoid, _tanh
+
+MAX_BATCH = 16
+MAX_SLICE_BYTES = 128 * 1024  # W_hh slice one program keeps on chip
+SPIN_LIMIT = 1 << 20
+_CELL_ID = {"lstm": 0, "peephole": 1, "cifg": 2}
+
+last_sync: Tensor | None = None
+last_compiled = None  # the compiled kernel of the last launch (registers, spills: diagnostics)
+NUM_WARPS: int | None = None  # override the choice below (benchmarks)
+RESIDENT = True  # False: re-read the weight slice from L2 every step (for comparison)
+
+
+@triton.jit(do_not_specialize=["T"])
+def _persistent_lstm_kernel(
+    XW, W, PI, PF, PO, BS, Y, HX, HN, CN, C0, SYNC,
+    T, B, H, n_prog, spin_limit,
+    CELL: tl.constexpr, NG: tl.constexpr, PACKED: tl.constexpr, REVERSE: tl.constexpr,
+    BB: tl.constexpr, KP: tl.constexpr, U: tl.constexpr, ACC: tl.constexpr,
+    PREC: tl.constexpr, RESIDENT: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    N: tl.constexpr = 4 * U
+    GH = NG * H
+    # this program's gate columns: slot q (gate), unit j; column n = q*U + (j - pid*U)
+    cols = tl.arange(0, N)
+    slot = cols // U
+    unit = pid * U + cols % U
+    col_ok = (unit < H) & (slot < NG)
+    wrow = slot * H + unit
+    ks = tl.arange(0, KP)
+    k_ok = ks < H
+    w_ptrs = W + wrow[None, :] * H + ks[:, None]  # W_hh^T slice (KP, N)
+    w_mask = k_ok[:, None] & col_ok[None, :]
+    if RESIDENT:
+        w = tl.load(w_ptrs, mask=w_mask, other=0.0)
+
+    rows = tl.arange(0, BB)
+    row_ok = rows < B
+    ju = pid * U + tl.arange(0, U)
+    own = row_ok[:, None] & (ju < H)[None, :]
+    s_off = rows[:, None] * H + ju[None, :]
+    c = tl.load(C0 + s_off, mask=own, other=0.0).to(ACC)
+    h = tl.load(HX + s_off, mask=own, other=0.0).to(ACC)
+    if CELL == 1:
+        p_i = tl.load(PI + ju, mask=ju < H, other=0.0).to(ACC)[None, :]
+        p_f = tl.load(PF + ju, mask=ju < H, other=0.0).to(ACC)[None, :]
+        p_o = tl.load(PO + ju, mask=ju < H, other=0.0).to(ACC)[None, :]
+    sl = tl.arange(0, 4)[None, :, None]
+    k_mask = row_ok[:, None] & k_ok[None, :]
+    x_mask = row_ok[:, None] & col_ok[None, :]
+    hty = HX.dtype.element_ty
+    stalled = 0
+    # the input projection of the first step; each later one is fetched before the barrier
+    t0 = T - 1 if REVERSE else 0
+    xw = tl.load(XW + t0 * B * GH + rows[:, None] * GH + wrow[None, :], mask=x_mask, other=0.0)
+    for s in range(T):
+        if REVERSE:
+            t = T - 1 - s
+            t_next = (t - 1 + T) % T  # wraps at the last step: a harmless in-range load
+        else:
+            t = s
+            t_next = (t + 1) % T
+        if PACKED:
+            n_act = tl.load(BS + t)
+        else:
+            n_act = B
+        hk = tl.load(HX + (s % 2) * B * H + rows[:, None] * H + ks[None, :], mask=k_mask, other=0.0,
+                     cache_modifier=".cg")
+        if not RESIDENT:
+            w = tl.load(w_ptrs, mask=w_mask, other=0.0)
+        acc = tl.dot(hk, w, input_precision=PREC, out_dtype=ACC)
+        pre = tl.reshape(acc + xw.to(ACC), (BB, 4, U))
+        a0 = tl.sum(tl.where(sl == 0, pre, 0.0), axis=1)
+        a1 = tl.sum(tl.where(sl == 1, pre, 0.0), axis=1)
+        a2 = tl.sum(tl.where(sl == 2, pre, 0.0), axis=1)
+        if CELL == 2:
+            f = _sigmoid(a0)
+            i = 1.0 - f
+            g = _tanh(a1)
+            a_o = a2
+        else:
+            a3 = tl.sum(tl.where(sl == 3, pre, 0.0), axis=1)
+            if CELL == 1:
+                a0 += p_i * c
+                a1 += p_f * c
+            i = _sigmoid(a0)
+            f = _sigmoid(a1)
+            g = _tanh(a2)
+            a_o = a3
+        c_new = f * c + i * g
+        if CELL == 1:
+            a_o += p_o * c_new
+        h_new = _sigmoid(a_o) * _tanh(c_new)
+        act = own & (rows < n_act)[:, None]
+        c = tl.where(act, c_new, c)
+        h = tl.where(act, h_new, h)
+        tl.store(Y + t * B * H + s_off, tl.where(act, h_new, 0.0).to(Y.dtype.element_ty), mask=own)
+        tl.store(HX + ((s + 1) % 2) * B * H + s_off, h.to(hty), mask=own)
+        # independent of the other programs: start it before waiting for them
+        xw = tl.load(XW + t_next * B * GH + rows[:, None] * GH + wrow[None, :], mask=x_mask, other=0.0)
+        # grid barrier: every program has written its slice of h_t before anyone reads it.
+        # Arrive with a release atomic, poll with plain volatile loads (no read-modify-write
+        # traffic on the counter), then one acquire atomic orders the reads of h after it.
+        tl.debug_barrier()
+        tl.atomic_add(SYNC, 1, sem="release", scope="gpu")
+        target = (s + 1) * n_prog
+        seen = tl.load(SYNC, volatile=True)
+        spins = 0
+        limit = tl.where(stalled > 0, 0, spin_limit)  # after one timeout, never wait again
+        while (seen < target) & (spins < limit):
+            seen = tl.load(SYNC, volatile=True)
+            spins += 1
+        seen = tl.atomic_add(SYNC, 0, sem="acquire", scope="gpu")
+        stalled += (seen < target).to(tl.int32)
+        tl.debug_barrier()
+    if stalled > 0:  # never on a healthy run: make the failure visible without a host sync
+        tl.atomic_add(SYNC + 1, 1)
+        h = h + float("nan")
+        c = c + float("nan")
+    tl.store(HN + s_off, h.to(HN.dtype.element_ty), mask=own)
+    tl.store(CN + s_off, c.to(CN.dtype.element_ty), mask=own)
+
+
+@functools.cache
+def _num_sms(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def _plan(H: int, elem: int, device: torch.device) -> tuple[int, int, int] | None:
+    """(units per program U, programs, padded K) or None when the slice does not fit on chip."""
+    kp = max(16, _next_pow2(H))
+    if INTERPRET or device.type != "cuda":
+        u = max(4, _next_pow2(H))
+        return u, 1, kp
+    sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device())
+    u = 4
+    while triton.cdiv(H, u) > sms:
+        u *= 2
+    if kp * 4 * u * elem > MAX_SLICE_BYTES:
+        return None
+    return u, triton.cdiv(H, u), kp
+
+
+def supported(cell: str, B: int, H: int, proj: bool, cd: torch.dtype, device: torch.device | None = None) -> bool:
+    if cell not in _CELL_ID or proj or B > MAX_BATCH or cd == torch.float64 and not INTERPRET:
+        return False
+    dev = device if device is not None else torch.device("cuda")
+    return _plan(H, torch.empty((), dtype=cd).element_size(), dev) is not None
+
+
+def forward(cell: str, x: Tensor, h0: Tensor, c0: Tensor, params: dict[str, Tensor],
+            steps: tuple[int, ...] | None, reverse: bool, cd: torch.dtype, sd: torch.dtype,
+            tf32: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """The whole layer in one launch (after the input GEMM). Returns y (T,B,H), h_T, c_T."""
+    T, B, I = x.shape
+    ng = 3 if cell == "cifg" else 4
+    H = params["weight_hh"].shape[0] // ng
+    dev = x.device
+    u, n_prog, kp = _plan(H, torch.empty((), dtype=cd).element_size(), dev)
+    w_ih = params["weight_ih"].to(cd)
+    xf = x.reshape(T * B, I).to(cd)
+    if "bias_ih" in params:
+        xw = torch.addmm((params["bias_ih"] + params["bias_hh"]).to(cd), xf, w_ih.t())
+    else:
+        xw = xf @ w_ih.t()
+    w_hh = params["weight_hh"].to(cd).contiguous()
+    hx = torch.empty(2, B, H, device=dev, dtype=cd)
+    hx[0].copy_(h0)
+    c0 = c0.to(sd).contiguous()
+    y = torch.empty(T, B, H, device=dev, dtype=cd)
+    hn = torch.empty(B, H, device=dev, dtype=cd)
+    cn = torch.empty(B, H, device=dev, dtype=sd)
+    sync = torch.zeros(2, device=dev, dtype=torch.int32)
+    bs = torch.tensor(steps, device=dev, dtype=torch.int32) if steps is not None else sync
+    if cell == "peephole":
+        pi, pf, po = params["weight_ci"], params["weight_cf"], params["weight_co"]
+    else:
+        pi = pf = po = c0
+    slice_bytes = kp * 4 * u * xw.element_size()
+    # measured on an H100 (BENCHMARKS.md): 8 warps beat 16 by 1.4-1.5x at H=1024 (128 KB slices)
+    warps = NUM_WARPS or (4 if slice_bytes <= 32 * 1024 else 8)
+    global last_compiled
+    last_compiled = _persistent_lstm_kernel[(n_prog,)](
+        xw, w_hh, pi, pf, po, bs, y, hx, hn, cn, c0, sync,
+        T, B, H, n_prog, SPIN_LIMIT,
+        CELL=_CELL_ID[cell], NG=ng, PACKED=steps is not None, REVERSE=bool(reverse),
+        BB=16, KP=kp, U=u, ACC=_acc_dtype(cd), PREC="tf32" if tf32 else "ieee",
+        RESIDENT=RESIDENT, num_warps=warps,
+    )
+    global last_sync
+    last_sync = sync  # [arrivals, timeouts]: the tests read it; no host sync here
+    return y, hn, cn

@@ -1,0 +1,353 @@
+"""backend="triton" against the reference backend.
+
+Three groups:
+* plain tests (any machine): registration, and the fallback when triton is missing;
+* `interp_*` tests: the Triton kernels in Triton's interpreter on CPU tensors. TRITON_INTERPRET
+  must be set before triton is imported, so `test_interpreter_suite` runs them in a child
+  pytest process with the variable set; in the parent process they skip;
+* `gpu_*` tests: on a CUDA device (they skip without one), including the CUDA-graph replay
+  and the persistent kernel's multi-program grid barrier, which the interpreter cannot run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import lstmkit
+from lstmkit.cells import CELLS as SPECS
+from lstmkit.cells.sequence import reference_layer
+from lstmkit.kernels import AUTO_PREFERENCE, BACKENDS
+
+CELLS = ("lstm", "peephole", "cifg", "layernorm")
+CHILD = os.environ.get("LSTMKIT_TRITON_INTERP_CHILD") == "1"
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+HAS_CUDA = torch.cuda.is_available()
+
+interp = pytest.mark.skipif(not CHILD, reason="runs in the interpreter child process (test_interpreter_suite)")
+gpu = pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON and not CHILD), reason="needs a CUDA device and triton")
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+
+def _perturbed(module: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
+    """Random values for every parameter (LN gains/biases and peepholes included)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return module
+
+
+def _layer_case(cell, T, B, I, H, proj=0, packed=None, reverse=False, dtype=torch.float64, device="cpu", seed=0,
+                scale=0.3):
+    torch.manual_seed(seed)
+    m = _perturbed(lstmkit.LSTM(I, H, cell=cell, proj_size=proj, dtype=dtype, backend="reference"), scale).to(device)
+    params = m.layer_params(0, 0)
+    P = proj or H
+    x = torch.randn(T, B, I, dtype=dtype, device=device, requires_grad=True)
+    h0 = torch.randn(B, P, dtype=dtype, device=device, requires_grad=True)
+    c0 = torch.randn(B, H, dtype=dtype, device=device, requires_grad=True)
+    bs = torch.tensor(packed) if packed is not None else None
+    return SPECS[cell], x, (h0, c0), params, bs, reverse
+
+
+def _run_with_grads(fn, spec, x, state, params, bs, reverse, seed=1):
+    y, (h, c) = fn(spec, x, state, params, bs, reverse)
+    g = torch.Generator().manual_seed(seed)
+    gy, gh, gc = (torch.randn(t.shape, generator=g, dtype=torch.float64).to(t) for t in (y, h, c))
+    if bs is not None:  # padding outputs are constants: their incoming gradient is irrelevant
+        T, B = y.shape[:2]
+        gy = gy * (torch.arange(B)[None, :] < bs[:, None]).unsqueeze(-1).to(gy)
+    ins = [x, *state, *params.values()]
+    grads = torch.autograd.grad((y * gy).sum() + (h * gh).sum() + (c * gc).sum(), ins)
+    names = ["y", "h", "c", "dx", "dh0", "dc0", *("d" + n for n in params)]
+    return dict(zip(names, (y, h, c, *grads)))
+
+
+def _assert_close(got: dict, want: dict, rtol: float, atol: float) -> None:
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=rtol, atol=atol, msg=lambda m, k=k: f"{k}: {m}")
+
+
+def _triton_layer():
+    from lstmkit.kernels import lstm_triton
+    return lstm_triton.layer
+
+
+# --------------------------------------------------------------------------------------
+# any machine
+# --------------------------------------------------------------------------------------
+
+def test_triton_backend_is_registered():
+    assert BACKENDS["triton"] == "lstmkit.kernels.lstm_triton"
+    assert AUTO_PREFERENCE["cuda"] == ("triton",)
+
+
+def test_without_triton_auto_falls_back_and_explicit_raises():
+    """With triton unimportable, importing the backend raises ImportError; "auto" on CUDA falls
+    back to the reference with a warning, backend="triton" raises BackendUnavailable."""
+    code = textwrap.dedent("""
+        import sys, warnings
+        sys.modules["triton"] = None
+        try:
+            import lstmkit.kernels.lstm_triton
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("import did not fail")
+        from lstmkit.kernels import BackendUnavailable, resolve_backend
+        from lstmkit.kernels.reference import layer as ref
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            assert resolve_backend("auto", "cuda", "lstm") is ref
+        assert any("triton" in str(x.message) for x in w), [str(x.message) for x in w]
+        try:
+            resolve_backend("triton", "cuda", "lstm")
+        except BackendUnavailable:
+            print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
+
+
+@pytest.mark.skipif(CHILD or not HAS_TRITON, reason="parent process with triton installed only")
+def test_interpreter_suite():
+    """Run this file's interp_* tests with TRITON_INTERPRET=1 in a fresh process."""
+    env = dict(os.environ, TRITON_INTERPRET="1", LSTMKIT_TRITON_INTERP_CHILD="1")
+    r = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-x", "-p", "no:cacheprovider",
+                        __file__, "-k", "interp_"], capture_output=True, text=True, env=env, timeout=1800)
+    assert r.returncode == 0, r.stdout[-8000:] + r.stderr[-4000:]
+    summary = r.stdout.strip().splitlines()[-1]
+    assert "passed" in summary and "skipped" not in summary, r.stdout[-2000:]
+
+
+# --------------------------------------------------------------------------------------
+# interpreter (child process)
+# --------------------------------------------------------------------------------------
+
+@interp
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("proj", [0, 2])
+@pytest.mark.parametrize("packed,reverse", [(None, False), (None, True), ([3, 3, 2, 1], False), ([3, 2, 2, 1], True)])
+def test_interp_layer_matches_reference_fp64(cell, proj, packed, reverse):
+    case = _layer_case(cell, 4, 3, 5, 3, proj=proj, packed=packed, reverse=reverse)
+    want = _run_with_grads(reference_layer, *case)
+    got = _run_with_grads(_triton_layer(), *case)
+    _assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@interp
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("T,B,I,H", [(1, 1, 1, 1), (1, 2, 3, 3), (6, 1, 2, 5), (3, 5, 4, 7), (2, 3, 2, 70)])
+def test_interp_awkward_shapes_fp32(cell, T, B, I, H):
+    """T=1, B=1, H=1/3/5/7 (not powers of two), and H=70 (more than one hidden-unit tile)."""
+    case = _layer_case(cell, T, B, I, H, dtype=torch.float32)
+    want = _run_with_grads(reference_layer, *case)
+    got = _run_with_grads(_triton_layer(), *case)
+    _assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@interp
+@pytest.mark.parametrize("cell", CELLS)
+def test_interp_gradcheck(cell):
+    from lstmkit.kernels import lstm_triton
+    spec, x, (h0, c0), params, _, _ = _layer_case(cell, 3, 2, 2, 3, proj=2 if cell == "lstm" else 0)
+    names = list(params)
+
+    def f(x, h0, c0, *ps):
+        y, (h, c) = lstm_triton.layer(spec, x, (h0, c0), dict(zip(names, ps)), None, False)
+        return y, h, c
+    assert torch.autograd.gradcheck(f, (x, h0, c0, *params.values()), eps=1e-6, atol=1e-7, fast_mode=True)
+
+
+@interp
+@pytest.mark.parametrize("cell", CELLS)
+def test_interp_module_packed_unsorted_bidirectional(cell):
+    """lstmkit.LSTM(backend="triton"): 2 layers, bidirectional, PackedSequence with unsorted
+    lengths, given (h0, c0); outputs, final states and every parameter gradient."""
+    torch.manual_seed(0)
+    kw = dict(num_layers=2, bidirectional=True, cell=cell, proj_size=2 if cell == "cifg" else 0)
+    ref = _perturbed(lstmkit.LSTM(3, 4, backend="reference", **kw))
+    tri = lstmkit.LSTM(3, 4, backend="triton", **kw)
+    tri.load_state_dict(ref.state_dict())
+    lengths = torch.tensor([2, 5, 1, 4])
+    x = torch.randn(4, 5, 3)
+    P = 2 if cell == "cifg" else 4
+    h0, c0 = torch.randn(4, 4, P), torch.randn(4, 4, 4)
+    results = []
+    for m in (ref, tri):
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, (h, c) = m(packed, (h0, c0))
+        y, _ = pad_packed_sequence(out, batch_first=True)
+        loss = (y ** 2).sum() + (h * 0.5).sum() + c.sum()
+        grads = torch.autograd.grad(loss, list(m.parameters()))
+        results.append((y, h, c, *grads))
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+@interp
+def test_interp_resolve_backend_on_cpu_under_interpreter():
+    from lstmkit.kernels import lstm_triton, resolve_backend
+    assert "cpu" in lstm_triton.DEVICES
+    assert resolve_backend("triton", "cpu", "layernorm") is lstm_triton.layer
+    with pytest.raises(ValueError):
+        resolve_backend("triton", "cpu", "gru")
+
+
+@interp
+@pytest.mark.parametrize("cell", CELLS)
+def test_interp_inference_path_matches(cell):
+    """Under no_grad nothing is saved (two cell-state slots, no gate stores): same numbers."""
+    spec, x, state, params, bs, rev = _layer_case(cell, 5, 3, 4, 6, packed=[3, 3, 2, 2, 1])
+    with torch.no_grad():
+        want = reference_layer(spec, x, state, params, bs, rev)
+        got = _triton_layer()(spec, x, state, params, bs, rev)
+    torch.testing.assert_close(got[0], want[0])
+    torch.testing.assert_close(got[1], want[1])
+
+
+@interp
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
+@pytest.mark.parametrize("packed,reverse", [(None, False), ([3, 2, 2, 1], False), ([3, 3, 1, 1], True)])
+def test_interp_persistent_kernel(cell, packed, reverse):
+    from lstmkit.kernels import lstm_triton_persistent as pk
+    spec, x, (h0, c0), params, bs, rev = _layer_case(cell, 4, 3, 5, 6, packed=packed, reverse=reverse)
+    params = {k: v.detach() for k, v in params.items()}
+    with torch.no_grad():
+        y, (h, c) = reference_layer(spec, x, (h0, c0), params, bs, rev)
+        y2, h2, c2 = pk.forward(cell, x, h0, c0, params, tuple(packed) if packed else None, rev,
+                                torch.float64, torch.float64, False)
+    torch.testing.assert_close(y2, y)
+    torch.testing.assert_close(h2, h)
+    torch.testing.assert_close(c2, c)
+    assert pk.last_sync.tolist() == [4, 0]
+
+
+@interp
+@pytest.mark.parametrize("cell", ["lstm", "cifg"])
+def test_interp_persistent_partition_over_programs(cell, monkeypatch):
+    """Several programs, each owning a slice of hidden units (as on a GPU). The interpreter runs
+    programs one after another, so only a single step is meaningful (its barrier cannot open;
+    the spin limit is set to 0 and the final states are poisoned, as designed)."""
+    from lstmkit.kernels import lstm_triton_persistent as pk
+    monkeypatch.setattr(pk, "SPIN_LIMIT", 0)
+    monkeypatch.setattr(pk, "_plan", lambda H, elem, dev: (4, -(-H // 4), max(16, pk._next_pow2(H))))
+    spec, x, (h0, c0), params, _, _ = _layer_case(cell, 1, 3, 5, 10)
+    params = {k: v.detach() for k, v in params.items()}
+    with torch.no_grad():
+        y, _ = reference_layer(spec, x, (h0, c0), params)
+        y2, h2, _ = pk.forward(cell, x, h0, c0, params, None, False, torch.float64, torch.float64, False)
+    torch.testing.assert_close(y2, y)
+    # the first two programs gave up waiting (visibly: NaN final states); the last one saw all arrivals
+    assert pk.last_sync.tolist() == [3, 2] and torch.isnan(h2[:, :8]).all() and not torch.isnan(h2[:, 8:]).any()
+
+
+# --------------------------------------------------------------------------------------
+# GPU
+# --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def ieee():
+    """Full fp32 GEMMs on both sides, so the comparison with the reference is tight."""
+    old = torch.backends.cudnn.rnn.fp32_precision
+    torch.backends.cudnn.rnn.fp32_precision = "ieee"
+    yield
+    torch.backends.cudnn.rnn.fp32_precision = old
+
+
+@gpu
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("proj,packed,reverse", [(0, None, False), (0, [4, 4, 3, 1, 1], True), (8, [4, 3, 3, 2, 1], False)])
+def test_gpu_layer_matches_reference(cell, proj, packed, reverse, ieee):
+    case = _layer_case(cell, 5, 4, 24, 40, proj=proj, packed=packed, reverse=reverse, dtype=torch.float32,
+                       device="cuda")
+    want = _run_with_grads(reference_layer, *case)
+    for _ in range(3):  # eager, then captured, then replayed
+        got = _run_with_grads(_triton_layer(), *case)
+        _assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+@gpu
+@pytest.mark.parametrize("cell", CELLS)
+def test_gpu_module_training_steps_with_graphs(cell, ieee):
+    """Several optimizer steps: the captured graphs must read the updated weights."""
+    from lstmkit.kernels import lstm_triton
+    torch.manual_seed(0)
+    kw = dict(num_layers=2, bidirectional=True, cell=cell, batch_first=True)
+    ref = _perturbed(lstmkit.LSTM(16, 32, backend="reference", **kw)).cuda()
+    tri = lstmkit.LSTM(16, 32, backend="triton", **kw).cuda()
+    tri.load_state_dict(ref.state_dict())
+    opts = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (ref, tri)]
+    for step in range(4):
+        x = torch.randn(3, 7, 16, device="cuda")
+        for m, opt in zip((ref, tri), opts):
+            opt.zero_grad()
+            y, (h, c) = m(x)
+            ((y ** 2).mean() + h.sum() + c.sum()).backward()
+            opt.step()
+        torch.testing.assert_close(tri.weight_hh_l1_reverse, ref.weight_hh_l1_reverse, rtol=1e-4, atol=1e-5)
+    assert lstm_triton._graphs, "no CUDA graph was captured"
+
+
+@gpu
+def test_gpu_auto_picks_triton():
+    from lstmkit.kernels import lstm_triton, resolve_backend
+    assert resolve_backend("auto", "cuda", "peephole") is lstm_triton.layer
+
+
+@gpu
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
+@pytest.mark.parametrize("B,H", [(1, 256), (4, 1000), (16, 512), (8, 1024)])
+def test_gpu_persistent_kernel(cell, B, H, ieee):
+    from lstmkit.kernels import lstm_triton_persistent as pk
+    assert pk.supported(cell, B, H, False, torch.float32)
+    # weights on torch's scale (a large random perturbation at H=1000 makes the recurrence
+    # chaotic: any rounding difference then grows along the sequence)
+    spec, x, (h0, c0), params, _, _ = _layer_case(cell, 30, B, 64, H, dtype=torch.float32, device="cuda",
+                                                  scale=0.5 / H ** 0.5)
+    params = {k: v.detach() for k, v in params.items()}
+    with torch.no_grad():
+        for packed, rev in ((None, False), ([B] * 10 + [max(1, B // 2)] * 20, True)):
+            bs = torch.tensor(packed) if packed else None
+            y, (h, c) = reference_layer(spec, x, (h0, c0), params, bs, rev)
+            pk.last_sync = None
+            y2, (h2, c2) = _triton_layer()(spec, x, (h0, c0), params, bs, rev)
+            assert pk.last_sync is not None, "the persistent kernel did not run"
+            assert pk.last_sync[1].item() == 0
+            for a, b in ((y2, y), (h2, h), (c2, c)):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+@gpu
+@pytest.mark.parametrize("cell", CELLS)
+def test_gpu_autocast_bf16(cell):
+    """bf16 GEMMs, fp32 pointwise and cell state: no further from the fp32 reference than the
+    reference itself under autocast (whose pointwise math is bf16 too), and training runs."""
+    torch.manual_seed(0)
+    ref = _perturbed(lstmkit.LSTM(32, 64, cell=cell, backend="reference"), 0.1).cuda()
+    tri = lstmkit.LSTM(32, 64, cell=cell, backend="triton").cuda()
+    tri.load_state_dict(ref.state_dict())
+    x = torch.randn(12, 5, 32, device="cuda")
+    y, (h, c) = ref(x)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y_ac, _ = ref(x)
+        y2, (h2, c2) = tri(x)
+        assert y2.dtype == torch.bfloat16 and c2.dtype == torch.float32
+        y2.float().sum().backward()
+        with torch.no_grad():
+            y3, _ = tri(x[:, :2].contiguous())  # persistent path (cells without LN)
+    budget = max(2 * (y_ac.float() - y).abs().max().item(), 1e-2)
+    for a, b in ((y2, y), (h2, h), (c2, c)):
+        assert (a.float() - b).abs().max().item() < budget
+    assert (y3.float() - y[:, :2]).abs().max().item() < budget
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in tri.parameters())
