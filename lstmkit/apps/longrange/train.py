@@ -13,9 +13,14 @@ from lstmkit.apps.longrange.tasks import Task, get_task
 
 
 def data_rng(seed: int, task: str, length: int, stream: str) -> np.random.Generator:
-    """The generator of one data stream ("train" or "eval"): the same for every model."""
-    key = [seed, length, sum(map(ord, task)), 0 if stream == "train" else 1]
+    """The generator of one data stream ("train", "eval" or "grad"): the same for every model."""
+    key = [seed, length, sum(map(ord, task)), ("train", "eval", "grad").index(stream)]
     return np.random.default_rng(key)
+
+
+def held_out(cfg: LongRangeConfig, task: Task, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed evaluation set of a task and length (the same for every model)."""
+    return task.generate(cfg.eval_size, length, data_rng(cfg.seed, task.name, length, "eval"))
 
 
 @torch.no_grad()
@@ -93,8 +98,7 @@ def _job(cfg_dict: dict, task_name: str, length: int, name: str, keep: bool) -> 
     torch.set_num_threads(1)
     cfg = LongRangeConfig(**{**cfg_dict, "progress": False})
     task = get_task(task_name)
-    eval_set = task.generate(cfg.eval_size, length, data_rng(cfg.seed, task.name, length, "eval"))
-    record, model = train_one(cfg, task, length, name, eval_set)
+    record, model = train_one(cfg, task, length, name, held_out(cfg, task, length))
     return record, (model.state_dict() if keep else None)
 
 
@@ -123,13 +127,12 @@ def run_experiment(cfg: LongRangeConfig, jobs: int = 1) -> dict:
     with tqdm(total=len(grid) * cfg.steps, desc="longrange", unit="step", disable=not cfg.progress,
               dynamic_ncols=True) as bar:
         if jobs <= 1:
-            eval_sets: dict[tuple[str, int], tuple] = {}
+            current, eval_set = None, None
             for i, (task_name, length, name) in enumerate(grid):
                 task = get_task(task_name)
-                if (task_name, length) not in eval_sets:
-                    eval_sets = {(task_name, length): task.generate(
-                        cfg.eval_size, length, data_rng(cfg.seed, task.name, length, "eval"))}
-                record, model = train_one(cfg, task, length, name, eval_sets[(task_name, length)], bar)
+                if current != (task_name, length):
+                    current, eval_set = (task_name, length), held_out(cfg, task, length)
+                record, model = train_one(cfg, task, length, name, eval_set, bar)
                 done(i, record)
                 if keep[i]:
                     kept[name] = model
