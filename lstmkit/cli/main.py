@@ -16,6 +16,10 @@ COMMANDS = (
     "forecast",
     "longrange",
     "bench",
+    "train",
+    "generate",
+    "eval",
+    "ngram",
 )
 
 

@@ -1,0 +1,61 @@
+"""Sampling text from a trained model, streaming the recurrent state.
+
+The prefix is read once, in one call, leaving the state after its last symbol; from there each
+new symbol costs one single-step call. Sampling uses its own seeded generator, so a seed gives
+the same text every time, whatever else has drawn random numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from lstmkit.apps.charlm.vocab import Vocab
+
+
+def sample_next(logits: Tensor, temperature: float, top_k: int, generator: torch.Generator) -> int:
+    """One id from `logits` (V,): greedy at temperature 0, else softmax(logits / T) over the top k."""
+    if temperature == 0:
+        return int(logits.argmax())
+    logits = logits.double() / temperature
+    if 0 < top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, -1)
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+
+
+@torch.no_grad()
+def generate(model, vocab: Vocab, prefix: str, length: int, temperature: float = 1.0, top_k: int = 0,
+             seed: int | None = None, device=None, on_token: Callable[[str], None] | None = None) -> str:
+    """`prefix` followed by `length` sampled tokens. Unknown symbols in the prefix raise, named."""
+    if not prefix:
+        raise ValueError("prefix: expected at least one symbol to start from")
+    if length < 0:
+        raise ValueError(f"length: expected >= 0, got {length}")
+    if temperature < 0:
+        raise ValueError(f"temperature: expected >= 0 (0: greedy), got {temperature}")
+    if top_k < 0:
+        raise ValueError(f"top_k: expected >= 0 (0: no limit), got {top_k}")
+    ids = vocab.encode(prefix, what="prefix")
+    if len(ids) == 0:
+        raise ValueError("prefix: expected at least one symbol to start from")
+    generator = torch.Generator()
+    generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+    was_training = model.training
+    model.eval()
+    try:
+        logits, state = model(ids.unsqueeze(1).to(device))  # (T, 1) -> the prefix, read once
+        out = []
+        for k in range(length):
+            nxt = sample_next(logits[-1, 0], temperature, top_k, generator)
+            out.append(nxt)
+            if on_token is not None:
+                on_token(vocab.tokens[nxt])
+            if k + 1 < length:  # one step: the new symbol in, the state carried
+                logits, state = model(torch.tensor([[nxt]], device=device), state)
+    finally:
+        model.train(was_training)
+    return prefix + vocab.decode(out)

@@ -1,0 +1,48 @@
+"""`lstmkit ngram`: an interpolated Kneser-Ney n-gram baseline on the same split as `lstmkit train`."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from lstmkit.cli.train import DATA_FIELDS, add_config_arguments, given
+
+HELP = "character n-gram baseline (interpolated Kneser-Ney) on the same train/validation split as `train`"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.HelpFormatter
+    parser.add_argument("--order", type=int, nargs="+", default=[5], metavar="N",
+                        help="n-gram order(s); several (e.g. --order 3 4 5 6 7) print one line each and end with "
+                             "the best (default: 5)")
+    add_config_arguments(parser, DATA_FIELDS)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lstmkit.apps.charlm.config import CharLMConfig
+    from lstmkit.apps.charlm.corpus import load_run_corpus
+    from lstmkit.apps.charlm.ngram import KneserNey
+
+    fields = given(args, DATA_FIELDS)
+    if "text" in fields and "corpus" in fields:
+        raise ValueError("give --text PATH or --corpus NAME, not both")
+    for n in args.order:
+        if n < 1:
+            raise ValueError(f"--order: expected n >= 1, got {n}")
+    # batch 1 x 1: any corpus with a validation split will do for counting.
+    cfg = CharLMConfig(**fields, batch_size=1, num_steps=1).validate()
+    corpus = load_run_corpus(cfg)
+    print(f"data: {corpus.describe()}")
+    char_lengths = corpus.vocab.char_lengths() if cfg.level == "word" else None
+    best = None
+    for n in args.order:
+        t0 = time.perf_counter()
+        model = KneserNey(n, len(corpus.vocab)).fit(corpus.train.tolist())
+        m = model.evaluate(corpus.val.tolist(), char_lengths)
+        print(f"order {n}: validation perplexity {m.perplexity:.4f}, bits per character {m.bpc:.4f} "
+              f"({time.perf_counter() - t0:.1f} s)")
+        if best is None or m.bpc < best[1].bpc:
+            best = (n, m)
+    n, m = best
+    print(m.line(f"validation (order {n}, interpolated Kneser-Ney)"))
+    return 0

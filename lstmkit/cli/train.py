@@ -1,0 +1,114 @@
+"""`lstmkit train`: train a character language model (the README's main job)."""
+
+from __future__ import annotations
+
+import argparse
+
+from lstmkit.apps.charlm import config as C
+
+HELP = "train a character language model on a text (default: Python's own help text, no download)"
+
+# Flag help for every config field; the flag is the field name with '-' for '_'.
+FIELD_HELP = {
+    "text": "a UTF-8 text file to train on (instead of --corpus)",
+    "corpus": f"a named corpus: {', '.join(C.CORPUS_NAMES)} (pydoc is embedded in Python; the others "
+              "download once into ~/.cache/lstmkit and are checked by sha256)",
+    "level": "tokens: char, or word (runs of letters/digits, punctuation marks, whitespace)",
+    "preprocess": "none, or d2l: letters only, lower case, other runs -> one space, lines joined (the d2l book's)",
+    "val_fraction": "the last fraction of the text held out for validation",
+    "embedding_size": "embedding width; 0 for one-hot input",
+    "hidden_size": "LSTM hidden units per layer",
+    "num_layers": "stacked LSTM layers",
+    "cell": f"LSTM variant: {', '.join(C.LSTM_CELLS)}",
+    "dropout": "dropout between stacked LSTM layers",
+    "output_dropout": "dropout on the LSTM output, before the decoder",
+    "proj_size": "LSTM projection size (0: none)",
+    "tie_weights": "share the embedding matrix with the decoder (needs embedding size == LSTM output size)",
+    "backend": f"lstmkit.LSTM backend: {', '.join(C.BACKEND_NAMES)}",
+    "epochs": "passes over the training split (at most)",
+    "max_time": "stop after this many seconds of training (0: no limit); resume later with --resume",
+    "max_steps": "stop after this many optimizer steps in all (0: no limit)",
+    "batch_size": "sequences per batch (the global batch: split across processes under torchrun)",
+    "num_steps": "time steps per batch (truncated BPTT length)",
+    "partition": "sequential (state carried across batches) or random (fresh state every batch)",
+    "optimizer": "adam or sgd",
+    "lr": "learning rate",
+    "momentum": "SGD momentum",
+    "weight_decay": "L2 weight decay",
+    "clip": "clip gradients to this global norm (0: off)",
+    "schedule": "learning-rate schedule: plateau (x lr-decay after an epoch without improvement), cosine, constant",
+    "lr_decay": "plateau schedule factor",
+    "min_lr": "floor of the learning rate",
+    "patience": "early stopping: epochs without validation improvement (0: off)",
+    "seed": "random seed (initialisation, batches, dropout, the sample)",
+    "device": "auto, cpu or cuda",
+    "sample_length": "symbols to generate after training (0: no sample)",
+    "sample_prefix": "text the sample starts from",
+    "temperature": "sampling temperature of the sample (0: greedy)",
+    "top_k": "sample only from the k most likely symbols (0: all)",
+    "progress": "show a progress bar (on a terminal)",
+}
+# What a resumed run may change: budgets and output, nothing that changes the numbers.
+RESUMABLE = {"epochs", "max_time", "max_steps", "patience", "device", "backend", "progress",
+             "sample_length", "sample_prefix", "temperature", "top_k"}
+DATA_FIELDS = ("text", "corpus", "level", "preprocess", "val_fraction")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, names) -> None:
+    """One flag per config field; a flag not given is absent from the namespace (default shown)."""
+    defaults = C.CharLMConfig()
+    for name in names:
+        default = getattr(defaults, name)
+        kw: dict = {"dest": name, "default": argparse.SUPPRESS,
+                    "help": FIELD_HELP[name] + ("" if default is None else f" (default: {default})")}
+        if isinstance(default, bool):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif name == "text":
+            kw["metavar"] = "PATH"
+        else:
+            kw["type"] = type(default)
+            choices = {"corpus": C.CORPUS_NAMES, "level": C.LEVELS, "preprocess": C.PREPROCESS,
+                       "cell": C.LSTM_CELLS, "backend": C.BACKEND_NAMES, "partition": C.PARTITIONS,
+                       "optimizer": C.OPTIMIZERS, "schedule": C.SCHEDULES, "device": C.DEVICES}.get(name)
+            if choices:
+                kw["choices"] = choices
+        parser.add_argument(flag(name), **kw)
+
+
+def given(args: argparse.Namespace, names) -> dict:
+    return {n: getattr(args, n) for n in names if hasattr(args, n)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.HelpFormatter  # defaults are in the help texts
+    parser.epilog = ("Writes to RUN_DIR: config.json, vocab.json, model.safetensors (best), "
+                     "checkpoint.safetensors (latest), metrics.json, curves.png. The last line printed "
+                     "is the best validation perplexity and bits per character. Runs under "
+                     "`torchrun --nproc_per_node=N -m lstmkit.cli.main train ...` too (DDP).")
+    parser.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/charlm-<date>-<time>)")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help=f"continue the run in RUN_DIR exactly where it stopped; only "
+                             f"{', '.join(flag(n) for n in sorted(RESUMABLE))} may be changed")
+    add_config_arguments(parser, FIELD_HELP)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lstmkit.apps.charlm.train import train
+
+    fields = given(args, FIELD_HELP)
+    if args.resume is not None:
+        fixed = sorted(set(fields) - RESUMABLE)
+        if fixed:
+            raise ValueError(f"--resume continues a run with its own settings; drop {', '.join(map(flag, fixed))}")
+        if args.out is not None:
+            raise ValueError("--resume writes into the run directory it continues; drop --out")
+        train(C.CharLMConfig(), resume=args.resume, overrides=fields)
+        return 0
+    if "text" in fields and "corpus" in fields:
+        raise ValueError("give --text PATH or --corpus NAME, not both")
+    train(C.CharLMConfig(**fields), out=args.out)
+    return 0

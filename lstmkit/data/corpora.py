@@ -1,0 +1,104 @@
+"""Named text corpora: one embedded in Python itself, others downloaded once and verified.
+
+`pydoc` needs no network and no file: it is the English help text that ships inside every
+CPython (`pydoc_data.topics.topics`, joined in sorted-key order; its size differs between
+Python versions). `timemachine` and `tinyshakespeare` are fetched on first use into a cache
+directory (`$LSTMKIT_CACHE`, else `$XDG_CACHE_HOME/lstmkit`, else `~/.cache/lstmkit`), and their
+SHA-256 is checked before the file is kept or used; a cached copy is re-checked on every load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from lstmkit.data.text import CorpusError, check_text, decode_text
+from lstmkit.utils.checkpoint import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class RemoteCorpus:
+    url: str
+    sha256: str
+    size: int  # bytes
+    description: str
+
+
+REMOTE: dict[str, RemoteCorpus] = {
+    "timemachine": RemoteCorpus(
+        "http://d2l-data.s3-accelerate.amazonaws.com/timemachine.txt",
+        "8424dbd9532ac81f7e5f0b6add90e6952baea29158309d7d1bf3884f4e12c516", 178_979,
+        "H. G. Wells, The Time Machine: the file the d2l book uses for its character LM"),
+    "tinyshakespeare": RemoteCorpus(
+        "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed", 1_115_394,
+        "Karpathy's char-rnn Tiny Shakespeare"),
+}
+EMBEDDED = ("pydoc",)
+NAMES = (*EMBEDDED, *REMOTE)
+DEFAULT = "pydoc"
+
+
+def pydoc_topics() -> str:
+    """CPython's help topics (`pydoc_data.topics.topics`) joined in sorted-key order."""
+    try:
+        from pydoc_data.topics import topics
+    except ImportError as e:  # some distributions strip pydoc_data
+        raise CorpusError(f"corpus 'pydoc': this Python has no pydoc_data ({e}); pass --text PATH") from None
+    return check_text("".join(topics[k] for k in sorted(topics)), "corpus 'pydoc'")
+
+
+def cache_dir() -> Path:
+    if os.environ.get("LSTMKIT_CACHE"):
+        return Path(os.environ["LSTMKIT_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lstmkit"
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify(name: str, data: bytes, source: str) -> bytes:
+    """`data` if it is exactly the named corpus, else CorpusError naming both checksums."""
+    spec = REMOTE[name]
+    digest = sha256_hex(data)
+    if digest != spec.sha256:
+        raise CorpusError(
+            f"corpus {name!r}: {source} has sha256 {digest} ({len(data):,} bytes), expected "
+            f"{spec.sha256} ({spec.size:,} bytes); delete it and retry, or pass --text PATH")
+    return data
+
+
+def fetch(name: str, directory: str | os.PathLike | None = None, *, download: bool = True,
+          timeout: float = 60.0) -> Path:
+    """The path of the verified cached copy of a remote corpus, downloading it if needed."""
+    if name not in REMOTE:
+        raise ValueError(f"corpus: expected one of {list(NAMES)}, got {name!r}")
+    spec = REMOTE[name]
+    path = Path(directory or cache_dir()) / f"{name}.txt"
+    if path.is_file():
+        verify(name, path.read_bytes(), str(path))
+        return path
+    if not download:
+        raise CorpusError(f"corpus {name!r}: not in the cache ({path}) and downloading is off")
+    try:
+        with urllib.request.urlopen(spec.url, timeout=timeout) as response:
+            data = response.read()
+    except OSError as e:
+        raise CorpusError(f"corpus {name!r}: cannot download {spec.url} ({e}); "
+                          f"put a copy at {path} or pass --text PATH") from None
+    atomic_write_bytes(path, verify(name, data, spec.url))  # only a verified file is kept
+    return path
+
+
+def load_corpus(name: str, directory: str | os.PathLike | None = None, *, download: bool = True) -> str:
+    """The text of a named corpus (see the module docstring)."""
+    if name == "pydoc":
+        return pydoc_topics()
+    path = fetch(name, directory, download=download)
+    data = verify(name, path.read_bytes(), str(path))
+    return decode_text(data, f"corpus {name!r}")

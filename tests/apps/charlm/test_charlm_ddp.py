@@ -1,0 +1,89 @@
+"""Data parallelism: 2 processes on loopback (gloo) = one process on the same global batch."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+from lstmkit.apps.charlm.batching import sequential_batches
+from lstmkit.apps.charlm.config import CharLMConfig
+from lstmkit.apps.charlm.model import CharLM
+from lstmkit.apps.charlm.train import make_optimizer, train_step
+from lstmkit.utils.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[3]
+CFG = dict(embedding_size=6, hidden_size=12, num_layers=2, output_dropout=0.0, optimizer="sgd", lr=0.5,
+           backend="reference")
+V, B, T = 11, 4, 6
+
+
+def run_steps(rank: int, world: int, ids: torch.Tensor, net_of=lambda m: m):
+    """Two sequential TBPTT steps with the state carried; -> (first step's grads, final params)."""
+    torch.manual_seed(0)
+    cfg = CharLMConfig(**CFG)
+    model = CharLM(V, cfg)
+    net = net_of(model)
+    optimizer = make_optimizer(model, cfg)
+    state, grads = None, None
+    for x, y in list(sequential_batches(ids, B, T, np.random.default_rng(0), rank, world))[:2]:
+        _, state = train_step(net, optimizer, x.T.contiguous(), y.T.contiguous(), state, clip=0.0)
+        state = tuple(s.detach() for s in state)
+        if grads is None:
+            grads = {f"grad.{n}": p.grad.clone() for n, p in model.named_parameters()}
+    return grads, {f"param.{n}": p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _worker(rank: int, world: int, init: str, ids: torch.Tensor, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        from torch.nn.parallel import DistributedDataParallel
+        grads, params = run_steps(rank, world, ids, DistributedDataParallel)
+        if rank == 0:
+            save_file({**grads, **params}, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_gradients_equal_single_process(tmp_path):
+    ids = torch.randint(0, V, (400,), generator=torch.Generator().manual_seed(1))
+    out = str(tmp_path / "ddp.safetensors")
+    mp.spawn(_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", ids, out), nprocs=2, join=True)
+    got = load_file(out)
+    grads, params = run_steps(0, 1, ids)
+    assert grads and params
+    for name, want in {**grads, **params}.items():
+        torch.testing.assert_close(got[name], want, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_torchrun_train_matches_one_process(tiny_text, tmp_path):
+    """`lstmkit train` under torchrun: rank 0 alone writes, and it learns what one process learns."""
+    args = ["--text", str(tiny_text), "--hidden-size", "16", "--embedding-size", "8", "--batch-size", "4",
+            "--num-steps", "8", "--epochs", "1", "--max-steps", "25", "--max-time", "0", "--output-dropout", "0",
+            "--sample-length", "10", "--no-progress", "--backend", "reference"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "lstmkit.cli.main", "train", "--out", str(tmp_path / "two"), *args],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, "-m", "lstmkit.cli.main", "train", "--out", str(tmp_path / "one"), *args],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    lines = two.stdout.strip().splitlines()
+    assert lines[-1].startswith("validation: perplexity")
+    assert sum(line.startswith("run directory:") for line in lines) == 1  # rank 0 alone speaks
+    assert "2 process(es)" in two.stdout
+    a = load_checkpoint(tmp_path / "two" / "checkpoint.safetensors")
+    b = load_checkpoint(tmp_path / "one" / "checkpoint.safetensors")
+    assert a["world"] == 2 and b["world"] == 1 and len(a["rng"]) == 2
+    assert a["progress"]["step"] == b["progress"]["step"] == 25
+    for name, p in b["model"].items():
+        torch.testing.assert_close(a["model"][name], p, rtol=1e-4, atol=1e-5, msg=name)

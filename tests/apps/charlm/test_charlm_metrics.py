@@ -1,0 +1,51 @@
+"""Perplexity = exp(mean NLL), bpc = mean NLL / ln 2, on a hand-computed example."""
+
+import math
+
+import pytest
+import torch
+
+from lstmkit.apps.charlm.metrics import Metrics, evaluate
+
+
+class FixedModel(torch.nn.Module):
+    """Predicts the same distribution at every step: p = [1/2, 1/4, 1/4] over 3 symbols."""
+
+    def forward(self, x, state=None):
+        logits = torch.log(torch.tensor([0.5, 0.25, 0.25]))
+        return logits.expand(*x.shape, 3).clone(), state
+
+
+def test_hand_computed_example():
+    # Text ids 0 1 0 2 1: targets 1 0 2 1 with p = 1/4, 1/2, 1/4, 1/4.
+    # NLL = ln 4 + ln 2 + ln 4 + ln 4 = 7 ln 2; mean = 7/4 ln 2.
+    # perplexity = exp(7/4 ln 2) = 2^(7/4) = 3.3636; bpc = 7/4 = 1.75.
+    ids = torch.tensor([0, 1, 0, 2, 1])
+    for rows, steps in [(1, 2), (2, 1), (3, 10), (16, 3)]:
+        m = evaluate(FixedModel(), ids, chunk=steps, rows=rows)
+        assert m.tokens == m.chars == 4
+        assert m.nll == pytest.approx(7 * math.log(2))
+        assert m.loss == pytest.approx(7 / 4 * math.log(2))
+        assert m.perplexity == pytest.approx(2 ** 1.75)
+        assert m.bpc == pytest.approx(1.75)
+    assert m.line().startswith("validation: perplexity 3.3636, bits per character 1.7500")
+
+
+def test_bits_per_character_at_word_level_divide_by_characters():
+    # Two targets of 3 and 1 characters, NLL 2 ln 2 each: 4 ln 2 nats over 4 characters = 1 bpc,
+    # while per token: mean NLL 2 ln 2, perplexity 4.
+    m = Metrics(nll=4 * math.log(2), tokens=2, chars=4)
+    assert m.bpc == pytest.approx(1.0) and m.perplexity == pytest.approx(4.0)
+    ids = torch.tensor([0, 1, 0])  # targets 1 (p 1/4), 0 (p 1/2)
+    lengths = torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)
+    m = evaluate(FixedModel(), ids, chunk=4, char_lengths=lengths)
+    assert (m.tokens, m.chars) == (2, 5)
+    assert m.bpc == pytest.approx((2 + 1) / 5)
+
+
+def test_uniform_model_has_perplexity_vocab_size():
+    class Uniform(torch.nn.Module):
+        def forward(self, x, state=None):
+            return torch.zeros(*x.shape, 7), state
+    m = evaluate(Uniform(), torch.randint(0, 7, (500,)), chunk=9, rows=4)
+    assert m.perplexity == pytest.approx(7.0) and m.bpc == pytest.approx(math.log2(7))

@@ -1,0 +1,56 @@
+"""Interpolated Kneser-Ney: a distribution for every context, seen or not; sensible numbers."""
+
+import math
+import random
+
+import pytest
+
+from lstmkit.apps.charlm.ngram import KneserNey
+
+
+def corpus(n=3000, vocab=12, seed=0):
+    rng = random.Random(seed)
+    words = ["".join(chr(rng.randrange(vocab)) for _ in range(rng.randint(1, 6))) for _ in range(40)]
+    text = "".join(rng.choice(words) for _ in range(n // 3))
+    return [ord(c) for c in text[:n]]
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 5, 7])
+def test_probabilities_sum_to_one_for_random_contexts(order):
+    ids = corpus()
+    V = 14  # two symbols never seen in training
+    model = KneserNey(order, V).fit(ids)
+    rng = random.Random(order)
+    contexts = [[rng.randrange(V) for _ in range(rng.randint(0, order + 2))] for _ in range(40)]
+    contexts += [ids[i: i + order - 1] for i in rng.sample(range(len(ids) - order), 40)]  # seen ones
+    for ctx in contexts:
+        dist = model.distribution(ctx)
+        assert all(p > 0 for p in dist)
+        assert math.fsum(dist) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_hand_computed_bigram():
+    # Text "abab" (a=0, b=1), V=2, order 2. Bigram counts ab:2, ba:1 -> D2 = n1/(n1+2 n2) = 1/3.
+    # Unigram continuation counts: b follows 1 distinct symbol, a follows 1 -> a1(a)=a1(b)=1, D1 = 1/(1+0) = 1.
+    # P1(w) = max(1-1,0)/2 + 1*2/2 * 1/2 = 1/2.  Context a: A=2, N=1 ->
+    # P(b|a) = (2 - 1/3)/2 + (1/3)(1)/2 * 1/2 = 5/6 + 1/12 = 11/12; P(a|a) = 1/12.
+    m = KneserNey(2, 2).fit([0, 1, 0, 1])
+    assert m.prob(1, [0]) == pytest.approx(11 / 12)
+    assert m.prob(0, [0]) == pytest.approx(1 / 12)
+    assert m.prob(0, []) == pytest.approx(1 / 2)
+
+
+def test_higher_order_fits_structured_text_better():
+    ids = corpus(6000)
+    train, val = ids[:5000], ids[5000:]
+    bpc = [KneserNey(n, 12).fit(train).evaluate(val).bpc for n in (1, 3)]
+    assert bpc[1] < bpc[0] < math.log2(12) + 1e-9
+    m = KneserNey(3, 12).fit(train).evaluate(val)
+    assert m.tokens == len(val) - 1
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="order"):
+        KneserNey(0, 5)
+    with pytest.raises(ValueError, match="vocab_size"):
+        KneserNey(2, 3).fit([0, 1, 7])
