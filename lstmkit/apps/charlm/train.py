@@ -198,6 +198,7 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
         p = Progress(**saved["progress"])
         p.done = p.epoch >= cfg.epochs or bool(cfg.patience and p.bad_epochs >= cfg.patience)  # --epochs may grow
         set_rng_state(saved["rng"][d.rank])
+        p.epoch_loss, p.epoch_tokens = saved["epoch_sums"][d.rank]  # this rank's share of the epoch so far
         c = saved["carry"][d.rank]
         carry = None if c is None else tuple(t.to(d.device) for t in c)
     net = model
@@ -226,11 +227,12 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
     def checkpoint() -> None:
         rngs = gather(rng_state(), d)
         carries = gather(None if carry is None else tuple(t.cpu() for t in carry), d)
+        sums = gather([p.epoch_loss, p.epoch_tokens], d)
         if d.main:
             runs.save_training_state(run_dir, {
                 "config": cfg.to_dict(), "vocab": corpus.vocab.to_dict(), "corpus_sha256": corpus.sha256,
                 "world": d.world, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "progress": vars(p), "rng": rngs, "carry": carries,
+                "progress": vars(p), "rng": rngs, "carry": carries, "epoch_sums": sums,
             })
 
     def validate() -> Metrics:
