@@ -26,6 +26,9 @@ def run(args: argparse.Namespace) -> int:
     from lstmkit.apps.charlm.generate import generate
     from lstmkit.apps.charlm.runs import load_model
 
+    for name, low in (("length", 0), ("temperature", 0), ("top_k", 0)):
+        if getattr(args, name) < low:
+            raise ValueError(f"--{name.replace('_', '-')}: expected >= {low}, got {getattr(args, name)}")
     model, vocab, cfg, _ = load_model(args.run_dir, args.device)
     prefix = preprocess_prefix(cfg.sample_prefix if args.prefix is None else args.prefix, cfg.preprocess)
     vocab.encode(prefix, what="--prefix")  # fail before printing anything
