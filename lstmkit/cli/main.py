@@ -20,6 +20,7 @@ COMMANDS = (
     "generate",
     "eval",
     "ngram",
+    "sentiment",
 )
 
 

@@ -1,0 +1,186 @@
+"""What both sentiment runs share: the run directory, checkpoints, the training loop's budget,
+optimizers, and the confusion matrix (text and PNG).
+
+A run directory holds
+    config.json              the resolved config
+    vocab.json               the vocabulary (also inside both checkpoints)
+    model.safetensors        the model of the best validation epoch, with config and vocabulary
+    checkpoint.safetensors   the latest training state (model, optimizer, RNG, history); --resume
+    metrics.json             per-epoch history, best validation and final test metrics
+    confusion_<split>.png    the confusion matrix of the best model on each evaluated split
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lstmkit.utils.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
+from lstmkit.utils.runs import save_config
+
+MODEL = "model.safetensors"
+CHECKPOINT = "checkpoint.safetensors"
+# What --resume may change: budgets and presentation, nothing that changes the numbers.
+RESUMABLE = {"epochs", "max_time", "device", "threads", "progress", "backend"}
+
+
+def new_run_dir(out: str | None, task: str) -> Path:
+    path = Path(out) if out else Path("runs") / f"sentiment-{task}-{datetime.now():%Y%m%d-%H%M%S}"
+    if path.exists() and any(path.iterdir()):
+        raise ValueError(f"--out: {str(path)!r} exists and is not empty (use --resume to continue a run)")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_config(run_dir: Path, cfg) -> None:
+    save_config(run_dir, cfg)
+
+
+@contextlib.contextmanager
+def intra_op_threads(n: int):
+    """torch's intra-op threads set to n (0: unchanged) for the block, restored afterwards."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(before)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device: cuda requested but torch sees no GPU")
+    return torch.device(name)
+
+
+def save_model(run_dir: Path, fmt: str, model: nn.Module, cfg, vocab: list[str], metrics: dict) -> None:
+    save_checkpoint(run_dir / MODEL, {"format": fmt, "config": cfg.to_dict(), "vocab": vocab,
+                                      "model": model.state_dict(), "metrics": metrics})
+
+
+def save_state(run_dir: Path, fmt: str, state: dict) -> None:
+    save_checkpoint(run_dir / CHECKPOINT, {"format": fmt, **state})
+
+
+def read_run_file(run_dir: str | Path, name: str, fmt: str) -> dict:
+    run_dir = Path(run_dir)
+    path = run_dir / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} has no {name} (not a sentiment run directory?)")
+    state = load_checkpoint(path)
+    if state.get("format") != fmt:
+        raise ValueError(f"{path}: expected a checkpoint of format {fmt!r}, got {state.get('format')!r}")
+    return state
+
+
+def resume_config(cls, state: dict, overrides: dict):
+    fixed = sorted(set(overrides) - RESUMABLE)
+    if fixed:
+        raise ValueError("--resume continues a run with its own settings; drop "
+                         + ", ".join("--" + f.replace("_", "-") for f in fixed))
+    cfg = cls.from_dict(state["config"])
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg.validate()
+
+
+def make_optimizer(cfg, model: nn.Module, embedding: nn.Embedding | None = None,
+                   embedding_lr: float | None = None) -> torch.optim.Optimizer:
+    """cfg.optimizer over the model; the embedding gets its own learning rate and no weight decay."""
+    emb = [p for p in (embedding.parameters() if embedding is not None else ()) if p.requires_grad]
+    emb_ids = {id(p) for p in emb}
+    rest = [p for p in model.parameters() if id(p) not in emb_ids and p.requires_grad]
+    groups: list[dict[str, Any]] = [{"params": rest, "weight_decay": cfg.weight_decay}]
+    if emb:
+        groups.append({"params": emb, "weight_decay": 0.0, "lr": embedding_lr or cfg.lr})
+    if cfg.optimizer == "adagrad":
+        return torch.optim.Adagrad(groups, lr=cfg.lr)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr)
+
+
+class Budget:
+    """Seconds of training left (max_time 0: unlimited); only time inside `running()` counts."""
+
+    def __init__(self, max_time: float) -> None:
+        self.max_time = max_time
+        self.used = 0.0
+        self._start: float | None = None
+
+    def start(self) -> None:
+        self._start = time.perf_counter()
+
+    def stop(self) -> None:
+        if self._start is not None:
+            self.used += time.perf_counter() - self._start
+            self._start = None
+
+    @property
+    def exhausted(self) -> bool:
+        if not self.max_time:
+            return False
+        running = time.perf_counter() - self._start if self._start is not None else 0.0
+        return self.used + running >= self.max_time
+
+
+def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """(C, C) int64: rows true class, columns predicted class."""
+    idx = target.long() * num_classes + pred.long()
+    return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def format_confusion(cm: Tensor, classes: tuple[str, ...]) -> str:
+    width = max(8, *(len(c) for c in classes))
+    head = " " * (width + 2) + " ".join(f"{c[:width]:>{width}}" for c in classes)
+    rows = [f"{c:>{width}}  " + " ".join(f"{int(v):>{width}}" for v in row) for c, row in zip(classes, cm)]
+    return "\n".join(["true \\ predicted", head, *rows])
+
+
+def plot_confusion(path: str | Path, cm: Tensor, classes: tuple[str, ...], title: str) -> None:
+    """A confusion matrix PNG: counts in the cells, shaded by the fraction of the true class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = cm.to(torch.float64)
+    frac = cm / cm.sum(1, keepdim=True).clamp(min=1)
+    n = len(classes)
+    fig, ax = plt.subplots(figsize=(1.3 * n + 2.5, 1.1 * n + 2))
+    im = ax.imshow(frac.numpy(), cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center",
+                    color="white" if frac[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), classes, rotation=30, ha="right")
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_metrics(run_dir: Path, metrics: dict) -> None:
+    atomic_write_json(run_dir / "metrics.json", metrics)
+
+
+def config_fields(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]

@@ -1,0 +1,136 @@
+"""The configurations of the two sentiment runs: SST (Tree-LSTM) and IMDB (bidirectional LSTM).
+
+Every field has a command-line flag of the same name (`--hidden-size` for `hidden_size`); the
+resolved config is saved as `config.json` in the run directory and inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from lstmkit.kernels import BACKEND_NAMES
+
+SST_TASKS = ("fine", "binary")
+MODES = ("fold", "eager", "recursive")
+OPTIMIZERS = ("adagrad", "adam", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class _Config:
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"config: unknown fields {unknown}")
+        return cls(**d)
+
+    def _one_of(self, name: str, allowed) -> None:
+        if getattr(self, name) not in allowed:
+            raise ValueError(f"{name}: expected one of {list(allowed)}, got {getattr(self, name)!r}")
+
+    def _at_least(self, names, low) -> None:
+        for name in names:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < low:
+                raise ValueError(f"{name}: expected a number >= {low}, got {v!r}")
+
+    def _rate(self, names) -> None:
+        for name in names:
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"{name}: expected a rate in [0, 1), got {v}")
+
+
+@dataclass
+class SSTConfig(_Config):
+    # --- data ---
+    data_dir: str = "../shared/data/sst/trees"  # train.txt, dev.txt, test.txt
+    task: str = "fine"  # fine: 5 classes; binary: neutral-rooted sentences dropped, 2 classes
+    train_limit: int = 0  # use only the first N training trees (0: all)
+    vectors: str | None = None  # GloVe-format text file (word v1 ... vd); None: random init
+    lowercase: bool = False  # lower-case words (vocabulary and vector lookup)
+    min_freq: int = 1  # words seen fewer times in train are <unk>
+    # --- model ---
+    embedding_size: int = 100  # set from the vectors file when one is given
+    hidden_size: int = 100
+    dropout: float = 0.5  # on every node's h before the classifier
+    freeze_embeddings: bool = False
+    mode: str = "fold"  # how trees are batched: fold, eager (debugging) or recursive (reference)
+    # --- training ---
+    epochs: int = 10
+    max_time: float = 240.0  # seconds of training (0: no limit); the run then evaluates and stops
+    batch_size: int = 25  # trees per optimizer step
+    optimizer: str = "adagrad"
+    lr: float = 0.05
+    embedding_lr: float = 0.1  # learning rate of the embedding matrix
+    weight_decay: float = 1e-4  # L2, not on the embeddings
+    clip: float = 5.0  # max global gradient norm (0: off)
+    all_nodes: bool = True  # loss on every labelled node (Tai et al.); off: roots only
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # torch intra-op threads (0: torch's default)
+    progress: bool = True
+
+    def validate(self) -> "SSTConfig":
+        self._one_of("task", SST_TASKS)
+        self._one_of("mode", MODES)
+        self._one_of("optimizer", OPTIMIZERS)
+        self._one_of("device", DEVICES)
+        self._at_least(("embedding_size", "hidden_size", "epochs", "batch_size", "min_freq"), 1)
+        self._at_least(("train_limit", "max_time", "weight_decay", "clip", "threads"), 0)
+        self._rate(("dropout",))
+        for name in ("lr", "embedding_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: expected > 0, got {getattr(self, name)}")
+        return self
+
+
+@dataclass
+class IMDBConfig(_Config):
+    # --- data ---
+    data: str = "../shared/data/imdb/imdb_subset.csv"  # columns split,label,text (train/test)
+    train_limit: int = 0  # use a random subset of N training reviews (0: all)
+    test_limit: int = 0  # evaluate on a random subset of N test reviews (0: all)
+    val_fraction: float = 0.1  # of the training reviews, held out to pick the best epoch
+    max_len: int = 200  # keep the first N tokens of a review (0: all)
+    vocab_size: int = 20000  # the most frequent training tokens, plus <pad> and <unk>
+    min_freq: int = 2
+    vectors: str | None = None  # GloVe-format text file; None: random init
+    # --- model ---
+    embedding_size: int = 64  # set from the vectors file when one is given
+    hidden_size: int = 64  # per direction
+    num_layers: int = 1
+    dropout: float = 0.3  # on the pooled features, and between stacked layers
+    backend: str = "auto"  # lstmkit.LSTM's backend
+    # --- training ---
+    epochs: int = 3
+    max_time: float = 240.0  # seconds of training (0: no limit); the run then evaluates and stops
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    clip: float = 5.0
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    progress: bool = True
+
+    def validate(self) -> "IMDBConfig":
+        self._one_of("optimizer", OPTIMIZERS)
+        self._one_of("device", DEVICES)
+        self._one_of("backend", BACKEND_NAMES)
+        self._at_least(("embedding_size", "hidden_size", "num_layers", "epochs", "batch_size",
+                        "vocab_size", "min_freq"), 1)
+        self._at_least(("train_limit", "test_limit", "max_len", "max_time", "weight_decay", "clip",
+                        "threads"), 0)
+        self._rate(("dropout",))
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ValueError(f"val_fraction: expected a fraction in (0, 0.5), got {self.val_fraction}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: expected > 0, got {self.lr}")
+        return self

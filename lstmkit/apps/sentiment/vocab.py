@@ -1,0 +1,107 @@
+"""Word vocabulary with <pad> and <unk>, and pretrained vectors in GloVe's text format."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+PAD, UNK = "<pad>", "<unk>"
+
+
+class Vocab:
+    """Ids: 0 <pad>, 1 <unk>, then words by decreasing training frequency (ties alphabetical)."""
+
+    def __init__(self, words: list[str]) -> None:
+        self.words = [PAD, UNK] + [w for w in words if w not in (PAD, UNK)]
+        if len(set(self.words)) != len(self.words):
+            raise ValueError("vocab: words must be distinct")
+        self.index = {w: i for i, w in enumerate(self.words)}
+
+    @classmethod
+    def build(cls, tokens: Iterable[str], max_size: int = 0, min_freq: int = 1) -> "Vocab":
+        """The words seen at least `min_freq` times, at most `max_size` of them (0: no cap)."""
+        counts = Counter(tokens)
+        words = sorted((w for w, n in counts.items() if n >= min_freq), key=lambda w: (-counts[w], w))
+        return cls(words[:max_size] if max_size else words)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def __getitem__(self, word: str) -> int:
+        return self.index.get(word, 1)
+
+    def encode(self, tokens: Iterable[str]) -> list[int]:
+        get = self.index.get
+        return [get(t, 1) for t in tokens]
+
+    def to_list(self) -> list[str]:
+        return list(self.words)
+
+    @classmethod
+    def from_list(cls, words: list[str]) -> "Vocab":
+        if words[:2] != [PAD, UNK]:
+            raise ValueError("vocab: a saved vocabulary starts with <pad>, <unk>")
+        return cls(words[2:])
+
+
+def load_vectors(path: str | os.PathLike, vocab: Vocab, lowercase_fallback: bool = True
+                 ) -> tuple[torch.Tensor, int]:
+    """(embedding matrix (len(vocab), d), words found) from a GloVe text file `word v1 ... vd`.
+
+    Words missing from the file get N(0, 1/d) rows; <pad> gets zeros. A first line of two
+    integers (word2vec's header) is skipped. With `lowercase_fallback`, a vocabulary word not in
+    the file is looked up in lower case. A malformed line is an error naming its number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--vectors: no file at {str(path)!r}")
+    wanted: dict[str, list[int]] = {}
+    for i, w in enumerate(vocab.words[2:], 2):
+        wanted.setdefault(w, []).append(i)
+    lower: dict[str, list[int]] = {}
+    if lowercase_fallback:
+        for i, w in enumerate(vocab.words[2:], 2):
+            if w.lower() != w:
+                lower.setdefault(w.lower(), []).append(i)
+    rows: dict[int, list[float]] = {}
+    exact: set[int] = set()
+    dim = None
+    with open(path, encoding="utf-8", errors="strict") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.rstrip("\n").rstrip(" ").split(" ")
+            if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                continue  # word2vec text header: count and dimension
+            if len(parts) < 2:
+                raise ValueError(f"{path}: line {lineno}: expected a word and its vector, got {line[:60]!r}")
+            if dim is None:
+                dim = len(parts) - 1
+            elif len(parts) - 1 != dim:
+                raise ValueError(f"{path}: line {lineno}: {len(parts) - 1} values, the first vector had {dim}")
+            word = parts[0]
+            targets = wanted.get(word)
+            fallback = lower.get(word)
+            if targets is None and fallback is None:
+                continue
+            try:
+                vec = [float(x) for x in parts[1:]]
+            except ValueError:
+                raise ValueError(f"{path}: line {lineno}: a value is not a number") from None
+            for i in targets or ():
+                rows[i] = vec
+                exact.add(i)
+            for i in fallback or ():
+                if i not in exact:
+                    rows[i] = vec
+    if dim is None:
+        raise ValueError(f"{path}: no vectors in the file")
+    matrix = torch.randn(len(vocab), dim) / math.sqrt(dim)
+    matrix[0] = 0.0
+    if rows:
+        index = torch.tensor(list(rows))
+        matrix[index] = torch.tensor(list(rows.values()), dtype=torch.float32)
+    return matrix, len(rows)

@@ -1,0 +1,84 @@
+"""IMDB movie reviews (Maas et al. 2011) as a CSV file, and the tokenisation used on them.
+
+The file has a header row and the columns `split,label,text` (others, such as `rating` and
+`id`, are allowed and ignored): split is `train` or `test`, label `neg`/`pos` (or 0/1), text
+the review (the original `<br />` line breaks may be left in). Any file of this format loads;
+a malformed row raises `IMDBFormatError` with its line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+CLASSES = ("negative", "positive")
+DEFAULT_PATH = Path("..") / "shared" / "data" / "imdb" / "imdb_subset.csv"
+REQUIRED = ("split", "label", "text")
+_LABELS = {"neg": 0, "pos": 1, "0": 0, "1": 1, "negative": 0, "positive": 1}
+_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+# Words (with inner apostrophes: don't, it's) and single punctuation marks.
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*|[^\sa-z0-9]")
+
+
+class IMDBFormatError(ValueError):
+    """A CSV file or row that is not a labelled review."""
+
+
+@dataclass
+class Reviews:
+    texts: list[str]
+    labels: list[int]  # 0 negative, 1 positive
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower case, `<br />` as a space; words (with inner apostrophes) and punctuation marks."""
+    return _WORD.findall(_BREAK.sub(" ", text.lower()))
+
+
+def load_imdb(path: str | os.PathLike = DEFAULT_PATH) -> dict[str, Reviews]:
+    """{split: Reviews} from a reviews CSV file (see the module docstring for the format)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"IMDB: no file at {str(path)!r}")
+    out: dict[str, Reviews] = {}
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, strict=True)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise IMDBFormatError(f"{path}: the file is empty") from None
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise IMDBFormatError(f"{path}: line 1: {e}") from None
+        missing = [c for c in REQUIRED if c not in header]
+        if missing:
+            raise IMDBFormatError(f"{path}: line 1: the header {header} lacks the column(s) {missing}")
+        col = {c: header.index(c) for c in REQUIRED}
+        line = reader.line_num
+        try:
+            for row in reader:
+                if len(row) != len(header):
+                    raise IMDBFormatError(f"{path}: line {line + 1}: expected {len(header)} fields, got {len(row)}")
+                label = _LABELS.get(row[col["label"]].strip().lower())
+                if label is None:
+                    raise IMDBFormatError(f"{path}: line {line + 1}: label must be neg/pos (or 0/1), "
+                                          f"got {row[col['label']]!r}")
+                split = row[col["split"]].strip()
+                if not split:
+                    raise IMDBFormatError(f"{path}: line {line + 1}: empty split")
+                reviews = out.setdefault(split, Reviews([], []))
+                reviews.texts.append(row[col["text"]])
+                reviews.labels.append(label)
+                line = reader.line_num
+        except csv.Error as e:
+            raise IMDBFormatError(f"{path}: line {line + 1}: {e}") from None
+        except UnicodeDecodeError as e:
+            raise IMDBFormatError(f"{path}: not UTF-8 text ({e.reason}) after line {line}") from None
+    if not out:
+        raise IMDBFormatError(f"{path}: no reviews after the header")
+    return out

@@ -1,0 +1,246 @@
+"""Fused CPU kernels for the binary Tree-LSTM ops, float32: one matrix product, then one numba
+pass over the gates forward and one backward, instead of a dozen torch ops each way.
+
+    leaf:  G = x W^T + b (B, 3H), blocks (i, o, u);        c = s(i) t(u),  h = s(o) t(c)
+    node:  G = [h_l; h_r] U^T + b (B, 5H), blocks (i, f_l, f_r, o, u);
+           c = s(i) t(u) + s(f_l) c_l + s(f_r) c_r,  h = s(o) t(c)
+
+The same equations as `lstmkit.cells.treelstm` (which these are tested against), except that
+t = tanh and s = sigmoid use a rational approximation of tanh (Eigen's [13/6] for float, max
+error a few ulp; s(x) = (1 + t(x/2)) / 2) that LLVM vectorises: libm's expf would stay scalar,
+and torch's own tanh is ~6x slower than its sigmoid on this build (see
+../shared/notes/cpu-lstm-performance.md). Backward recomputes t(c) and writes the gate gradients
+in one pass; the weight and input gradients are then one GEMM each. Each op is one autograd node,
+so the whole cell costs autograd one node instead of about twenty.
+
+Everything numba compiles for lstmkit.fold lives in this file (numba's disk cache is keyed on
+the defining file); nothing is compiled at import time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit
+from torch import Tensor
+
+JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "nsz"})
+
+_F = np.float32
+_ONE, _HALF = _F(1.0), _F(0.5)
+_TCLAMP = _F(7.90531110763549805)
+_A1, _A3, _A5, _A7 = _F(4.89352455891786e-03), _F(6.37261928875436e-04), _F(1.48572235717979e-05), _F(5.12229709037114e-08)
+_A9, _A11, _A13 = _F(-8.60467152213735e-11), _F(2.00018790482477e-13), _F(-2.76076847742355e-16)
+_B0, _B2, _B4, _B6 = _F(4.89352518554385e-03), _F(2.26843463243900e-03), _F(1.18534705686654e-04), _F(1.19825839466702e-06)
+
+
+@njit(inline="always", **JIT)
+def _tanh(x):
+    x = min(max(x, -_TCLAMP), _TCLAMP)
+    x2 = x * x
+    p = x2 * _A13 + _A11
+    p = x2 * p + _A9
+    p = x2 * p + _A7
+    p = x2 * p + _A5
+    p = x2 * p + _A3
+    p = x2 * p + _A1
+    p = x * p
+    q = x2 * _B6 + _B4
+    q = x2 * q + _B2
+    q = x2 * q + _B0
+    return p / q
+
+
+@njit(inline="always", **JIT)
+def _sigmoid(x):
+    return _HALF + _HALF * _tanh(_HALF * x)
+
+
+# States are packed: a row [h, c] (2H). Every loop below writes one array from a few others,
+# all with unit stride and none read and written at different offsets: that is what LLVM
+# vectorises (a loop that reads out[H + j] while writing out[j] is left scalar, ~5x slower).
+
+@njit(**JIT)
+def _activate(g, s, n_sigmoid):
+    """s = (sigmoid of the first n_sigmoid gates, tanh of the rest)."""
+    for k in range(n_sigmoid):
+        s[k] = _sigmoid(g[k])
+    for k in range(n_sigmoid, g.shape[0]):
+        s[k] = _tanh(g[k])
+
+
+@njit(**JIT)
+def _leaf_forward(S, out):
+    """S (B, 3H): pre-activations in, (s(i), s(o), t(u)) out (in place); out (B, 2H) = [h, c]."""
+    B, H = out.shape[0], out.shape[1] // 2
+    for b in range(B):
+        s, h, c = S[b], out[b, :H], out[b, H:]
+        _activate(s, s, 2 * H)
+        i, o, u = s[:H], s[H:2 * H], s[2 * H:]
+        for j in range(H):
+            c[j] = i[j] * u[j]
+        for j in range(H):
+            h[j] = o[j] * _tanh(c[j])
+
+
+@njit(**JIT)
+def _bias_grad(dG, db):
+    """db += the column sums of dG (one pass over rows that are still in cache)."""
+    for b in range(dG.shape[0]):
+        g = dG[b]
+        for k in range(g.shape[0]):
+            db[k] += g[k]
+
+
+@njit(**JIT)
+def _leaf_backward(S, out, dout, dG, db):
+    """Gate gradients dG (B, 3H); their column sums into db (3H,)."""
+    B, H = out.shape[0], out.shape[1] // 2
+    dc = np.empty(H, dtype=out.dtype)
+    for b in range(B):
+        s, c, dh, dc_in, g = S[b], out[b, H:], dout[b, :H], dout[b, H:], dG[b]
+        i, o, u = s[:H], s[H:2 * H], s[2 * H:]
+        gi, go, gu = g[:H], g[H:2 * H], g[2 * H:]
+        for j in range(H):
+            t = _tanh(c[j])
+            dc[j] = dc_in[j] + dh[j] * o[j] * (_ONE - t * t)
+            go[j] = dh[j] * t * o[j] * (_ONE - o[j])
+        for j in range(H):
+            gi[j] = dc[j] * u[j] * i[j] * (_ONE - i[j])
+        for j in range(H):
+            gu[j] = dc[j] * i[j] * (_ONE - u[j] * u[j])
+        _bias_grad(dG[b:b + 1], db)
+
+
+@njit(**JIT)
+def _node_forward(S, P, out):
+    """S (B, 5H): pre-activations in, (s(i), s(f_l), s(f_r), s(o), t(u)) out (in place);
+    P (B, 2, 2H) = children [h, c]; out (B, 2H) = [h, c]."""
+    B, H = out.shape[0], out.shape[1] // 2
+    for b in range(B):
+        s, h, c, cl, cr = S[b], out[b, :H], out[b, H:], P[b, 0, H:], P[b, 1, H:]
+        _activate(s, s, 4 * H)
+        i, fl, fr, o, u = s[:H], s[H:2 * H], s[2 * H:3 * H], s[3 * H:4 * H], s[4 * H:]
+        for j in range(H):
+            c[j] = i[j] * u[j] + fl[j] * cl[j] + fr[j] * cr[j]
+        for j in range(H):
+            h[j] = o[j] * _tanh(c[j])
+
+
+@njit(**JIT)
+def _node_backward(S, out, P, dout, dG, dP, db):
+    """Gate gradients dG (B, 5H) (their column sums into db) and the children's dc into dP[:, :, H:]."""
+    B, H = out.shape[0], out.shape[1] // 2
+    dc = np.empty(H, dtype=out.dtype)
+    for b in range(B):
+        s, c, dh, dc_in, g = S[b], out[b, H:], dout[b, :H], dout[b, H:], dG[b]
+        i, o, u = s[:H], s[3 * H:4 * H], s[4 * H:]
+        gi, go, gu = g[:H], g[3 * H:4 * H], g[4 * H:]
+        for j in range(H):
+            t = _tanh(c[j])
+            dc[j] = dc_in[j] + dh[j] * o[j] * (_ONE - t * t)
+            go[j] = dh[j] * t * o[j] * (_ONE - o[j])
+        for j in range(H):
+            gi[j] = dc[j] * u[j] * i[j] * (_ONE - i[j])
+        for j in range(H):
+            gu[j] = dc[j] * i[j] * (_ONE - u[j] * u[j])
+        for k in range(2):  # left, right child: forget gate and the child's dc
+            f, gf, ck, dck = s[(k + 1) * H:(k + 2) * H], g[(k + 1) * H:(k + 2) * H], P[b, k, H:], dP[b, k, H:]
+            for j in range(H):
+                gf[j] = dc[j] * ck[j] * f[j] * (_ONE - f[j])
+            for j in range(H):
+                dck[j] = dc[j] * f[j]
+        _bias_grad(dG[b:b + 1], db)
+
+
+def _onednn_linear():
+    """oneDNN's fused linear, as torch's CPU build exposes it, or None."""
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+        x, w = torch.ones(2, 3), torch.ones(4, 3)
+        if not torch.backends.mkldnn.is_available() or not torch.equal(op(x, w, torch.zeros(4), "none", [], ""), x @ w.T):
+            return None
+        return op
+    except (AttributeError, RuntimeError):
+        return None
+
+
+_LINEAR = _onednn_linear()
+
+
+def gates(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """x @ weight.T + bias: (B, N), contiguous.
+
+    float32 on CPU goes through oneDNN (what nn.LSTM uses on CPU): on the 2-core Zen 4 machine
+    of BENCHMARKS.md it runs these shapes at ~100 GFLOP/s on one core where MKL's sgemm (addmm)
+    gives 60-75. Other dtypes and devices use addmm.
+    """
+    if _LINEAR is not None and x.dtype == torch.float32 and x.device.type == "cpu":
+        return _LINEAR(x, weight, bias, "none", [], "")
+    return torch.addmm(bias, x, weight.T)
+
+
+def _np(t: Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def _input_grad(dG: Tensor, weight: Tensor) -> Tensor:
+    """dG @ weight: (B, I) from gate gradients (B, N) and weight (N, I)."""
+    if _LINEAR is not None and dG.shape[0] >= 256:  # oneDNN again, as for the forward product
+        return _LINEAR(dG, weight.T.contiguous(), None, "none", [], "")
+    return dG @ weight
+
+
+class LeafFn(torch.autograd.Function):
+    """(x (B, I), weight (3H, I), bias (3H,)) -> state (B, 2H) = [h, c]."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        x = x.contiguous()
+        S = gates(x, weight, bias)  # activated in place
+        out = x.new_empty(x.shape[0], 2 * (weight.shape[0] // 3))
+        _leaf_forward(_np(S), _np(out))
+        ctx.save_for_backward(x, weight, S, out)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        x, weight, S, out = ctx.saved_tensors
+        dG, db = torch.empty_like(S), S.new_zeros(S.shape[1])
+        _leaf_backward(_np(S), _np(out), _np(dout.contiguous()), _np(dG), _np(db))
+        dx = _input_grad(dG, weight) if ctx.needs_input_grad[0] else None
+        dW = dG.T @ x if ctx.needs_input_grad[1] else None
+        return dx, dW, db if ctx.needs_input_grad[2] else None
+
+
+class NodeFn(torch.autograd.Function):
+    """(children (B, 2, 2H) = [[h_l, c_l], [h_r, c_r]], weight (5H, 2H), bias (5H,))
+    -> state (B, 2H) = [h, c]."""
+
+    @staticmethod
+    def forward(ctx, P, weight, bias):
+        P = P.contiguous()
+        B, H = P.shape[0], weight.shape[0] // 5
+        hx = P[:, :, :H].reshape(B, 2 * H)  # [h_l; h_r]
+        S = gates(hx, weight, bias)  # activated in place
+        out = P.new_empty(B, 2 * H)
+        _node_forward(_np(S), _np(P), _np(out))
+        ctx.save_for_backward(hx, P, weight, S, out)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        hx, P, weight, S, out = ctx.saved_tensors
+        B, H = out.shape[0], out.shape[1] // 2
+        dG, dP, db = torch.empty_like(S), torch.empty_like(P), S.new_zeros(S.shape[1])
+        _node_backward(_np(S), _np(out), _np(P), _np(dout.contiguous()), _np(dG), _np(dP), _np(db))
+        dP[:, :, :H] = _input_grad(dG, weight).view(B, 2, H)
+        dW = dG.T @ hx if ctx.needs_input_grad[1] else None
+        return dP, dW, db if ctx.needs_input_grad[2] else None
+
+
+def supported(*tensors: Tensor) -> bool:
+    """The fused kernels run on float32 CPU tensors (others take the torch-ops path)."""
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)

@@ -1,0 +1,149 @@
+"""The sentiment app: packed mean pooling ignores padding, the models, vectors, and short end-to-end
+runs of both commands on tiny inline data (checkpoints, resume, confusion matrices, errors)."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
+
+from lstmkit.apps.sentiment.common import confusion_matrix, format_confusion
+from lstmkit.apps.sentiment.models import ReviewClassifier, TreeSentiment, packed_mean
+from lstmkit.apps.sentiment.vocab import Vocab, load_vectors
+from lstmkit.cli.main import main
+from lstmkit.fold import random_binary_tree
+from lstmkit.utils.checkpoint import load_checkpoint
+
+
+def test_packed_mean_ignores_padding():
+    torch.manual_seed(0)
+    seqs = [torch.randn(n, 3) for n in (2, 5, 1, 4)]
+    padded = pad_sequence(seqs, batch_first=True, padding_value=1e6)  # huge padding must not leak
+    packed = pack_padded_sequence(padded, torch.tensor([2, 5, 1, 4]), batch_first=True, enforce_sorted=False)
+    torch.testing.assert_close(packed_mean(packed), torch.stack([s.mean(0) for s in seqs]))
+
+
+def test_review_classifier_output_does_not_depend_on_batch_companions():
+    torch.manual_seed(0)
+    model = ReviewClassifier(20, 4, 5, backend="reference").eval()
+    short = torch.tensor([3, 4, 5])
+    alone = model(short[None], torch.tensor([3]))
+    tokens = torch.zeros(3, 9, dtype=torch.int64)
+    tokens[0, :9] = torch.arange(1, 10)
+    tokens[1, :3] = short
+    tokens[1, 3:] = 17  # garbage after the end of the review: not read
+    tokens[2, :6] = torch.arange(6)
+    batched = model(tokens, torch.tensor([9, 3, 6]))
+    torch.testing.assert_close(batched[1:2], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_tree_model_modes_agree():
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    trees = [random_binary_tree(rng.randint(1, 9), 30, rng) for _ in range(5)]
+    model = TreeSentiment(30, 6, 7, 5).eval().double()
+    a = model(trees, mode="fold")
+    b = model(trees, mode="recursive")
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y)
+
+
+def test_vocab_and_vectors(tmp_path):
+    vocab = Vocab.build("the film the Film a the a".split(), max_size=3, min_freq=1)
+    assert vocab.words == ["<pad>", "<unk>", "the", "a", "Film"] and vocab["zzz"] == 1
+    assert Vocab.from_list(vocab.to_list()).words == vocab.words
+    path = tmp_path / "vec.txt"
+    path.write_text("2 3\nthe 1 2 3\nfilm 4 5 6\nunused 0 0 0\n", encoding="utf-8")
+    matrix, found = load_vectors(path, vocab)
+    assert found == 2 and matrix.shape == (5, 3)
+    assert matrix[2].tolist() == [1, 2, 3] and matrix[4].tolist() == [4, 5, 6]  # Film <- film
+    assert matrix[0].abs().sum() == 0
+    path.write_text("the 1 2 3\nfilm 4 5\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2: 2 values"):
+        load_vectors(path, vocab)
+
+
+def test_confusion_matrix():
+    cm = confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
+    assert cm.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    assert "true \\ predicted" in format_confusion(cm, ("a", "b", "c"))
+
+
+TREES = [
+    "(4 (3 (2 a) (4 great)) (2 film))", "(0 (0 (2 a) (0 terrible)) (2 film))",
+    "(3 (2 quite) (3 good))", "(1 (2 rather) (1 bad))", "(2 (2 a) (2 film))", "(4 wonderful)",
+    "(0 (2 -LRB-) (0 (0 awful) (2 -RRB-)))", "(3 (3 good) (2 (2 and) (3 fun)))",
+]
+
+
+@pytest.fixture
+def sst_dir(tmp_path):
+    d = tmp_path / "sst"
+    d.mkdir()
+    for split, k in (("train", 8), ("dev", 5), ("test", 6)):
+        (d / f"{split}.txt").write_text("\n".join(TREES[:k]) + "\n", encoding="utf-8")
+    return d
+
+
+def test_sst_command_end_to_end(sst_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["sentiment", "sst", "--data-dir", str(sst_dir), "--out", str(out), "--epochs", "1",
+            "--embedding-size", "8", "--hidden-size", "8", "--batch-size", "3", "--threads", "1", "--no-progress"]
+    assert main(args) == 0
+    for name in ("config.json", "vocab.json", "model.safetensors", "checkpoint.safetensors",
+                 "metrics.json", "confusion_dev.png", "confusion_test.png"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["test"]["root_accuracy"] <= 1.0 and len(metrics["history"]) == 1
+    assert sum(map(sum, metrics["test"]["confusion"])) == 6
+    assert "test root accuracy" in capsys.readouterr().out
+    # Resume: one more epoch, from the checkpoint; settings that change the numbers are refused.
+    assert main(["sentiment", "sst", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
+    assert load_checkpoint(out / "checkpoint.safetensors")["epoch"] == 2
+    assert main(["sentiment", "sst", "--resume", str(out), "--hidden-size", "4"]) == 2
+    assert "drop --hidden-size" in capsys.readouterr().err
+    # Binary task (neutral-rooted trees are dropped), with pretrained vectors for some words.
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("great 1 2 3 4 5 6\nfilm 0 1 0 1 0 1\nawful -1 -2 -3 -4 -5 -6\n", encoding="utf-8")
+    assert main(["sentiment", "sst", "--data-dir", str(sst_dir), "--task", "binary", "--out", str(tmp_path / "bin"),
+                 "--vectors", str(vectors), "--epochs", "1", "--hidden-size", "4", "--threads", "1",
+                 "--no-progress"]) == 0
+    assert "SST binary: 7 train / 4 dev / 5 test trees, vocabulary 16, 3 words with vectors" in capsys.readouterr().out
+    assert json.loads((tmp_path / "bin" / "config.json").read_text())["embedding_size"] == 6
+
+
+def test_sst_command_errors(sst_dir, tmp_path, capsys):
+    assert main(["sentiment", "sst", "--data-dir", str(tmp_path / "none"), "--no-progress"]) == 2
+    assert "no directory" in capsys.readouterr().err
+    (sst_dir / "dev.txt").write_text(TREES[0] + "\n(2 (1 a)\n", encoding="utf-8")
+    assert main(["sentiment", "sst", "--data-dir", str(sst_dir), "--out", str(tmp_path / "r"),
+                 "--no-progress"]) == 2
+    assert "dev.txt: line 2: column" in capsys.readouterr().err
+    assert main(["sentiment", "sst", "--hidden-size", "0"]) == 2
+    with pytest.raises(SystemExit):
+        main(["sentiment", "sst", "--task", "ternary"])
+
+
+def test_imdb_command_end_to_end(tmp_path, capsys):
+    rng = random.Random(0)
+    good, bad = "great fun wonderful superb loved".split(), "awful boring terrible hated bad".split()
+    rows = ["split,label,rating,id,text"]
+    for k in range(60):
+        label = k % 2
+        words = rng.choices(good if label else bad, k=rng.randint(3, 12)) + rng.choices(["the", "film"], k=3)
+        rows.append(f"{'train' if k < 40 else 'test'},{'pos' if label else 'neg'},0,{k},\"{' '.join(words)}<br />\"")
+    csv = tmp_path / "reviews.csv"
+    csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["sentiment", "imdb", "--data", str(csv), "--out", str(out), "--epochs", "3",
+                 "--embedding-size", "8", "--hidden-size", "8", "--batch-size", "8", "--lr", "0.02",
+                 "--backend", "reference", "--threads", "1", "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.7  # separable by single words
+    assert (out / "confusion_test.png").is_file() and (out / "model.safetensors").is_file()
+    assert "IMDB: test accuracy" in capsys.readouterr().out
+    assert main(["sentiment", "imdb", "--data", str(tmp_path / "none.csv"), "--no-progress"]) == 2
+    assert "no file" in capsys.readouterr().err

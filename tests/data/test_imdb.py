@@ -1,0 +1,60 @@
+"""The IMDB reviews CSV loader and tokeniser: any file of the format, clear errors for bad rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lstmkit.data.imdb import IMDBFormatError, load_imdb, tokenize
+
+IMDB_CSV = Path(__file__).resolve().parents[2].parent / "shared/data/imdb/imdb_subset.csv"
+
+
+def test_tokenize():
+    assert tokenize("Great film!<br /><br />I didn't LIKE the end... 10/10") == \
+        ["great", "film", "!", "i", "didn't", "like", "the", "end", ".", ".", ".", "10", "/", "10"]
+    assert tokenize("") == []
+
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "reviews.csv"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_load_any_file_of_the_format(tmp_path):
+    path = write(tmp_path, 'split,label,rating,id,text\ntrain,neg,1,1,"Bad, bad ""movie"".\nTwo lines."\n'
+                           "train,pos,9,2,Fine\ntest,1,8,3,ok\n")
+    data = load_imdb(path)
+    assert data["train"].texts == ['Bad, bad "movie".\nTwo lines.', "Fine"]
+    assert data["train"].labels == [0, 1] and data["test"].labels == [1]
+    # Column order and extra columns do not matter.
+    path = write(tmp_path, "text,split,label\nnice,train,pos\n")
+    assert load_imdb(path)["train"].labels == [1]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("split,label\ntrain,neg\n", r"line 1: the header .* lacks the column\(s\) \['text'\]"),
+    ("split,label,text\ntrain,neg,a\ntrain,meh,b\n", "line 3: label must be neg/pos"),
+    ("split,label,text\ntrain,neg,a\ntrain,neg\n", "line 3: expected 3 fields, got 2"),
+    ("split,label,text\n,neg,a\n", "line 2: empty split"),
+    ("split,label,text\n", "no reviews"),
+    ("", "empty"),
+])
+def test_malformed_files(tmp_path, text, message):
+    with pytest.raises(IMDBFormatError, match=message):
+        load_imdb(write(tmp_path, text))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_imdb(tmp_path / "nope.csv")
+
+
+def test_real_file():
+    if not IMDB_CSV.is_file():
+        pytest.skip(f"shared data absent: {IMDB_CSV}")
+    data = load_imdb(IMDB_CSV)
+    assert {k: len(v) for k, v in data.items()} == {"train": 10000, "test": 5000}
+    assert sum(data["test"].labels) == 2500
