@@ -52,6 +52,6 @@ def plot_gradnorm(path: str | Path, gradnorm: dict) -> None:
                      f"{'at initialisation' if when == 'init' else 'after training'}")
         ax.grid(alpha=0.3, which="both")
         ax.legend()
-    axes[0].set_ylabel("mean |dL / dx_t|")
+    axes[0].set_ylabel("mean |dL / dx_t|  (0, an fp32 underflow, drawn at 1e-30)")
     fig.tight_layout()
     save(fig, path)
