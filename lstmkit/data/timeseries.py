@@ -32,7 +32,6 @@ import pandas as pd
 
 GAP_POLICIES = ("error", "interpolate")
 DATASETS = ("seattle-weather",)
-DEFAULT_DATASET = "seattle-weather"
 # Column names taken as the time column when --time-col is not given (case-insensitive).
 TIME_NAMES = ("date", "datetime", "time", "timestamp", "ds", "month", "day", "period")
 # Columns that together make a timestamp (pollution.csv's layout), when no time column exists.

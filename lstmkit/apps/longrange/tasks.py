@@ -51,10 +51,6 @@ class Task:
     def score(self, out: Tensor, y: Tensor) -> float:
         raise NotImplementedError
 
-    def better(self, a: float, b: float) -> bool:
-        """Is metric a better than b?"""
-        return a < b if self.metric == "mse" else a > b
-
     def is_solved(self, value: float) -> bool:
         return value <= self.solved if self.metric == "mse" else value >= self.solved
 
