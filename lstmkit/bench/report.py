@@ -103,7 +103,9 @@ def markdown(result: BenchResult, command: str) -> str:
             out.append("")
     bars = bar_rows(result)
     if bars:
-        out.append(f"### The issue's bars ({bar_threads(result)} threads; lstmkit time / nn.LSTM time)")
+        n = bar_threads(result)
+        note = "" if n == BAR_THREADS else f"; the bars are set for {BAR_THREADS} threads, judged here at the largest count run"
+        out.append(f"### The issue's bars ({n} thread{'s' if n > 1 else ''}; lstmkit time / nn.LSTM time{note})")
         out.append("")
         out.append("| implementation | shape | mode | ratio | bar | met |")
         out.append("|---|---|---|---|---|---|")
