@@ -44,7 +44,7 @@ class CharLMConfig:
     max_time: float = 150.0  # seconds of training in this invocation; 0: no limit
     max_steps: int = 0  # optimizer steps in all (resumes included); 0: no limit
     batch_size: int = 32  # the global batch: split across ranks under torchrun
-    num_steps: int = 64  # truncated BPTT length
+    num_steps: int = 35  # truncated BPTT length (the d2l book's)
     partition: str = "sequential"
     optimizer: str = "adam"
     lr: float = 5e-3

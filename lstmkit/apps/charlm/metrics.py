@@ -52,10 +52,11 @@ def evaluate(model, ids: Tensor, chunk: int = 256, rows: int = 4, char_lengths: 
 
     The text is read as `rows` contiguous streams, each from a zero state, `chunk` tokens per
     call with the state carried (`chunk` changes nothing but speed). One row gives every token
-    its whole history; each extra row starts cold once, which costs little (on the Time Machine
-    validation split: 2.1271 bpc with 1 row, 2.1286 with 4, 2.1299 with 16) and saves much time
-    at batch 1, where a step costs nearly as much as at batch 4. Under data parallelism each rank
-    reads its share of the streams and the sums are all-reduced. `model(x (T, B), state) -> (logits, state)`.
+    its whole history; each extra row starts cold once, which costs little (one model on the
+    Time Machine validation split: 2.1271 bpc with 1 row, 2.1286 with 4, 2.1299 with 16) and
+    saves much time at batch 1, where a step costs nearly as much as at batch 4. Under data
+    parallelism each rank reads its share of the streams and the sums are all-reduced.
+    `model(x (T, B), state) -> (logits, state)`.
     """
     was_training = model.training
     model.eval()
