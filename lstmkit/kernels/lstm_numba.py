@@ -1,0 +1,353 @@
+"""`backend="numba"`: fused whole-sequence CPU kernels for every cell, forward and backward.
+
+The structure of the fast RNN libraries, per layer and direction:
+  1. the input projection for all T steps in one GEMM (torch, all threads);
+  2. the recurrence in one compiled call: per step one recurrent GEMM (torch's BLAS) and one
+     fused pointwise pass, no Python in the time loop (`lstm_numba_cells`);
+  3. backward: BPTT step by step in one compiled call, then the weight gradients as single
+     GEMMs over all T*B rows: dW_ih = dG^T X, dW_hh = dG^T H_prev, dX = dG W_ih (torch).
+The compiled recurrence runs on the threads of torch's own OpenMP pool (`GOMP_parallel`), split
+one of two ways (`_plan`):
+  * units (the persistent-RNN idea): each thread owns a slice of the hidden units for all rows,
+    its slice of W_hh stays in its core's cache, the threads meet once per step. Used for the
+    cells whose pointwise pass is local to a unit (lstm, peephole, cifg, gru, rnn) without a
+    projection; the gate columns are then permuted into blocks of units (see the kernels).
+  * rows: each thread owns a subset of the rows, which are independent sequences: no meeting at
+    all. Used for layernorm (it reduces over all units of a row), projections, and tiny H.
+Under `torch.no_grad()` (or when nothing requires grad) the forward saves no activations.
+
+Importing this module compiles nothing; each kernel compiles on first use, one per (direction,
+cell, dtype), and is cached on disk by numba. It raises ImportError when numba or torch's BLAS
+cannot be loaded (then `backend="auto"` falls back to the reference with a warning).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import threading
+from typing import NamedTuple
+
+import numba  # noqa: F401  (ImportError here makes backend="auto" fall back with a warning)
+import numpy as np
+import torch
+from torch import Tensor
+
+from lstmkit.cells import CellSpec
+from lstmkit.kernels import lstm_numba_cells as K
+from lstmkit.kernels.lstm_numba_cells import CELL_CODES, GRU, LAYERNORM, NUM_GATES, PEEPHOLE, UNIT_BLOCK
+
+CELLS = tuple(CELL_CODES)
+DEVICES = ("cpu",)
+_DTYPES = (torch.float32, torch.float64)
+
+__all__ = ["CELLS", "DEVICES", "layer"]
+
+# --- compiled bodies ----------------------------------------------------------------------------
+
+_bodies: dict[tuple[str, bool, int, torch.dtype], ctypes._CFuncPtr] = {}
+_bodies_lock = threading.Lock()
+_BODY_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+def _body(direction: str, units: bool, code: int, dtype: torch.dtype):
+    """The C-ABI kernel body, compiled (or loaded from numba's disk cache) on first use."""
+    key = (direction, units, code, dtype)
+    fn = _bodies.get(key)
+    if fn is None:
+        with _bodies_lock:
+            fn = _bodies.get(key)
+            if fn is None:
+                z = np.float32(0) if dtype == torch.float32 else np.float64(0)
+                py = K.make_body(direction, units, code, z)
+                cf = numba.cfunc("void(voidptr)", cache=True, error_model="numpy")(py)
+                fn = _BODY_TYPE(cf.address)
+                fn._numba_cfunc = cf  # keeps the compiled code alive
+                _bodies[key] = fn
+    return fn
+
+
+def _run(direction: str, plan: _Plan, code: int, tab: K.Table, dtype: torch.dtype) -> None:
+    """Run a kernel on `plan.threads` threads of torch's OpenMP pool, or in this thread."""
+    body = _body(direction, plan.units, code, dtype)
+    if plan.threads > 1:
+        K.gomp_parallel(ctypes.cast(body, ctypes.c_void_p).value, tab.address, plan.threads, 0)
+    else:
+        body(tab.address)
+
+
+# --- planning and layouts -----------------------------------------------------------------------
+
+
+class _Plan(NamedTuple):
+    units: bool  # unit split (else row split)
+    threads: int
+    width: int  # block width W of the gate layout: H (natural) or a multiple of UNIT_BLOCK (blocked)
+
+
+def _plan(code: int, B: int, H: int, proj: bool, width: int | None = None) -> _Plan:
+    """How to split one layer call. `width` forces the layout (a backward follows its forward)."""
+    threads = torch.get_num_threads() if K.HAVE_GOMP else 1
+    blocks = -(-H // UNIT_BLOCK)
+    if width is None:
+        # the unit split needs a unit-local cell, two threads with at least a block each, and
+        # enough units per thread to beat the row split (which never meets) at large batches
+        units = (threads > 1 and code != LAYERNORM and not proj and blocks >= 2
+                 and (H >= 4 * UNIT_BLOCK or B < 2 * threads))
+        if not units:
+            return _Plan(False, max(1, min(threads, B)), H)
+        n = min(threads, blocks)
+        # one block of units per thread (any team size stays correct, only the balance changes)
+        return _Plan(True, n, -(-H // (n * UNIT_BLOCK)) * UNIT_BLOCK)
+    if width < H and threads > 1:
+        return _Plan(True, min(threads, -(-H // width)), width)
+    return _Plan(False, max(1, min(threads, B)), width)
+
+
+@functools.lru_cache(maxsize=64)
+def _permutation(G: int, H: int, W: int) -> tuple[Tensor, Tensor]:
+    """Rows of a (G*H, .) gate-major matrix in the blocked order (blocks of W units), and the inverse."""
+    idx = []
+    for ub in range(0, H, W):
+        w = min(W, H - ub)
+        for g in range(G):
+            idx.extend(range(g * H + ub, g * H + ub + w))
+    perm = torch.tensor(idx, dtype=torch.int64)
+    return perm, torch.argsort(perm)
+
+
+def _ext(code: int, p: dict[str, Tensor], H: int, W: int) -> Tensor:
+    """The cell's extra parameters as one flat vector, in the kernels' order and layout."""
+    if code == PEEPHOLE:
+        e = torch.cat([p["weight_ci"], p["weight_cf"], p["weight_co"]])
+        return e[_permutation(3, H, W)[0]] if W < H else e
+    if code == LAYERNORM:
+        gh = p["ln_weight_ih"].shape[0]
+        bias = p["bias_ih"] + p["bias_hh"] if "bias_ih" in p else p["ln_weight_ih"].new_zeros(gh)
+        return torch.cat([p["ln_weight_ih"], p["ln_bias_ih"], p["ln_weight_hh"], p["ln_bias_hh"], bias,
+                          p["ln_weight_c"], p["ln_bias_c"]])
+    if code == GRU:
+        e = p["bias_hh"] if "bias_hh" in p else p["weight_hh"].new_zeros(p["weight_hh"].shape[0])
+        return e[_permutation(3, H, W)[0]] if W < H else e
+    return p["weight_hh"].new_zeros(1)
+
+
+def _gate_rows(t: Tensor, perm: Tensor | None) -> Tensor:
+    """Gate rows in the kernel's layout. (Not cached between calls: weights changed in place
+    through `.data` keep their version counter, so a cache could not tell they changed.)"""
+    return t.contiguous() if perm is None else t.index_select(0, perm)
+
+
+def _input_projection(code: int, x2: Tensor, p: dict[str, Tensor], perm: Tensor | None) -> Tensor:
+    """W x_t for all T*B rows in one GEMM, with the biases that go in before the recurrence."""
+    w = _gate_rows(p["weight_ih"], perm)
+    if "bias_ih" not in p or code == LAYERNORM:  # layer norm adds its biases after normalising
+        return torch.mm(x2, w.t())
+    bias = p["bias_ih"] if code == GRU else p["bias_ih"] + p["bias_hh"]
+    return torch.addmm(_gate_rows(bias, perm), x2, w.t())
+
+
+def _gemm_address(dtype: torch.dtype) -> int:
+    return K.SGEMM if dtype == torch.float32 else K.DGEMM
+
+
+def _batch_sizes(batch_sizes: Tensor | None, T: int, B: int) -> Tensor:
+    if batch_sizes is None:
+        return torch.full((T,), B, dtype=torch.int64)
+    return batch_sizes.to(torch.int64).contiguous()
+
+
+# --- forward ------------------------------------------------------------------------------------
+
+
+class _Meta(NamedTuple):
+    """Sizes and flags of one layer call, for its backward."""
+
+    code: int
+    T: int
+    B: int
+    H: int
+    P: int
+    GH: int
+    proj: bool
+    reverse: bool
+    width: int
+
+
+def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, Tensor],
+             batch_sizes: Tensor | None, reverse: bool, save: bool):
+    T, B, I = x.shape
+    GH, P = p["weight_hh"].shape
+    H = GH // NUM_GATES[code]
+    proj = "weight_hr" in p
+    plan = _plan(code, B, H, proj)
+    perm = _permutation(NUM_GATES[code], H, plan.width)[0] if plan.width < H else None
+    lstm_family = code <= LAYERNORM
+    sep = code in (LAYERNORM, GRU)
+    ln = code == LAYERNORM
+    dummy = x.new_zeros(1, 1, 1)
+    gates = _input_projection(code, x.reshape(T * B, I), p, perm).view(T, B, GH)
+    if plan.units:
+        hst = x.new_empty(2, B, H)
+        hst[0] = h0
+    else:
+        hst = h0.contiguous().clone()
+    cst = c0.contiguous().clone() if lstm_family else dummy[0]
+    y = x.new_empty(T, B, P)
+    ts = T if save else 1
+    cs = x.new_empty(ts, B, H) if lstm_family else dummy
+    # h before the projection: rows past their length must be zeros, dW_hr's GEMM reads them
+    hf = (x.new_empty if batch_sizes is None else x.new_zeros)(ts, B, H) if proj else dummy
+    uh = x.new_empty(ts, B, GH) if sep else dummy
+    acts = x.new_empty(ts, B, GH) if ln else dummy
+    chat = x.new_empty(ts, B, H) if ln else dummy
+    stats = x.new_empty(ts, B, 4) if ln else dummy
+    whh = _gate_rows(p["weight_hh"], perm)
+    whr = p["weight_hr"].contiguous() if proj else dummy[0]
+    ext = _ext(code, p, H, plan.width).contiguous()
+    bs = _batch_sizes(batch_sizes, T, B)
+    arrays = [gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs]
+    packw = x.dtype == torch.float32 and batch_sizes is None and K.HAVE_SGEMM_PACK
+    ints = [code, T, B, H, P, int(reverse), int(save), int(proj), plan.width, int(plan.units), int(packw)]
+    tab = K.Table(ints, arrays, _gemm_address(x.dtype))
+    _run("forward", plan, code, tab, x.dtype)
+    hT = hst[T % 2].clone() if plan.units else hst
+    saved = None
+    if save:
+        meta = _Meta(code, T, B, H, P, GH, proj, reverse, plan.width)
+        saved = meta, (gates, cs, hf, uh, acts, chat, stats, bs)
+    return y, hT, (cst if lstm_family else None), saved
+
+
+# --- backward -----------------------------------------------------------------------------------
+
+
+def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gates, cs, hf, uh, acts, chat, stats,
+              bs, p: dict[str, Tensor], dy, dhT, dcT):
+    T, B, H, P, GH, code = s.T, s.B, s.H, s.P, s.GH, s.code
+    plan = _plan(code, B, H, s.proj, width=s.width)
+    G = NUM_GATES[code]
+    perm, inv = _permutation(G, H, s.width) if s.width < H else (None, None)
+    lstm_family = code <= LAYERNORM
+    sep = code in (LAYERNORM, GRU)
+    dummy = x.new_zeros(1, 1, 1)
+    dy = dy.contiguous() if dy is not None else x.new_zeros(T, B, P)
+    dh = dhT.contiguous().clone() if dhT is not None else x.new_zeros(B, P)
+    dc = (dcT.contiguous().clone() if dcT is not None else x.new_zeros(B, H)) if lstm_family else dummy[0]
+    dg = x.new_empty(T, B, GH)
+    dgh = x.new_empty(T, B, GH) if sep else dg
+    dhp = x.new_empty(T, B, P) if s.proj else dummy
+    dhf = x.new_empty(B, H) if s.proj else dummy[0]
+    part = x.new_empty(2 * plan.threads, B, H) if plan.units else dummy
+    acc = x.new_zeros(plan.threads, 4, GH)
+    whh = _gate_rows(p["weight_hh"], perm)
+    whr = p["weight_hr"].contiguous() if s.proj else dummy[0]
+    ext = _ext(code, p, H, s.width).contiguous()
+    c0_ = c0.contiguous() if lstm_family else dummy[0]
+    arrays = [gates, cs, c0_, h0.contiguous(), y, hf, uh, acts, chat, stats, whh, whr,
+              dy, dh, dc, dg, dgh, part if plan.units else dhp, dhf, acc, ext, bs]
+    uniform = bool((bs == B).all())
+    packw = x.dtype == torch.float32 and uniform and K.HAVE_SGEMM_PACK
+    ints = [code, T, B, H, P, int(s.reverse), 1, int(s.proj), plan.width, int(plan.units), int(packw)]
+    tab = K.Table(ints, arrays, _gemm_address(x.dtype))
+    _run("backward", plan, code, tab, x.dtype)
+
+    def natural(t: Tensor) -> Tensor:  # gate rows back from the blocked layout
+        return t if inv is None else t.index_select(0, inv)
+
+    grads: dict[str, Tensor] = {}
+    dg2 = dg.view(T * B, GH)
+    dx = torch.mm(dg2, _gate_rows(p["weight_ih"], perm)).view(T, B, -1) if need_x else None
+    if needs.get("weight_ih"):
+        grads["weight_ih"] = natural(torch.mm(dg2.t(), x.reshape(T * B, x.shape[2])))
+    if needs.get("weight_hh"):
+        grads["weight_hh"] = natural(_weight_hh_grad(dgh, y, h0, bs, s.reverse))
+    if s.proj and needs.get("weight_hr"):
+        grads["weight_hr"] = torch.mm(dhp.view(T * B, P).t(), hf.view(T * B, H))
+    a = acc.sum(0)  # (4, GH)
+    if "bias_ih" in p:
+        grads["bias_ih"] = natural(a[0])
+        grads["bias_hh"] = natural(a[1]) if code == GRU else grads["bias_ih"].clone()
+    if code == PEEPHOLE:
+        e = a[1, :3 * H]
+        if s.width < H:
+            e = e.index_select(0, _permutation(3, H, s.width)[1])
+        grads["weight_ci"], grads["weight_cf"], grads["weight_co"] = e.view(3, H).clone().unbind(0)
+    if code == LAYERNORM:
+        grads["ln_bias_ih"], grads["ln_bias_hh"] = a[0].clone(), a[0].clone()
+        grads["ln_weight_ih"], grads["ln_weight_hh"] = a[1], a[2]
+        grads["ln_weight_c"], grads["ln_bias_c"] = a[3, :H].clone(), a[3, H:2 * H].clone()
+    return dx, dh, (dc if lstm_family else None), grads
+
+
+def _weight_hh_grad(dgh: Tensor, y: Tensor, h0: Tensor, bs: Tensor, reverse: bool) -> Tensor:
+    """dW_hh = sum_t dG_t^T h_{t-1}: one GEMM over the steps that follow a step, plus the first steps.
+
+    h_{t-1} of a row is its output at the step the forward ran before t, or h0 at the row's first
+    step. Rows past their length have zero dG, so padding contributes nothing.
+    """
+    T, B, GH = dgh.shape
+    P = y.shape[2]
+    if reverse:
+        main, prev = dgh[:-1], y[1:]
+        lengths = (bs.view(T, 1) > torch.arange(B).view(1, B)).sum(0)  # (B,)
+        first = dgh[lengths - 1, torch.arange(B)]  # each row's first step runs at t = length - 1
+    else:
+        main, prev = dgh[1:], y[:-1]
+        first = dgh[0]
+    g = torch.mm(first.t(), h0.contiguous())
+    if T > 1:
+        g.addmm_(main.reshape((T - 1) * B, GH).t(), prev.reshape((T - 1) * B, P))
+    return g
+
+
+class _LayerFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, code, names, reverse, batch_sizes, x, h0, c0, *values):
+        p = dict(zip(names, values))
+        y, hT, cT, (meta, buffers) = _forward(code, x, h0, c0, p, batch_sizes, reverse, save=True)
+        ctx.meta = meta
+        ctx.names = names
+        ctx.has_c = c0 is not None
+        # inputs, the output and the kernel's activations: autograd frees them after the backward
+        ctx.save_for_backward(x, h0, c0 if c0 is not None else x.new_zeros(0), y, *buffers, *values)
+        return (y, hT) + ((cT,) if c0 is not None else ())
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy, dhT, *rest):
+        x, h0, c0, y, gates, cs, hf, uh, acts, chat, stats, bs, *values = ctx.saved_tensors
+        p = dict(zip(ctx.names, values))
+        needs = dict(zip(ctx.names, ctx.needs_input_grad[7:]))
+        dx, dh0, dc0, grads = _backward(ctx.meta, needs, ctx.needs_input_grad[4], x, h0, c0, y, gates, cs, hf, uh,
+                                        acts, chat, stats, bs, p, dy, dhT, rest[0] if ctx.has_c else None)
+        return (None, None, None, None, dx, dh0, dc0, *[grads.get(n) if needs[n] else None for n in ctx.names])
+
+
+# --- the layer contract ---------------------------------------------------------------------------
+
+
+def _reference(spec, x, state, params, batch_sizes, reverse):
+    from lstmkit.kernels.reference import layer as reference_layer
+    return reference_layer(spec, x, state, params, batch_sizes, reverse)
+
+
+def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str, Tensor],
+          batch_sizes: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The layer contract of `lstmkit.kernels` (x: (T, B, I) -> y: (T, B, P or H), final state)."""
+    code = CELL_CODES[spec.name]
+    if x.device.type != "cpu":
+        raise ValueError(f"backend 'numba' runs on CPU tensors, got a {x.device.type} tensor")
+    if x.dtype not in _DTYPES:  # half precision: the reference handles it
+        return _reference(spec, x, state, params, batch_sizes, reverse)
+    h0 = state[0]
+    c0 = state[1] if spec.has_cell_state else None
+    names = tuple(params)
+    values = tuple(params[n] for n in names)
+    tensors = (x, h0, *((c0,) if c0 is not None else ()), *values)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        outs = _LayerFunction.apply(code, names, reverse, batch_sizes, x, h0, c0, *values)
+        return outs[0], tuple(outs[1:])
+    with torch.no_grad():
+        y, hT, cT, _ = _forward(code, x, h0, c0, params, batch_sizes, reverse, save=False)
+    return y, ((hT, cT) if c0 is not None else (hT,))

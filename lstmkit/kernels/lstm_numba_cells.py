@@ -1,0 +1,1329 @@
+"""The numba kernels of `backend="numba"`: one whole-sequence recurrence per call, forward and
+backward, for every cell (lstm, peephole, cifg, layernorm, gru, rnn_tanh, rnn_relu).
+
+Per step, for the rows still running (the first bs[t] rows, PackedSequence's convention):
+  forward:  gates[t] += h_{t-1} @ W_hh^T      (layernorm, GRU: into a separate buffer uh)
+            one fused pointwise pass -> h_t, c_t (a projection: h_t = h_full @ W_hr^T)
+  backward: dh += dy[t] (a projection: dh_full = dh @ W_hr)
+            one fused pointwise pass -> dG[t] (gate pre-activation gradients), dc
+            dh = dG_hh[t] @ W_hh
+The input projection before, and the weight gradients after, are single GEMMs done by the caller
+(`lstm_numba`). Layout: C-contiguous, time-major; gates (T, B, G*H).
+
+Two ways to split a call between threads (see the two groups of drivers below):
+  * rows: thread k of n owns rows k, k+n, ... (round-robin keeps the threads balanced when rows
+    end early). Rows are independent sequences: the threads never wait for each other.
+  * units: thread k owns a block of hidden units (its gate columns, its slice of W_hh, which
+    stays in its core's cache across steps) for all rows; the threads meet once per step.
+
+The runtime (first part of this file) reaches torch's own BLAS and OpenMP from nopython code.
+Why: numba's `np.dot` runs on OpenBLAS and numba's `prange` on a second libgomp, while torch runs
+MKL on its own libgomp; on a 2-core machine two spinning thread pools slow each other down badly
+(see ../shared/notes/cpu-lstm-performance.md). So the kernels call the BLAS that torch links
+(`sgemm_`/`dgemm_`, Fortran ABI, column-major, every argument by pointer; MKL's packed sgemm
+where it pays) and run their threads with `GOMP_parallel` of torch's libgomp: one pool, the same
+threads torch uses, and `GOMP_barrier` as the per-step meeting.
+
+Function addresses reach the kernels as integers at run time (never baked into the machine
+code), so every numba function here can be cached on disk (`cache=True`). Nothing is compiled
+at import time. Everything numba compiles lives in this one file: numba's disk cache is
+invalidated by this file's timestamp only, so a helper in another file could leave stale cached
+kernels behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+import numpy as np
+import torch
+from llvmlite import ir
+from numba import carray as _carray
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+from numba.np.numpy_support import as_dtype
+
+# --- torch's libraries ------------------------------------------------------------------------
+
+
+def _torch_cpu_library() -> ctypes.CDLL:
+    libdir = os.path.join(os.path.dirname(torch.__file__), "lib")
+    names = {"linux": "libtorch_cpu.so", "darwin": "libtorch_cpu.dylib"}
+    name = names.get(sys.platform, "libtorch_cpu.so")
+    path = os.path.join(libdir, name)
+    if not os.path.exists(path):
+        raise ImportError(f"numba backend: torch's CPU library not found at {path}")
+    return ctypes.CDLL(path)  # already loaded by torch: dlopen returns the same handle
+
+
+def _address(lib: ctypes.CDLL, *names: str) -> int:
+    for name in names:
+        try:
+            return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value or 0
+        except AttributeError:
+            continue
+    return 0
+
+
+_LIB = _torch_cpu_library()
+# dlsym on torch_cpu's handle also searches its dependencies (its libgomp, its BLAS).
+SGEMM = _address(_LIB, "sgemm_", "sgemm")
+DGEMM = _address(_LIB, "dgemm_", "dgemm")
+if not (SGEMM and DGEMM):
+    raise ImportError("numba backend: torch's CPU library exports no Fortran BLAS sgemm_/dgemm_")
+MKL_SET_LOCAL = _address(_LIB, "MKL_Set_Num_Threads_Local")  # C ABI (by value); 0 without MKL
+# MKL's packed GEMM (float32 only): a weight slice packed once per call, then one compute per step
+SGEMM_PACK_GET_SIZE = _address(_LIB, "cblas_sgemm_pack_get_size")
+SGEMM_PACK = _address(_LIB, "cblas_sgemm_pack")
+SGEMM_COMPUTE = _address(_LIB, "cblas_sgemm_compute")
+HAVE_SGEMM_PACK = bool(SGEMM_PACK_GET_SIZE and SGEMM_PACK and SGEMM_COMPUTE)
+OMP_THREAD_NUM = _address(_LIB, "omp_get_thread_num")
+OMP_NUM_THREADS = _address(_LIB, "omp_get_num_threads")
+_GOMP_PARALLEL = _address(_LIB, "GOMP_parallel")
+GOMP_BARRIER = _address(_LIB, "GOMP_barrier")
+HAVE_GOMP = bool(_GOMP_PARALLEL and GOMP_BARRIER and OMP_THREAD_NUM and OMP_NUM_THREADS)
+gomp_parallel = (ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint)(_GOMP_PARALLEL)
+                 if HAVE_GOMP else None)
+
+# Compile options shared by every kernel: error_model="numpy" lets LLVM vectorise the pointwise
+# loops (no ZeroDivisionError checks); reassoc lets it vectorise the layer-norm reductions.
+JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc", "nsz"})
+
+# --- intrinsics -------------------------------------------------------------------------------
+
+
+@intrinsic
+def eptr(typingctx, arr, off):
+    """voidptr to element `off` (flat, in elements) of a C-contiguous array."""
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.bitcast(builder.gep(ary.data, [args[1]]), cgutils.voidptr_t)
+    return types.voidptr(arr, types.intp), codegen
+
+
+@intrinsic
+def typed_ptr(typingctx, addr, like):
+    """An integer address as a pointer to `like`'s type (use with numba.carray)."""
+    ptrty = types.CPointer(like)
+
+    def codegen(context, builder, sig, args):
+        return builder.inttoptr(args[0], context.get_value_type(ptrty))
+    return ptrty(addr, like), codegen
+
+
+@intrinsic
+def voidptr_to_i64p(typingctx, p):
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(64).as_pointer())
+    return types.CPointer(types.int64)(p), codegen
+
+
+@intrinsic
+def call_int_void(typingctx, fn):
+    """int fn(void) at address fn."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.IntType(32), [])
+        return builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [])
+    return types.int32(fn), codegen
+
+
+@intrinsic
+def call_void_void(typingctx, fn):
+    """void fn(void) at address fn."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.VoidType(), [])
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [])
+        return context.get_dummy_value()
+    return types.void(fn), codegen
+
+
+@intrinsic
+def address_of(typingctx, arr):
+    """The data address of an array, as an integer."""
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.ptrtoint(ary.data, ir.IntType(64))
+    return types.int64(arr), codegen
+
+
+_I32, _VP = ir.IntType(32), cgutils.voidptr_t
+
+
+@intrinsic
+def call_pack_get_size(typingctx, fn, ident, m, n, k):
+    """size_t cblas_sgemm_pack_get_size(identifier, m, n, k) at address fn."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.IntType(64), [_I32] * 4)
+        vals = [builder.trunc(a, _I32) for a in args[1:]]
+        return builder.call(builder.inttoptr(args[0], fnty.as_pointer()), vals)
+    return types.int64(fn, types.int64, types.int64, types.int64, types.int64), codegen
+
+
+@intrinsic
+def call_pack(typingctx, fn, layout, ident, trans, m, n, k, alpha, src, ld, dest):
+    """cblas_sgemm_pack(layout, identifier, trans, m, n, k, alpha, src, ld, dest) at address fn."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.VoidType(), [_I32] * 6 + [ir.FloatType(), _VP, _I32, _VP])
+        a = args[1:]
+        vals = [builder.trunc(v, _I32) for v in a[:6]] + [builder.fptrunc(a[6], ir.FloatType()), a[7],
+                                                           builder.trunc(a[8], _I32), a[9]]
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), vals)
+        return context.get_dummy_value()
+    i = types.int64
+    return types.void(fn, i, i, i, i, i, i, types.float64, types.voidptr, i, types.voidptr), codegen
+
+
+@intrinsic
+def call_compute(typingctx, fn, layout, ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc):
+    """cblas_sgemm_compute(layout, transa, transb, m, n, k, a, lda, b, ldb, beta, c, ldc) at address fn."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.VoidType(), [_I32] * 6 + [_VP, _I32, _VP, _I32, ir.FloatType(), _VP, _I32])
+        x = args[1:]
+        vals = [builder.trunc(v, _I32) for v in x[:6]] + [x[6], builder.trunc(x[7], _I32), x[8],
+                                                           builder.trunc(x[9], _I32),
+                                                           builder.fptrunc(x[10], ir.FloatType()), x[11],
+                                                           builder.trunc(x[12], _I32)]
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), vals)
+        return context.get_dummy_value()
+    i, v = types.int64, types.voidptr
+    return types.void(fn, i, i, i, i, i, i, v, i, v, i, types.float64, v, i), codegen
+
+
+@intrinsic
+def call_int_int(typingctx, fn, x):
+    """int fn(int) at address fn."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.IntType(32), [ir.IntType(32)])
+        return builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [args[1]])
+    return types.int32(fn, types.int32), codegen
+
+
+@intrinsic
+def call_gemm(typingctx, fn, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13):
+    """Fortran ?gemm_(transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc), all pointers."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.VoidType(), [cgutils.voidptr_t] * 13)
+        builder.call(builder.inttoptr(args[0], fnty.as_pointer()), list(args[1:]))
+        return context.get_dummy_value()
+    return types.void(fn, *([types.voidptr] * 13)), codegen
+
+
+# --- activations: exact in float64, vectorisable rational approximations in float32 --------------
+# tanh: the [13/6] rational approximation Eigen uses for float, clamped where tanh rounds to +-1:
+# max abs error 3.5e-7 (6 ulp) over [-20, 20]. sigmoid(x) = (1 + tanh(x/2)) / 2 shares it: max abs
+# error 2.3e-7 (relative accuracy is lost only below ~1e-6, where it rounds towards 0). LLVM
+# vectorises both (no libm call); libm's expf would stay scalar (no SVML here).
+
+_F = np.float32
+_TCLAMP = _F(7.90531110763549805)
+_A1, _A3, _A5 = _F(4.89352455891786e-03), _F(6.37261928875436e-04), _F(1.48572235717979e-05)
+_A7, _A9 = _F(5.12229709037114e-08), _F(-8.60467152213735e-11)
+_A11, _A13 = _F(2.00018790482477e-13), _F(-2.76076847742355e-16)
+_B0, _B2 = _F(4.89352518554385e-03), _F(2.26843463243900e-03)
+_B4, _B6 = _F(1.18534705686654e-04), _F(1.19825839466702e-06)
+_HALF = _F(0.5)
+
+
+def tanh(x):
+    """Elementwise tanh for the kernels (typed dispatch below)."""
+    raise NotImplementedError
+
+
+def sigmoid(x):
+    raise NotImplementedError
+
+
+@njit(error_model="numpy")
+def _tanh_f32(x):
+    x = min(max(x, -_TCLAMP), _TCLAMP)
+    x2 = x * x
+    p = x2 * _A13 + _A11
+    p = x2 * p + _A9
+    p = x2 * p + _A7
+    p = x2 * p + _A5
+    p = x2 * p + _A3
+    p = x2 * p + _A1
+    p = x * p
+    q = x2 * _B6 + _B4
+    q = x2 * q + _B2
+    q = x2 * q + _B0
+    return p / q
+
+
+@overload(tanh)
+def _ov_tanh(x):
+    if x == types.float32:
+        return lambda x: _tanh_f32(x)
+    return lambda x: np.tanh(x)
+
+
+@overload(sigmoid)
+def _ov_sigmoid(x):
+    if x == types.float32:
+        def impl(x):
+            return _HALF + _HALF * _tanh_f32(_HALF * x)
+        return impl
+    return lambda x: 1.0 / (1.0 + np.exp(-x))
+
+
+def cast_like(x, arr):
+    """x converted to arr's element type."""
+    raise NotImplementedError
+
+
+@overload(cast_like)
+def _ov_cast_like(x, arr):
+    npty = as_dtype(arr.dtype).type
+    return lambda x, arr: npty(x)
+
+
+# --- BLAS -------------------------------------------------------------------------------------
+
+_N, _T = 78, 84  # ord("N"), ord("T")
+
+
+@njit(**JIT)
+def gemm(fn, iw, fw, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc):
+    """Column-major C(m,n) = alpha op(A) op(B) + beta C through torch's BLAS at address fn.
+
+    iw (int32[8]) and fw (dtype[2]) are the caller's scratch for the by-pointer arguments.
+    """
+    if m <= 0 or n <= 0:
+        return
+    iw[0] = ta
+    iw[1] = tb
+    iw[2] = m
+    iw[3] = n
+    iw[4] = k
+    iw[5] = lda
+    iw[6] = ldb
+    iw[7] = ldc
+    fw[0] = alpha
+    fw[1] = beta
+    call_gemm(fn, eptr(iw, 0), eptr(iw, 1), eptr(iw, 2), eptr(iw, 3), eptr(iw, 4), eptr(fw, 0),
+              A, eptr(iw, 5), B, eptr(iw, 6), eptr(fw, 1), C, eptr(iw, 7))
+
+
+@njit(**JIT)
+def mkl_local_threads(fn, nt):
+    """mkl_set_num_threads_local(nt) when torch links MKL; returns the previous setting."""
+    if fn == 0:
+        return 0
+    return call_int_int(fn, np.int32(nt))
+
+
+_COL_MAJOR, _NO_TRANS, _TRANS, _PACKED, _A_MATRIX = 102, 111, 112, 151, 161  # CBLAS enums
+
+
+@njit(**JIT)
+def pack_a(fns, transa, m, n, k, A, lda):
+    """Pack op(A) (m x k, column-major) for cblas_sgemm_compute; fns = (get_size, pack, compute).
+
+    Returns the buffer (float32, over-allocated) and the element offset of its 64-byte aligned start.
+    """
+    size = call_pack_get_size(fns[0], np.int64(_A_MATRIX), m, n, k)
+    buf = np.empty(size // 4 + 32, np.float32)
+    off = ((64 - address_of(buf) % 64) % 64) // 4
+    call_pack(fns[1], np.int64(_COL_MAJOR), np.int64(_A_MATRIX), np.int64(_TRANS if transa == _T else _NO_TRANS),
+              m, n, k, 1.0, A, lda, eptr(buf, off))
+    return buf, off
+
+
+@njit(**JIT)
+def gemm_packed(fns, buf, off, m, n, k, B, ldb, beta, C, ldc):
+    """C(m, n) = A_packed(m, k) B(k, n) + beta C, column-major, float32."""
+    if m <= 0 or n <= 0:
+        return
+    call_compute(fns[2], np.int64(_COL_MAJOR), np.int64(_PACKED), np.int64(_NO_TRANS), m, n, k,
+                 eptr(buf, off), k, B, ldb, beta, C, ldc)
+
+
+# --- argument tables --------------------------------------------------------------------------
+# A kernel's arguments travel as one int64 table: a header, then (address, d0, d1, d2) per array.
+# This is what lets one C-ABI body (void f(void*)) serve GOMP_parallel.
+
+HEADER = 32  # [0] length, addresses: [1] omp_get_thread_num, [2] omp_get_num_threads,
+#   [3] MKL_Set_Num_Threads_Local, [4] ?gemm_, [5] GOMP_barrier, [6:9] packed-GEMM functions
+#   (cblas_sgemm_pack_get_size, cblas_sgemm_pack, cblas_sgemm_compute); [9:] the kernel's ints
+
+
+@njit(**JIT)
+def arr1(tab, i, z):
+    b = HEADER + 4 * i
+    return carray_(tab[b], z, (tab[b + 1],))
+
+
+@njit(**JIT)
+def arr2(tab, i, z):
+    b = HEADER + 4 * i
+    return carray_(tab[b], z, (tab[b + 1], tab[b + 2]))
+
+
+@njit(**JIT)
+def arr3(tab, i, z):
+    b = HEADER + 4 * i
+    return carray_(tab[b], z, (tab[b + 1], tab[b + 2], tab[b + 3]))
+
+
+
+@njit(**JIT)
+def carray_(addr, z, shape):
+    return _carray(typed_ptr(addr, z), shape)
+
+
+class Table:
+    """A kernel call's int64 argument table, owning the tensors its addresses point into."""
+
+    def __init__(self, ints: list[int], arrays: list[torch.Tensor], gemm_addr: int):
+        assert len(ints) <= HEADER - 9
+        head = [HEADER + 4 * len(arrays), OMP_THREAD_NUM, OMP_NUM_THREADS, MKL_SET_LOCAL, gemm_addr, GOMP_BARRIER,
+                SGEMM_PACK_GET_SIZE, SGEMM_PACK, SGEMM_COMPUTE, *ints]
+        vals = head + [0] * (HEADER - len(head))
+        for a in arrays:
+            assert a.is_contiguous() and a.dim() <= 3, "kernel arrays are C-contiguous, at most 3-D"
+            shape = a.shape
+            vals += (a.data_ptr(), shape[0] if a.dim() > 0 else 1, shape[1] if a.dim() > 1 else 1,
+                     shape[2] if a.dim() > 2 else 1)
+        self.table = np.array(vals, dtype=np.int64)
+        self.arrays = arrays  # alive as long as the table
+
+    @property
+    def address(self) -> int:
+        return self.table.ctypes.data
+
+
+@njit(**JIT)
+def read_table(data):
+    """The table behind a C-ABI body's void* argument."""
+    p = voidptr_to_i64p(data)
+    n = _carray(p, (1,))[0]
+    return _carray(p, (n,))
+
+
+# ==============================================================================================
+# Kernels
+# ==============================================================================================
+
+
+
+LSTM, PEEPHOLE, CIFG, LAYERNORM, GRU, RNN_TANH, RNN_RELU = range(7)
+CELL_CODES = {"lstm": LSTM, "peephole": PEEPHOLE, "cifg": CIFG, "layernorm": LAYERNORM,
+              "gru": GRU, "rnn_tanh": RNN_TANH, "rnn_relu": RNN_RELU}
+NUM_GATES = (4, 4, 3, 4, 3, 1, 1)  # by cell code
+LN_EPS = 1e-5
+UNIT_BLOCK = 16  # hidden units per block of the blocked gate layout (see below)
+_N, _T = 78, 84  # BLAS transpose flags: ord("N"), ord("T")
+
+# ----------------------------------------------------------------------------------------------
+# Pointwise passes over one row, for the hidden units [u0, u1).
+#
+# Gate layout: the G*H gate columns come in blocks of W units: the block of units [ub, ub+w)
+# holds gate g of unit ub+j at column G*ub + g*w + j. W = H is the natural layout (gate blocks
+# of H, as torch stores the weights); W = UNIT_BLOCK is the blocked layout of the unit split,
+# where any run of whole blocks is one contiguous range of columns. Per-unit parameter vectors
+# with several parts (peepholes) use the same scheme. The inner loops over j vectorise.
+# ----------------------------------------------------------------------------------------------
+
+
+@njit(**JIT)
+def _lstm_fwd_block(a, c, h, cs, w):
+    """a: gate pre-activations -> activations i, f, g, o; c: c_{t-1} -> c_t; h: out; cs: c_t saved."""
+    for j in range(w):
+        i = sigmoid(a[j])
+        f = sigmoid(a[w + j])
+        g = tanh(a[2 * w + j])
+        o = sigmoid(a[3 * w + j])
+        cn = f * c[j] + i * g
+        c[j] = cn
+        cs[j] = cn
+        h[j] = o * tanh(cn)
+        a[j] = i
+        a[w + j] = f
+        a[2 * w + j] = g
+        a[3 * w + j] = o
+
+
+@njit(**JIT)
+def _lstm_fwd(a, c, h, cs, u0, u1, H, W):
+    ub = u0
+    while ub < u1:
+        w = min(W, u1 - ub)
+        _lstm_fwd_block(a[4 * ub:4 * (ub + w)], c[ub:ub + w], h[ub:ub + w], cs[ub:ub + w], w)
+        ub += w
+
+
+@njit(**JIT)
+def _peephole_fwd_block(a, c, h, cs, p, w):
+    """Peepholes p = [p_i, p_f, p_o]: i, f see c_{t-1}, o sees c_t."""
+    for j in range(w):
+        cp = c[j]
+        i = sigmoid(a[j] + p[j] * cp)
+        f = sigmoid(a[w + j] + p[w + j] * cp)
+        g = tanh(a[2 * w + j])
+        cn = f * cp + i * g
+        o = sigmoid(a[3 * w + j] + p[2 * w + j] * cn)
+        c[j] = cn
+        cs[j] = cn
+        h[j] = o * tanh(cn)
+        a[j] = i
+        a[w + j] = f
+        a[2 * w + j] = g
+        a[3 * w + j] = o
+
+
+@njit(**JIT)
+def _peephole_fwd(a, c, h, cs, p, u0, u1, H, W):
+    ub = u0
+    while ub < u1:
+        w = min(W, u1 - ub)
+        _peephole_fwd_block(a[4 * ub:4 * (ub + w)], c[ub:ub + w], h[ub:ub + w], cs[ub:ub + w],
+                            p[3 * ub:3 * (ub + w)], w)
+        ub += w
+
+
+@njit(**JIT)
+def _cifg_fwd_block(a, c, h, cs, w):
+    """Gates f, g, o; i = 1 - f."""
+    for j in range(w):
+        f = sigmoid(a[j])
+        g = tanh(a[w + j])
+        o = sigmoid(a[2 * w + j])
+        cn = c[j] * f + g - g * f
+        c[j] = cn
+        cs[j] = cn
+        h[j] = o * tanh(cn)
+        a[j] = f
+        a[w + j] = g
+        a[2 * w + j] = o
+
+
+@njit(**JIT)
+def _cifg_fwd(a, c, h, cs, u0, u1, H, W):
+    ub = u0
+    while ub < u1:
+        w = min(W, u1 - ub)
+        _cifg_fwd_block(a[3 * ub:3 * (ub + w)], c[ub:ub + w], h[ub:ub + w], cs[ub:ub + w], w)
+        ub += w
+
+
+@njit(**JIT)
+def _gru_fwd_block(a, u, hp, h, bh, w):
+    """a: W x_t + b_ih -> r, z, n; u: U h_{t-1} -> its n part becomes U_n h + b_hn; hp -> h (may alias)."""
+    for j in range(w):
+        r = sigmoid(a[j] + u[j] + bh[j])
+        z = sigmoid(a[w + j] + u[w + j] + bh[w + j])
+        hn = u[2 * w + j] + bh[2 * w + j]
+        n = tanh(a[2 * w + j] + r * hn)
+        hpj = hp[j]
+        h[j] = n + z * (hpj - n)
+        a[j] = r
+        a[w + j] = z
+        a[2 * w + j] = n
+        u[2 * w + j] = hn
+
+
+@njit(**JIT)
+def _gru_fwd(a, u, hp, h, bh, u0, u1, H, W):
+    ub = u0
+    while ub < u1:
+        w = min(W, u1 - ub)
+        q0, q1 = 3 * ub, 3 * (ub + w)
+        _gru_fwd_block(a[q0:q1], u[q0:q1], hp[ub:ub + w], h[ub:ub + w], bh[q0:q1], w)
+        ub += w
+
+
+@njit(**JIT)
+def _rnn_fwd(a, h, relu, u0, u1):
+    if relu:
+        for j in range(u0, u1):
+            v = a[j]
+            h[j] = v if v > 0 else v - v
+    else:
+        for j in range(u0, u1):
+            h[j] = tanh(a[j])
+
+
+@njit(**JIT)
+def _row_stats(v, N):
+    """Mean and 1/sqrt(var + eps) of v[:N] (biased variance, as torch's layer norm)."""
+    s = 0.0
+    for q in range(N):
+        s += v[q]
+    mu = s / N
+    s2 = 0.0
+    for q in range(N):
+        d = v[q] - mu
+        s2 += d * d
+    return cast_like(mu, v), cast_like(1.0 / np.sqrt(s2 / N + LN_EPS), v)
+
+
+@njit(**JIT)
+def _layernorm_fwd(x, u, a, c, h, cs, ch, st, e, H):
+    """Natural layout only. x: W x_t (4H) -> normalised; u: U h_{t-1} (4H) -> normalised; a: activations.
+
+    e = [gain_x, bias_x, gain_h, bias_h, bias (b_ih + b_hh), gain_c (H), bias_c (H)];
+    st <- [rstd_x, rstd_h, mu_c, rstd_c]; ch <- normalised c_t.
+    """
+    GH = 4 * H
+    mx, rx = _row_stats(x, GH)
+    mh, rh = _row_stats(u, GH)
+    for q in range(GH):
+        xx = (x[q] - mx) * rx
+        uu = (u[q] - mh) * rh
+        x[q] = xx
+        u[q] = uu
+        a[q] = e[q] * xx + e[GH + q] + e[2 * GH + q] * uu + e[3 * GH + q] + e[4 * GH + q]
+    for j in range(H):
+        i = sigmoid(a[j])
+        f = sigmoid(a[H + j])
+        g = tanh(a[2 * H + j])
+        o = sigmoid(a[3 * H + j])
+        cn = f * c[j] + i * g
+        c[j] = cn
+        cs[j] = cn
+        a[j] = i
+        a[H + j] = f
+        a[2 * H + j] = g
+        a[3 * H + j] = o
+    mc, rc = _row_stats(c, H)
+    o5 = 5 * GH
+    for j in range(H):
+        z = (c[j] - mc) * rc
+        ch[j] = z
+        h[j] = a[3 * H + j] * tanh(e[o5 + j] * z + e[o5 + H + j])
+    st[0] = rx
+    st[1] = rh
+    st[2] = mc
+    st[3] = rc
+
+
+@njit(**JIT)
+def _lstm_bwd_block(a, c, cp, dh, dc, dg, w):
+    """a: activations i, f, g, o; c: c_t; cp: c_{t-1}; dh: dL/dh_t; dc: dL/dc_t -> dL/dc_{t-1}."""
+    one = cast_like(1.0, a)
+    for j in range(w):
+        i = a[j]
+        f = a[w + j]
+        g = a[2 * w + j]
+        o = a[3 * w + j]
+        tc = tanh(c[j])
+        dhj = dh[j]
+        d = dc[j] + dhj * o * (one - tc * tc)
+        dg[j] = d * g * i * (one - i)
+        dg[w + j] = d * cp[j] * f * (one - f)
+        dg[2 * w + j] = d * i * (one - g * g)
+        dg[3 * w + j] = dhj * tc * o * (one - o)
+        dc[j] = d * f
+
+
+@njit(**JIT)
+def _lstm_bwd(a, c, cp, dh, dc, dg, u0, u1, H, W):
+    ub = u0
+    while ub < u1:
+        w = min(W, u1 - ub)
+        q0, q1, v1 = 4 * ub, 4 * (ub + w), ub + w
+        _lstm_bwd_block(a[q0:q1], c[ub:v1], cp[ub:v1], dh[ub:v1], dc[ub:v1], dg[q0:q1], w)
+        ub += w
+
+
+@njit(**JIT)
+def _peephole_bwd_block(a, c, cp, dh, dc, dg, p, acc, w):
+    """Like _lstm_bwd plus the peephole paths; acc (laid out like p) += peephole weight gradients."""
+    one = cast_like(1.0, a)
+    for j in range(w):
+        i = a[j]
+        f = a[w + j]
+        g = a[2 * w + j]
+        o = a[3 * w + j]
+        cj = c[j]
+        cpj = cp[j]
+        tc = tanh(cj)
+        dhj = dh[j]
+        do = dhj * tc * o * (one - o)
+        d = dc[j] + dhj * o * (one - tc * tc) + do * p[2 * w + j]
+        di = d * g * i * (one - i)
+        df = d * cpj * f * (one - f)
+        dg[j] = di
+        dg[w + j] = df
+        dg[2 * w + j] = d * i * (one - g * g)
+        dg[3 * w + j] = do
+        dc[j] = d * f + di * p[j] + df * p[w + j]
+        acc[j] += di * cpj
+        acc[w + j] += df * cpj
+        acc[2 * w + j] += do * cj
+
+
+@njit(**JIT)
+def _peephole_bwd(a, c, cp, dh, dc, dg, p, acc, u0, u1, H, W):
+    ub = u0
+    while ub < u1:
+        w = min(W, u1 - ub)
+        q0, q1, p0, p1, v1 = 4 * ub, 4 * (ub + w), 3 * ub, 3 * (ub + w), ub + w
+        _peephole_bwd_block(a[q0:q1], c[ub:v1], cp[ub:v1], dh[ub:v1], dc[ub:v1], dg[q0:q1], p[p0:p1],
+                            acc[p0:p1], w)
+        ub += w
+
+
+@njit(**JIT)
+def _cifg_bwd_block(a, c, cp, dh, dc, dg, w):
+    one = cast_like(1.0, a)
+    for j in range(w):
+        f = a[j]
+        g = a[w + j]
+        o = a[2 * w + j]
+        tc = tanh(c[j])
+        dhj = dh[j]
+        d = dc[j] + dhj * o * (one - tc * tc)
+        dg[j] = d * (cp[j] - g) * f * (one - f)
+        dg[w + j] = d * (one - f) * (one - g * g)
+        dg[2 * w + j] = dhj * tc * o * (one - o)
+        dc[j] = d * f
+
+
+@njit(**JIT)
+def _cifg_bwd(a, c, cp, dh, dc, dg, u0, u1, H, W):
+    ub = u0
+    while ub < u1:
+        w = min(W, u1 - ub)
+        q0, q1, v1 = 3 * ub, 3 * (ub + w), ub + w
+        _cifg_bwd_block(a[q0:q1], c[ub:v1], cp[ub:v1], dh[ub:v1], dc[ub:v1], dg[q0:q1], w)
+        ub += w
+
+
+@njit(**JIT)
+def _layernorm_bwd(x, u, a, c, cp, ch, st, dh, dc, dgx, dgh, e, acc, H):
+    """Natural layout only. x, u: normalised W x_t, U h_{t-1}; a: activations; ch: normalised c_t.
+
+    dgx, dgh <- gradients w.r.t. W x_t and U h_{t-1}; acc rows: [0] d bias (= d ln_bias_ih =
+    d ln_bias_hh), [1] d ln_weight_ih, [2] d ln_weight_hh, [3][:H] d ln_weight_c, [3][H:2H] d ln_bias_c.
+    dgx and dgh serve as scratch before their final values.
+    """
+    GH = 4 * H
+    one = cast_like(1.0, a)
+    rx, rh, rc = st[0], st[1], st[3]
+    o5 = 5 * GH
+    # through h_t = o * tanh(LN(c_t)): first the layer norm of c_t, a reduction over H
+    s1 = 0.0
+    s2 = 0.0
+    for j in range(H):
+        z = ch[j]
+        t = tanh(e[o5 + j] * z + e[o5 + H + j])
+        dz = dh[j] * a[3 * H + j] * (one - t * t)  # d/d(gain*z + bias)
+        acc[3, j] += dz * z
+        acc[3, H + j] += dz
+        dzh = dz * e[o5 + j]
+        dgx[j] = dzh  # scratch: d/d(normalised c)
+        dgx[H + j] = t  # scratch: tanh(LN(c))
+        s1 += dzh
+        s2 += dzh * z
+    m1 = cast_like(s1 / H, a)
+    m2 = cast_like(s2 / H, a)
+    for j in range(H):
+        i = a[j]
+        f = a[H + j]
+        g = a[2 * H + j]
+        o = a[3 * H + j]
+        d = dc[j] + rc * (dgx[j] - m1 - ch[j] * m2)
+        t = dgx[H + j]
+        dgh[j] = d * g * i * (one - i)
+        dgh[H + j] = d * cp[j] * f * (one - f)
+        dgh[2 * H + j] = d * i * (one - g * g)
+        dgh[3 * H + j] = dh[j] * t * o * (one - o)
+        dc[j] = d * f
+    # dA = dgh; back through both gate layer norms (reductions over 4H)
+    sx1 = 0.0
+    sx2 = 0.0
+    sh1 = 0.0
+    sh2 = 0.0
+    for q in range(GH):
+        da = dgh[q]
+        acc[0, q] += da
+        acc[1, q] += da * x[q]
+        acc[2, q] += da * u[q]
+        vx = da * e[q]
+        vh = da * e[2 * GH + q]
+        sx1 += vx
+        sx2 += vx * x[q]
+        sh1 += vh
+        sh2 += vh * u[q]
+    mx1 = cast_like(sx1 / GH, a)
+    mx2 = cast_like(sx2 / GH, a)
+    mh1 = cast_like(sh1 / GH, a)
+    mh2 = cast_like(sh2 / GH, a)
+    for q in range(GH):
+        da = dgh[q]
+        dgx[q] = rx * (da * e[q] - mx1 - x[q] * mx2)
+        dgh[q] = rh * (da * e[2 * GH + q] - mh1 - u[q] * mh2)
+
+
+@njit(**JIT)
+def _gru_bwd_block(a, u, hp, dh, dgx, dgh, w):
+    """a: r, z, n; u: its n part holds U_n h_{t-1} + b_hn; hp: h_{t-1}; dh: dL/dh_t -> its direct part z*dh."""
+    one = cast_like(1.0, a)
+    for j in range(w):
+        r = a[j]
+        z = a[w + j]
+        n = a[2 * w + j]
+        dhj = dh[j]
+        dn = dhj * (one - z) * (one - n * n)
+        dr = dn * u[2 * w + j] * r * (one - r)
+        dz = dhj * (hp[j] - n) * z * (one - z)
+        dgx[j] = dr
+        dgx[w + j] = dz
+        dgx[2 * w + j] = dn
+        dgh[j] = dr
+        dgh[w + j] = dz
+        dgh[2 * w + j] = dn * r
+        dh[j] = dhj * z
+
+
+@njit(**JIT)
+def _gru_bwd(a, u, hp, dh, dgx, dgh, u0, u1, H, W):
+    ub = u0
+    while ub < u1:
+        w = min(W, u1 - ub)
+        q0, q1, v1 = 3 * ub, 3 * (ub + w), ub + w
+        _gru_bwd_block(a[q0:q1], u[q0:q1], hp[ub:v1], dh[ub:v1], dgx[q0:q1], dgh[q0:q1], w)
+        ub += w
+
+
+@njit(**JIT)
+def _rnn_bwd(h, dh, dg, relu, u0, u1):
+    one = cast_like(1.0, h)
+    if relu:
+        for j in range(u0, u1):
+            dg[j] = dh[j] if h[j] > 0 else dh[j] - dh[j]
+    else:
+        for j in range(u0, u1):
+            dg[j] = dh[j] * (one - h[j] * h[j])
+
+
+@njit(**JIT)
+def _add_range(acc, v, lo, hi):
+    for q in range(lo, hi):
+        acc[q] += v[q]
+
+
+@njit(**JIT)
+def _copy_range(dst, src, lo, hi):
+    for q in range(lo, hi):
+        dst[q] = src[q]
+
+
+@njit(**JIT)
+def _add_row_range(dst, src, lo, hi):
+    for q in range(lo, hi):
+        dst[q] += src[q]
+
+
+@njit(**JIT)
+def _zero_range(dst, lo, hi):
+    for q in range(lo, hi):
+        dst[q] = 0
+
+
+# Recurrent products for a few rows (at most SMALL_ROWS running): plain loops beat BLAS there.
+# One row at B=1 is a matrix-vector product bound by reading the weights; MKL's sgemv/sgemm take
+# ~2.5x longer than these loops for a 512x256 slice held in L2 (13 vs 5 us, measured).
+
+SMALL_ROWS = 4
+
+
+@njit(**JIT)
+def _small_gates(whh, c0, m, P, h, b, out, beta):
+    """out[r, c0 + c] = beta * out[r, c0 + c] + W_hh[c0 + c] . h[r], for c < m, r < b (rows 0..b-1)."""
+    for c in range(m):
+        w = whh[c0 + c]
+        for r in range(b):
+            hr = h[r]
+            s = cast_like(0.0, w)
+            for j in range(P):
+                s += w[j] * hr[j]
+            out[r, c0 + c] = s + beta * out[r, c0 + c] if beta != 0 else s
+
+
+@njit(**JIT)
+def _small_dh(whh, c0, m, P, dg, b, out):
+    """out[r, :P] = sum_c dg[r, c0 + c] * W_hh[c0 + c, :P], for r < b (rows 0..b-1)."""
+    for r in range(b):
+        _zero_range(out[r], 0, P)
+    for c in range(m):
+        w = whh[c0 + c]
+        for r in range(b):
+            g = dg[r, c0 + c]
+            o = out[r]
+            for j in range(P):
+                o[j] += g * w[j]
+
+
+# The drivers call these two with the cell code as a compile-time literal; the overloads pick the
+# cell's pointwise pass while typing, so each compiled driver holds one cell's code only.
+# (numba's branch pruning does not fold `if cell == ...` on literal integers.)
+
+def _forward_row(cell, units, t, ts, r, gates, cst, hp, h, cs, uh, acts, chat, stats, ext, u0, u1, H, W):
+    raise NotImplementedError
+
+
+def _backward_row(cell, units, t, tp, saved, r, gates, cs, c0, h0, y, uh, acts, chat, stats, d, dc, dg, dgh,
+                  ext, ak, u0, u1, H, W):
+    raise NotImplementedError
+
+
+def _literal(v):
+    """The value of a literal type, or None (numba then retries the overload with literals)."""
+    return v.literal_value if isinstance(v, types.Literal) else None
+
+
+@overload(_forward_row)
+def _ov_forward_row(cell, units, t, ts, r, gates, cst, hp, h, cs, uh, acts, chat, stats, ext, u0, u1, H, W):
+    code, unit_split = _literal(cell), _literal(units)
+    if code is None or unit_split is None:
+        return None
+    if code == LSTM:
+        def impl(cell, units, t, ts, r, gates, cst, hp, h, cs, uh, acts, chat, stats, ext, u0, u1, H, W):
+            _lstm_fwd(gates[t, r], cst[r], h, cs[ts, r], u0, u1, H, W)
+    elif code == PEEPHOLE:
+        def impl(cell, units, t, ts, r, gates, cst, hp, h, cs, uh, acts, chat, stats, ext, u0, u1, H, W):
+            _peephole_fwd(gates[t, r], cst[r], h, cs[ts, r], ext, u0, u1, H, W)
+    elif code == CIFG:
+        def impl(cell, units, t, ts, r, gates, cst, hp, h, cs, uh, acts, chat, stats, ext, u0, u1, H, W):
+            _cifg_fwd(gates[t, r], cst[r], h, cs[ts, r], u0, u1, H, W)
+    elif code == LAYERNORM:
+        if unit_split:  # never used: layer norm reduces over all units of a row
+            def impl(cell, units, t, ts, r, gates, cst, hp, h, cs, uh, acts, chat, stats, ext, u0, u1, H, W):
+                pass
+        else:
+            def impl(cell, units, t, ts, r, gates, cst, hp, h, cs, uh, acts, chat, stats, ext, u0, u1, H, W):
+                _layernorm_fwd(gates[t, r], uh[ts, r], acts[ts, r], cst[r], h, cs[ts, r], chat[ts, r],
+                               stats[ts, r], ext, H)
+    elif code == GRU:
+        def impl(cell, units, t, ts, r, gates, cst, hp, h, cs, uh, acts, chat, stats, ext, u0, u1, H, W):
+            _gru_fwd(gates[t, r], uh[ts, r], hp, h, ext, u0, u1, H, W)
+    else:
+        relu = code == RNN_RELU
+
+        def impl(cell, units, t, ts, r, gates, cst, hp, h, cs, uh, acts, chat, stats, ext, u0, u1, H, W):
+            _rnn_fwd(gates[t, r], h, relu, u0, u1)
+    return impl
+
+
+@overload(_backward_row)
+def _ov_backward_row(cell, units, t, tp, saved, r, gates, cs, c0, h0, y, uh, acts, chat, stats, d, dc, dg, dgh,
+                     ext, ak, u0, u1, H, W):
+    code, unit_split = _literal(cell), _literal(units)
+    if code is None or unit_split is None:
+        return None
+    G = NUM_GATES[code]
+    if code == LSTM:
+        def impl(cell, units, t, tp, saved, r, gates, cs, c0, h0, y, uh, acts, chat, stats, d, dc, dg, dgh,
+                 ext, ak, u0, u1, H, W):
+            _lstm_bwd(gates[t, r], cs[t, r], cs[tp, r] if saved else c0[r], d, dc[r], dg[t, r], u0, u1, H, W)
+            _add_range(ak[0], dg[t, r], G * u0, G * u1)
+    elif code == PEEPHOLE:
+        def impl(cell, units, t, tp, saved, r, gates, cs, c0, h0, y, uh, acts, chat, stats, d, dc, dg, dgh,
+                 ext, ak, u0, u1, H, W):
+            _peephole_bwd(gates[t, r], cs[t, r], cs[tp, r] if saved else c0[r], d, dc[r], dg[t, r], ext, ak[1],
+                          u0, u1, H, W)
+            _add_range(ak[0], dg[t, r], G * u0, G * u1)
+    elif code == CIFG:
+        def impl(cell, units, t, tp, saved, r, gates, cs, c0, h0, y, uh, acts, chat, stats, d, dc, dg, dgh,
+                 ext, ak, u0, u1, H, W):
+            _cifg_bwd(gates[t, r], cs[t, r], cs[tp, r] if saved else c0[r], d, dc[r], dg[t, r], u0, u1, H, W)
+            _add_range(ak[0], dg[t, r], G * u0, G * u1)
+    elif code == LAYERNORM:
+        if unit_split:
+            def impl(cell, units, t, tp, saved, r, gates, cs, c0, h0, y, uh, acts, chat, stats, d, dc, dg, dgh,
+                     ext, ak, u0, u1, H, W):
+                pass
+        else:
+            def impl(cell, units, t, tp, saved, r, gates, cs, c0, h0, y, uh, acts, chat, stats, d, dc, dg, dgh,
+                     ext, ak, u0, u1, H, W):
+                _layernorm_bwd(gates[t, r], uh[t, r], acts[t, r], cs[t, r], cs[tp, r] if saved else c0[r],
+                               chat[t, r], stats[t, r], d, dc[r], dg[t, r], dgh[t, r], ext, ak, H)
+    elif code == GRU:
+        def impl(cell, units, t, tp, saved, r, gates, cs, c0, h0, y, uh, acts, chat, stats, d, dc, dg, dgh,
+                 ext, ak, u0, u1, H, W):
+            _gru_bwd(gates[t, r], uh[t, r], y[tp, r] if saved else h0[r], d, dg[t, r], dgh[t, r], u0, u1, H, W)
+            _add_range(ak[0], dg[t, r], G * u0, G * u1)
+            _add_range(ak[1], dgh[t, r], G * u0, G * u1)
+    else:
+        relu = code == RNN_RELU
+
+        def impl(cell, units, t, tp, saved, r, gates, cs, c0, h0, y, uh, acts, chat, stats, d, dc, dg, dgh,
+                 ext, ak, u0, u1, H, W):
+            _rnn_bwd(y[t, r], d, dg[t, r], relu, u0, u1)
+            _add_range(ak[0], dg[t, r], u0, u1)
+    return impl
+
+
+# ----------------------------------------------------------------------------------------------
+# Drivers, row split: thread k of n owns rows k, k+n, ... (every row is an independent sequence,
+# so the threads never meet inside the time loop). Every cell, projections included.
+# ----------------------------------------------------------------------------------------------
+
+
+@njit(**JIT)
+def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, packw, pack_fns,
+                 gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs):
+    """Thread k of n: rows k, k+n, ... through all T steps.
+
+    gates (T, B, GH): W x_t (+ biases) in; activations out (the layer-norm cell: normalised W x_t).
+    hst (B, P): h0 in, h_T out; cst (B, H): c0 in, c_T out; y (T, B, P): outputs (zeros past a
+    row's length). Saved for backward (time index 0 only when save is false, as scratch):
+    cs (T, B, H) c_t; hf (T, B, H) h_t before the projection; uh (T, B, GH) recurrent product
+    (layer norm: normalised, GRU: [., ., U_n h + b_hn]); acts/chat/stats: layer norm's.
+    """
+    GH = gates.shape[2]
+    iw = np.empty(8, np.int32)
+    fw = np.empty(2, gates.dtype)
+    sep = cell == LAYERNORM or cell == GRU
+    nbmax = (B - k + n - 1) // n if B > k else 0
+    packw = packw and nbmax > SMALL_ROWS  # packw: float32, every row running every step
+    if packw:
+        buf, off = pack_a(pack_fns, _T, GH, nbmax, P, eptr(whh, 0), P)
+    else:
+        buf, off = np.empty(1, np.float32), 0
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        b = bs[t]
+        nb = (b - k + n - 1) // n if b > k else 0
+        ts = t if save else 0
+        if 0 < nb <= SMALL_ROWS and n == 1:
+            _small_gates(whh, 0, GH, P, hst, nb, uh[ts] if sep else gates[t], 0.0 if sep else 1.0)
+        elif packw:
+            if sep:
+                gemm_packed(pack_fns, buf, off, GH, nb, P, eptr(hst, k * P), n * P, 0.0,
+                            eptr(uh, (ts * B + k) * GH), n * GH)
+            else:
+                gemm_packed(pack_fns, buf, off, GH, nb, P, eptr(hst, k * P), n * P, 1.0,
+                            eptr(gates, (t * B + k) * GH), n * GH)
+        elif nb > 0:
+            if sep:
+                gemm(gemm_fn, iw, fw, _T, _N, GH, nb, P, 1.0, eptr(whh, 0), P, eptr(hst, k * P), n * P,
+                     0.0, eptr(uh, (ts * B + k) * GH), n * GH)
+            else:
+                gemm(gemm_fn, iw, fw, _T, _N, GH, nb, P, 1.0, eptr(whh, 0), P, eptr(hst, k * P), n * P,
+                     1.0, eptr(gates, (t * B + k) * GH), n * GH)
+        for j in range(nb):
+            r = k + n * j
+            h = hf[ts, r] if proj else hst[r]
+            _forward_row(cell, False, t, ts, r, gates, cst, h, h, cs, uh, acts, chat, stats, ext, 0, H, H, W)
+            if not proj:
+                _copy_range(y[t, r], h, 0, P)
+        if proj and nb > 0:
+            gemm(gemm_fn, iw, fw, _T, _N, P, nb, H, 1.0, eptr(whr, 0), H, eptr(hf, (ts * B + k) * H), n * H,
+                 0.0, eptr(hst, k * P), n * P)
+            for j in range(nb):
+                r = k + n * j
+                _copy_range(y[t, r], hst[r], 0, P)
+        r = b + (k - b) % n
+        while r < B:
+            _zero_range(y[t, r], 0, P)
+            r += n
+
+
+@njit(**JIT)
+def backward_rows(k, n, cell, T, B, H, P, W, reverse, proj, gemm_fn, packw, pack_fns,
+                  gates, cs, c0, h0, y, hf, uh, acts, chat, stats, whh, whr,
+                  dy, dh, dc, dg, dgh, dhp, dhf, acc, ext, bs):
+    """Thread k of n: BPTT for rows k, k+n, ..., from the last step the forward ran back to the first.
+
+    dh (B, P), dc (B, H): gradients w.r.t. the final state in, w.r.t. the initial state out.
+    dg (T, B, GH): gradients w.r.t. the input-side gate pre-activations (what dW_ih, dX need);
+    dgh: the recurrent side's where it differs (layer norm, GRU), else dg itself.
+    dhp (T, B, P): dL/dh_t before the projection's transpose (for dW_hr); dhf (B, H): scratch.
+    acc (n, 4, GH): this thread's sums for the bias and per-unit parameter gradients.
+    Rows past their length get zero gradients.
+    """
+    GH = gates.shape[2]
+    iw = np.empty(8, np.int32)
+    fw = np.empty(2, gates.dtype)
+    sep = cell == LAYERNORM or cell == GRU
+    ak = acc[k]
+    nbmax = (B - k + n - 1) // n if B > k else 0
+    packw = packw and nbmax > SMALL_ROWS
+    if packw:  # op(A) = W_hh^T: (P x GH)
+        buf, off = pack_a(pack_fns, _N, P, nbmax, GH, eptr(whh, 0), P)
+    else:
+        buf, off = np.empty(1, np.float32), 0
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        tp = t + 1 if reverse else t - 1  # the step the forward ran just before t
+        bp = bs[tp] if 0 <= tp < T else 0
+        b = bs[t]
+        nb = (b - k + n - 1) // n if b > k else 0
+        for j in range(nb):
+            r = k + n * j
+            _add_row_range(dh[r], dy[t, r], 0, P)
+        if proj and nb > 0:
+            for j in range(nb):
+                r = k + n * j
+                _copy_range(dhp[t, r], dh[r], 0, P)
+            gemm(gemm_fn, iw, fw, _N, _N, H, nb, P, 1.0, eptr(whr, 0), H, eptr(dh, k * P), n * P,
+                 0.0, eptr(dhf, k * H), n * H)
+        for j in range(nb):
+            r = k + n * j
+            d = dhf[r] if proj else dh[r]
+            saved = r < bp  # the row ran at step tp: its previous state is saved there
+            _backward_row(cell, False, t, tp, saved, r, gates, cs, c0, h0, y, uh, acts, chat, stats, d, dc, dg, dgh,
+                          ext, ak, 0, H, H, W)
+        if 0 < nb <= SMALL_ROWS and n == 1 and cell != GRU:
+            _small_dh(whh, 0, GH, P, dgh[t], nb, dh)
+        elif packw:
+            gemm_packed(pack_fns, buf, off, P, nb, GH, eptr(dgh, (t * B + k) * GH), n * GH,
+                        1.0 if cell == GRU else 0.0, eptr(dh, k * P), n * P)
+        elif nb > 0:
+            gemm(gemm_fn, iw, fw, _N, _N, P, nb, GH, 1.0, eptr(whh, 0), P, eptr(dgh, (t * B + k) * GH), n * GH,
+                 1.0 if cell == GRU else 0.0, eptr(dh, k * P), n * P)
+        r = b + (k - b) % n
+        while r < B:
+            _zero_range(dg[t, r], 0, GH)
+            if sep:
+                _zero_range(dgh[t, r], 0, GH)
+            if proj:
+                _zero_range(dhp[t, r], 0, P)
+            r += n
+
+
+# ----------------------------------------------------------------------------------------------
+# Drivers, unit split (the persistent-RNN idea): thread k of n owns a run of whole unit blocks,
+# i.e. one contiguous range of gate columns in the blocked layout, for all rows. Its slice of
+# W_hh stays in its core's cache across the steps; the threads meet once per step (a barrier
+# of torch's OpenMP team). Cells whose pointwise pass is local to a unit; no projection.
+# The shared state is double-buffered so one barrier per step suffices: in the forward, step s
+# reads h from hb[s % 2] and writes hb[(s + 1) % 2]; in the backward, step s writes its
+# partial products dG[:, own columns] @ W_hh[own columns] into part[s % 2, k] and, after the
+# barrier, each thread sums its own units' columns over all threads' partials.
+# ----------------------------------------------------------------------------------------------
+
+
+@njit(**JIT)
+def _unit_range(k, n, H, W):
+    blocks = (H + W - 1) // W
+    return min(H, (k * blocks // n) * W), min(H, ((k + 1) * blocks // n) * W)
+
+
+@njit(**JIT)
+def forward_units(k, n, cell, T, B, H, P, W, reverse, save, gemm_fn, barrier_fn, packw, pack_fns,
+                  gates, whh, hb, cst, y, cs, uh, ext, bs):
+    """Thread k of n: units [u0, u1) of every row. hb (2, B, H): h0 in hb[0]; h_T ends in hb[T % 2].
+
+    packw: float32 with every row running every step: the thread's W_hh slice is packed once
+    (MKL's packed GEMM), each step then skips the repacking a plain sgemm does.
+    """
+    GH = gates.shape[2]
+    G = GH // H
+    iw = np.empty(8, np.int32)
+    fw = np.empty(2, gates.dtype)
+    u0, u1 = _unit_range(k, n, H, W)
+    col0, m = G * u0, G * (u1 - u0)
+    sep = cell == GRU
+    packw = packw and m > 0 and B > SMALL_ROWS
+    if packw:
+        buf, off = pack_a(pack_fns, _T, m, B, P, eptr(whh, col0 * P), P)
+    else:
+        buf, off = np.empty(1, np.float32), 0
+    for s in range(T):
+        t = T - 1 - s if reverse else s
+        b = bs[t]
+        ts = t if save else 0
+        cur = hb[s % 2]
+        nxt = hb[(s + 1) % 2]
+        if 0 < b <= SMALL_ROWS:
+            _small_gates(whh, col0, m, P, cur, b, uh[ts] if sep else gates[t], 0.0 if sep else 1.0)
+        elif packw:
+            if sep:
+                gemm_packed(pack_fns, buf, off, m, b, P, eptr(cur, 0), P, 0.0, eptr(uh, ts * B * GH + col0), GH)
+            else:
+                gemm_packed(pack_fns, buf, off, m, b, P, eptr(cur, 0), P, 1.0, eptr(gates, t * B * GH + col0), GH)
+        elif m > 0 and b > 0:
+            if sep:
+                gemm(gemm_fn, iw, fw, _T, _N, m, b, P, 1.0, eptr(whh, col0 * P), P, eptr(cur, 0), P,
+                     0.0, eptr(uh, ts * B * GH + col0), GH)
+            else:
+                gemm(gemm_fn, iw, fw, _T, _N, m, b, P, 1.0, eptr(whh, col0 * P), P, eptr(cur, 0), P,
+                     1.0, eptr(gates, t * B * GH + col0), GH)
+        for r in range(b):
+            _forward_row(cell, True, t, ts, r, gates, cst, cur[r], nxt[r], cs, uh, cs, cs, cs, ext, u0, u1, H, W)
+            _copy_range(y[t, r], nxt[r], u0, u1)
+        for r in range(b, B):  # rows not running at this step keep their state
+            _copy_range(nxt[r], cur[r], u0, u1)
+            _zero_range(y[t, r], u0, u1)
+        call_void_void(barrier_fn)
+
+
+@njit(**JIT)
+def backward_units(k, n, cell, T, B, H, P, W, reverse, gemm_fn, barrier_fn, packw, pack_fns,
+                   gates, cs, c0, h0, y, uh, whh, dy, dh, dc, dg, dgh, part, acc, ext, bs):
+    """Thread k of n: BPTT for units [u0, u1) of every row; dh (B, H), dc: final-state gradients in,
+    initial-state gradients out; part (2 * nmax, B, H): the partial recurrent products, nmax >= n."""
+    GH = gates.shape[2]
+    G = GH // H
+    iw = np.empty(8, np.int32)
+    fw = np.empty(2, gates.dtype)
+    u0, u1 = _unit_range(k, n, H, W)
+    col0, m = G * u0, G * (u1 - u0)
+    sep = cell == GRU
+    ak = acc[k]
+    packw = packw and m > 0 and B > SMALL_ROWS
+    if packw:  # op(A) = the thread's rows of W_hh, transposed: (P x m)
+        buf, off = pack_a(pack_fns, _N, P, B, m, eptr(whh, col0 * P), P)
+    else:
+        buf, off = np.empty(1, np.float32), 0
+    for s in range(T):
+        t = s if reverse else T - 1 - s
+        tp = t + 1 if reverse else t - 1
+        bp = bs[tp] if 0 <= tp < T else 0
+        b = bs[t]
+        for r in range(b):
+            _add_row_range(dh[r], dy[t, r], u0, u1)
+            _backward_row(cell, True, t, tp, r < bp, r, gates, cs, c0, h0, y, uh, gates, gates, gates, dh[r], dc,
+                          dg, dgh, ext, ak, u0, u1, H, W)
+        for r in range(b, B):
+            _zero_range(dg[t, r], col0, col0 + m)
+            if sep:
+                _zero_range(dgh[t, r], col0, col0 + m)
+        base = (s % 2) * (part.shape[0] // 2)
+        pk = part[base + k]
+        if 0 < b <= SMALL_ROWS:
+            _small_dh(whh, col0, m, P, dgh[t], b, pk)
+        elif b > 0:
+            if packw:
+                gemm_packed(pack_fns, buf, off, P, b, m, eptr(dgh, t * B * GH + col0), GH, 0.0, eptr(pk, 0), P)
+            elif m > 0:
+                gemm(gemm_fn, iw, fw, _N, _N, P, b, m, 1.0, eptr(whh, col0 * P), P, eptr(dgh, t * B * GH + col0), GH,
+                     0.0, eptr(pk, 0), P)
+            else:
+                for r in range(b):
+                    _zero_range(pk[r], 0, P)
+        call_void_void(barrier_fn)
+        for r in range(b):  # dL/dh_{t-1} of own units: the direct part (GRU) plus every thread's partial
+            row = dh[r]
+            if not sep:
+                _zero_range(row, u0, u1)
+            for kk in range(n):
+                _add_row_range(row, part[base + kk, r], u0, u1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Table thunks and the C-ABI bodies
+# ----------------------------------------------------------------------------------------------
+# Header ints: [9] cell, [10] T, [11] B, [12] H, [13] P, [14] reverse, [15] save, [16] projection,
+# [17] W (block width of the gate layout), [18] split: 0 rows, 1 units, [19] pack the weights.
+
+
+@njit(**JIT)
+def forward_rows_thunk(k, n, tab, z, cell):
+    """Unpack a forward table; `cell` arrives as a compile-time constant (one specialisation each)."""
+    T, B, H, P, W = tab[10], tab[11], tab[12], tab[13], tab[17]
+    reverse, save, proj = tab[14] != 0, tab[15] != 0, tab[16] != 0
+    i = np.int64(0)  # non-literal slot numbers: one compiled arrN each
+    forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, tab[4], tab[19] != 0, tab[6:9],
+                 arr3(tab, i + 0, z), arr2(tab, i + 1, z), arr2(tab, i + 2, z), arr2(tab, i + 3, z),
+                 arr2(tab, i + 4, z), arr3(tab, i + 5, z), arr3(tab, i + 6, z), arr3(tab, i + 7, z),
+                 arr3(tab, i + 8, z), arr3(tab, i + 9, z), arr3(tab, i + 10, z), arr3(tab, i + 11, z),
+                 arr1(tab, i + 12, z), arr1(tab, i + 13, i))
+
+
+@njit(**JIT)
+def forward_units_thunk(k, n, tab, z, cell):
+    T, B, H, P, W = tab[10], tab[11], tab[12], tab[13], tab[17]
+    reverse, save = tab[14] != 0, tab[15] != 0
+    i = np.int64(0)
+    forward_units(k, n, cell, T, B, H, P, W, reverse, save, tab[4], tab[5], tab[19] != 0, tab[6:9],
+                  arr3(tab, i + 0, z), arr2(tab, i + 1, z), arr3(tab, i + 3, z), arr2(tab, i + 4, z),
+                  arr3(tab, i + 5, z), arr3(tab, i + 6, z), arr3(tab, i + 8, z), arr1(tab, i + 12, z),
+                  arr1(tab, i + 13, i))
+
+
+@njit(**JIT)
+def backward_rows_thunk(k, n, tab, z, cell):
+    T, B, H, P, W = tab[10], tab[11], tab[12], tab[13], tab[17]
+    reverse, proj = tab[14] != 0, tab[16] != 0
+    i = np.int64(0)
+    backward_rows(k, n, cell, T, B, H, P, W, reverse, proj, tab[4], tab[19] != 0, tab[6:9],
+                  arr3(tab, i + 0, z), arr3(tab, i + 1, z), arr2(tab, i + 2, z), arr2(tab, i + 3, z),
+                  arr3(tab, i + 4, z), arr3(tab, i + 5, z), arr3(tab, i + 6, z), arr3(tab, i + 7, z),
+                  arr3(tab, i + 8, z), arr3(tab, i + 9, z), arr2(tab, i + 10, z), arr2(tab, i + 11, z),
+                  arr3(tab, i + 12, z), arr2(tab, i + 13, z), arr2(tab, i + 14, z),
+                  arr3(tab, i + 15, z), arr3(tab, i + 16, z), arr3(tab, i + 17, z),
+                  arr2(tab, i + 18, z), arr3(tab, i + 19, z), arr1(tab, i + 20, z), arr1(tab, i + 21, i))
+
+
+@njit(**JIT)
+def backward_units_thunk(k, n, tab, z, cell):
+    T, B, H, P, W = tab[10], tab[11], tab[12], tab[13], tab[17]
+    reverse = tab[14] != 0
+    i = np.int64(0)
+    backward_units(k, n, cell, T, B, H, P, W, reverse, tab[4], tab[5], tab[19] != 0, tab[6:9],
+                   arr3(tab, i + 0, z), arr3(tab, i + 1, z), arr2(tab, i + 2, z), arr2(tab, i + 3, z),
+                   arr3(tab, i + 4, z), arr3(tab, i + 6, z), arr2(tab, i + 10, z), arr3(tab, i + 12, z),
+                   arr2(tab, i + 13, z), arr2(tab, i + 14, z), arr3(tab, i + 15, z),
+                   arr3(tab, i + 16, z), arr3(tab, i + 17, z), arr3(tab, i + 19, z),
+                   arr1(tab, i + 20, z), arr1(tab, i + 21, i))
+
+
+# The C-ABI bodies: void body(void *table), run by every thread of a GOMP_parallel team (or called
+# directly, as a team of one). Each gets its thread id and team size, puts the BLAS on one thread
+# inside a team (MKL would otherwise see a fresh thread and start a team of its own), and runs
+# its thunk. One body per (direction, split, cell, dtype), made by closures over plain constants:
+# numba's cache key hashes a closure's constants, and the literal cell code keeps every other
+# cell out of the compiled code. (A closure over a jitted function would not cache: its pickle
+# differs between processes.)
+
+def _forward_rows_body(cell, z):
+    def body(data):
+        tab = read_table(data)
+        k = np.int64(call_int_void(tab[1]))  # int64, one specialisation whoever calls
+        n = np.int64(call_int_void(tab[2]))
+        old = mkl_local_threads(tab[3], 1) if n > 1 else 0
+        forward_rows_thunk(k, n, tab, z, cell)
+        if n > 1:
+            mkl_local_threads(tab[3], old)
+    return body
+
+
+def _forward_units_body(cell, z):
+    def body(data):
+        tab = read_table(data)
+        k = np.int64(call_int_void(tab[1]))
+        n = np.int64(call_int_void(tab[2]))
+        old = mkl_local_threads(tab[3], 1) if n > 1 else 0
+        forward_units_thunk(k, n, tab, z, cell)
+        if n > 1:
+            mkl_local_threads(tab[3], old)
+    return body
+
+
+def _backward_rows_body(cell, z):
+    def body(data):
+        tab = read_table(data)
+        k = np.int64(call_int_void(tab[1]))
+        n = np.int64(call_int_void(tab[2]))
+        old = mkl_local_threads(tab[3], 1) if n > 1 else 0
+        backward_rows_thunk(k, n, tab, z, cell)
+        if n > 1:
+            mkl_local_threads(tab[3], old)
+    return body
+
+
+def _backward_units_body(cell, z):
+    def body(data):
+        tab = read_table(data)
+        k = np.int64(call_int_void(tab[1]))
+        n = np.int64(call_int_void(tab[2]))
+        old = mkl_local_threads(tab[3], 1) if n > 1 else 0
+        backward_units_thunk(k, n, tab, z, cell)
+        if n > 1:
+            mkl_local_threads(tab[3], old)
+    return body
+
+
+def make_body(direction: str, units: bool, cell: int, z):
+    """The Python function of a body, for numba.cfunc("void(voidptr)", cache=True)."""
+    factory = {("forward", False): _forward_rows_body, ("forward", True): _forward_units_body,
+               ("backward", False): _backward_rows_body, ("backward", True): _backward_units_body}
+    return factory[direction, units](cell, z)

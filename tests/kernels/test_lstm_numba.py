@@ -1,0 +1,384 @@
+"""backend="numba" against the reference backend, for every cell it implements.
+
+Comparisons run in float64 with tight tolerances (the kernels use exact tanh/sigmoid there), plus
+float32 runs checked against a float64 reference with tolerances scaled to the reduction size
+(float32 uses a rational tanh approximation). The numba kernels compile on first use, one per
+(direction, cell, dtype), and are cached on disk, so the tests stay with few dtype combinations:
+float64 for every cell, float32 for two cells.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import lstmkit
+from lstmkit.cells import CELLS as SPECS
+from lstmkit.kernels import BACKENDS, lstm_numba, reference, resolve_backend
+
+CELLS = lstm_numba.CELLS
+LSTM_FAMILY = tuple(c for c in CELLS if SPECS[c].has_cell_state)
+F64 = torch.float64
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+
+
+def make_params(cell: str, I: int, H: int, proj: int = 0, bias: bool = True, dtype=F64, seed: int = 0):
+    spec = SPECS[cell]
+    g = torch.Generator().manual_seed(seed)
+    G, P = spec.num_gates, proj or H
+    k = 1 / math.sqrt(H)
+
+    def u(*shape):
+        return ((torch.rand(*shape, generator=g, dtype=F64) * 2 - 1) * k).to(dtype)
+
+    p = {"weight_ih": u(G * H, I) * 2, "weight_hh": u(G * H, P) * 2}
+    if bias:
+        p["bias_ih"], p["bias_hh"] = u(G * H), u(G * H)
+    if proj:
+        p["weight_hr"] = u(P, H) * 2
+    for e in spec.extra_params:
+        width = G * H if e.width == "GH" else H
+        p[e.name] = u(width) + (1.0 if e.init == "ones" else 0.0)
+    return {n: t.requires_grad_() for n, t in p.items()}
+
+
+def make_inputs(cell: str, T: int, B: int, I: int, H: int, proj: int = 0, dtype=F64, seed: int = 1, lengths=None):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(T, B, I, generator=g, dtype=F64).to(dtype)
+    batch_sizes = None
+    if lengths is not None:  # rows sorted by decreasing length, as the layer contract wants
+        lengths = sorted(lengths, reverse=True)
+        batch_sizes = torch.tensor([sum(L > t for L in lengths) for t in range(T)], dtype=torch.int64)
+        for b, L in enumerate(lengths):
+            x[L:, b] = 0
+    state = (torch.randn(B, proj or H, generator=g, dtype=F64).to(dtype).requires_grad_(),)
+    if SPECS[cell].has_cell_state:
+        state += (torch.randn(B, H, generator=g, dtype=F64).to(dtype).requires_grad_(),)
+    return x.requires_grad_(), state, batch_sizes
+
+
+def run_layer(layer_fn, cell, x, state, params, batch_sizes, reverse):
+    """Outputs, final state and the gradients of a loss that weighs every output differently."""
+    y, final = layer_fn(SPECS[cell], x, state, params, batch_sizes, reverse)
+    w = torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)
+    loss = (y * w).sum() + sum((s * (k + 1.5)).sum() for k, s in enumerate(final))
+    inputs = [x, *state, *params.values()]
+    grads = torch.autograd.grad(loss, inputs)
+    names = ["y"] + [f"final{k}" for k in range(len(final))] + ["dx"] + [f"dstate{k}" for k in range(len(state))]
+    names += [f"d{n}" for n in params]
+    return dict(zip(names, [y, *final, *grads]))
+
+
+def assert_all_close(got: dict, want: dict, rtol: float, atol: float):
+    assert got.keys() == want.keys()
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
+
+
+def compare_layer(cell, T, B, I, H, proj=0, reverse=False, lengths=None, bias=True):
+    params = make_params(cell, I, H, proj, bias)
+    x, state, bs = make_inputs(cell, T, B, I, H, proj, lengths=lengths)
+    want = run_layer(reference.layer, cell, x, state, params, bs, reverse)
+    got = run_layer(lstm_numba.layer, cell, x, state, params, bs, reverse)
+    assert_all_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+# --------------------------------------------------------------------------------------
+# the layer function against the reference, float64
+# --------------------------------------------------------------------------------------
+
+AWKWARD = [  # (T, B, I, H)
+    (1, 1, 2, 3),  # one step, one row, tiny H
+    (6, 3, 5, 17),  # H not a multiple of any vector width
+    (4, 5, 1, 3),  # more rows than threads, I=1
+]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("shape", AWKWARD, ids=lambda s: "T{}B{}I{}H{}".format(*s))
+def test_layer_matches_reference(cell, reverse, shape):
+    compare_layer(cell, *shape, reverse=reverse)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_layer_packed_matches_reference(cell):
+    # unsorted lengths are sorted by the module; the layer sees them sorted, both directions
+    compare_layer(cell, 7, 4, 3, 5, lengths=[3, 7, 1, 6], reverse=False)
+    compare_layer(cell, 7, 4, 3, 5, lengths=[3, 7, 1, 6], reverse=True)
+
+
+@pytest.mark.parametrize("cell", LSTM_FAMILY)
+def test_layer_projection_matches_reference(cell):
+    compare_layer(cell, 5, 3, 4, 6, proj=4)
+    compare_layer(cell, 6, 4, 3, 5, proj=2, reverse=True, lengths=[6, 2, 5, 1])
+
+
+UNIT_LOCAL = tuple(c for c in CELLS if c != "layernorm")
+
+
+@pytest.fixture
+def two_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("cell", UNIT_LOCAL)
+def test_unit_split_matches_reference(cell, two_threads):
+    """The unit split (each thread owns a block of hidden units; one barrier per step)."""
+    code = lstm_numba.CELL_CODES[cell]
+    assert lstm_numba._plan(code, 3, 40, False).units
+    compare_layer(cell, 5, 3, 4, 40)  # few rows: the recurrent products in plain loops
+    compare_layer(cell, 6, 3, 2, 40, reverse=True, lengths=[6, 2, 5])
+    assert lstm_numba._plan(code, 7, 70, False).units  # 70 units: blocks of 48 and 22
+    compare_layer(cell, 4, 7, 3, 70)  # more rows: the recurrent products in BLAS
+    compare_layer(cell, 5, 7, 3, 70, reverse=True, lengths=[5, 5, 5, 4, 3, 1, 1])
+
+
+@pytest.mark.parametrize("cell, proj, units", [("lstm", 0, True), ("gru", 0, True), ("layernorm", 0, False),
+                                               ("lstm", 5, False)])
+def test_float32_packed_weights(cell, proj, units, two_threads):
+    """float32 with every row running every step and more than a few rows per thread packs W_hh
+    once per call (MKL's packed GEMM), in both splits."""
+    T, B, I, H = 6, 12, 5, 64
+    assert lstm_numba._plan(lstm_numba.CELL_CODES[cell], B, H, bool(proj)).units == units
+    p64 = make_params(cell, I, H, proj)
+    x64, s64, _ = make_inputs(cell, T, B, I, H, proj)
+    want = run_layer(reference.layer, cell, x64, s64, p64, None, True)
+    p32 = {n: t.detach().float().requires_grad_() for n, t in p64.items()}
+    got = run_layer(lstm_numba.layer, cell, x64.detach().float().requires_grad_(),
+                    tuple(s.detach().float().requires_grad_() for s in s64), p32, None, True)
+    for name in want:
+        tol = 1e-6 * math.sqrt(T * B * H) * (want[name].abs().max().item() + 1)
+        torch.testing.assert_close(got[name].double(), want[name], rtol=0, atol=tol, msg=lambda m: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_layer_without_bias_matches_reference(cell):
+    compare_layer(cell, 4, 3, 4, 5, bias=False)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "layernorm", "gru"])
+def test_layer_long_sequence_matches_reference(cell):
+    compare_layer(cell, 1000, 2, 2, 3)
+
+
+# --------------------------------------------------------------------------------------
+# float32 (rational tanh approximation): close to a float64 reference
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["lstm", "layernorm"])
+def test_float32_close_to_float64_reference(cell):
+    T, B, I, H = 12, 6, 9, 37
+    p64 = make_params(cell, I, H)
+    x64, s64, bs = make_inputs(cell, T, B, I, H, lengths=[12, 9, 12, 4, 7, 12])
+    want = run_layer(reference.layer, cell, x64, s64, p64, bs, False)
+    p32 = {n: t.detach().float().requires_grad_() for n, t in p64.items()}
+    x32 = x64.detach().float().requires_grad_()
+    s32 = tuple(s.detach().float().requires_grad_() for s in s64)
+    got = run_layer(lstm_numba.layer, cell, x32, s32, p32, bs, False)
+    for name in want:
+        # float32 rounding grows with the length of the sums (T*B rows in the weight gradients)
+        scale = want[name].abs().max().item() + 1
+        tol = 1e-6 * math.sqrt(T * B * H) * scale
+        torch.testing.assert_close(got[name].double(), want[name], rtol=0, atol=tol, msg=lambda m: f"{name}: {m}")
+
+
+# --------------------------------------------------------------------------------------
+# gradcheck through the layer function, float64
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradcheck(cell):
+    T, B, I, H = 3, 2, 2, 2
+    params = make_params(cell, I, H)
+    x, state, _ = make_inputs(cell, T, B, I, H)
+    names = list(params)
+
+    def f(x, *rest):
+        st, vals = rest[:len(state)], rest[len(state):]
+        y, final = lstm_numba.layer(SPECS[cell], x, st, dict(zip(names, vals)), None, False)
+        return (y, *final)
+
+    assert torch.autograd.gradcheck(f, (x, *state, *params.values()))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "layernorm"])
+def test_gradcheck_packed_reverse_projection(cell):
+    T, B, I, H, P = 4, 3, 2, 3, 2
+    params = make_params(cell, I, H, proj=P)
+    x, state, bs = make_inputs(cell, T, B, I, H, proj=P, lengths=[4, 1, 3])
+    names = list(params)
+
+    def f(x, *rest):
+        st, vals = rest[:len(state)], rest[len(state):]
+        y, final = lstm_numba.layer(SPECS[cell], x, st, dict(zip(names, vals)), bs, True)
+        return (y, *final)
+
+    assert torch.autograd.gradcheck(f, (x, *state, *params.values()))
+
+
+# --------------------------------------------------------------------------------------
+# the modules: multi-layer, bidirectional, projection, PackedSequence (unsorted)
+# --------------------------------------------------------------------------------------
+
+
+def make_module(cls_kwargs, backend):
+    cell = cls_kwargs.pop("cell")
+    if cell == "gru":
+        cls = lstmkit.GRU
+    elif cell.startswith("rnn_"):
+        cls = lstmkit.RNN
+        cls_kwargs["nonlinearity"] = cell[4:]
+    else:
+        cls = lstmkit.LSTM
+        cls_kwargs["cell"] = cell
+    return cls(**cls_kwargs, backend=backend, dtype=F64)
+
+
+def module_pair(cell, **kwargs):
+    torch.manual_seed(0)
+    ref = make_module(dict(kwargs, cell=cell), "reference")
+    fast = make_module(dict(kwargs, cell=cell), "numba")
+    fast.load_state_dict(ref.state_dict())
+    return ref, fast
+
+
+def module_grads(m, out, inputs):
+    data = out[0].data if isinstance(out[0], torch.nn.utils.rnn.PackedSequence) else out[0]
+    final = out[1] if isinstance(out[1], tuple) else (out[1],)
+    w = torch.linspace(-1, 1, data.numel(), dtype=data.dtype).view_as(data)
+    loss = (data * w).sum() + sum((s * (k + 1.5)).sum() for k, s in enumerate(final))
+    names = [n for n, _ in m.named_parameters()]
+    grads = torch.autograd.grad(loss, inputs + [p for _, p in m.named_parameters()])
+    return dict(zip(["out", *[f"final{k}" for k in range(len(final))], *[f"din{k}" for k in range(len(inputs))],
+                     *names], [data, *final, *grads]))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_module_stacked_bidirectional(cell):
+    proj = 3 if cell in LSTM_FAMILY else 0
+    ref, fast = module_pair(cell, input_size=4, hidden_size=5, num_layers=2, bidirectional=True, batch_first=True,
+                            **({"proj_size": proj} if proj else {}))
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 6, 4, generator=g, dtype=F64, requires_grad=True)  # (B, T, I): batch_first
+    h0 = torch.randn(4, 3, proj or 5, generator=g, dtype=F64, requires_grad=True)
+    hx = (h0, torch.randn(4, 3, 5, generator=g, dtype=F64, requires_grad=True)) if cell in LSTM_FAMILY else h0
+    inputs = [x, *(hx if isinstance(hx, tuple) else (hx,))]
+    want = module_grads(ref, ref(x, hx), inputs)
+    got = module_grads(fast, fast(x, hx), inputs)
+    assert_all_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "layernorm", "gru"])
+def test_module_packed_unsorted(cell):
+    proj = 2 if cell in LSTM_FAMILY else 0
+    ref, fast = module_pair(cell, input_size=3, hidden_size=4, num_layers=2, bidirectional=True,
+                            **({"proj_size": proj} if proj else {}))
+    g = torch.Generator().manual_seed(3)
+    lengths = torch.tensor([2, 6, 1, 5, 6])
+    x = torch.randn(6, 5, 3, generator=g, dtype=F64, requires_grad=True)
+    want = module_grads(ref, ref(pack_padded_sequence(x, lengths, enforce_sorted=False)), [x])
+    got = module_grads(fast, fast(pack_padded_sequence(x, lengths, enforce_sorted=False)), [x])
+    assert_all_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+def test_module_matches_torch_lstm_float32():
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(8, 16, num_layers=2, proj_size=6)
+    fast = lstmkit.LSTM(8, 16, num_layers=2, proj_size=6, backend="numba")
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(9, 4, 8)
+    y_ref, (h_ref, c_ref) = ref(x)
+    y, (h, c) = fast(x)
+    for a, b in ((y, y_ref), (h, h_ref), (c, c_ref)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-6)
+
+
+# --------------------------------------------------------------------------------------
+# inference path, threads, dispatch
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_no_grad_equals_grad_path(cell):
+    params = make_params(cell, 3, 5, proj=2 if cell in LSTM_FAMILY else 0)
+    x, state, bs = make_inputs(cell, 5, 4, 3, 5, proj=2 if cell in LSTM_FAMILY else 0, lengths=[5, 4, 2, 2])
+    y, final = lstm_numba.layer(SPECS[cell], x, state, params, bs, False)
+    assert y.requires_grad
+    with torch.no_grad():
+        y2, final2 = lstm_numba.layer(SPECS[cell], x, state, params, bs, False)
+    assert not y2.requires_grad
+    # nothing requiring grad takes the same no-save path as no_grad
+    y3, _ = lstm_numba.layer(SPECS[cell], x.detach(), tuple(s.detach() for s in state),
+                             {n: p.detach() for n, p in params.items()}, bs, False)
+    torch.testing.assert_close(y2, y.detach(), rtol=0, atol=0)
+    torch.testing.assert_close(y3, y.detach(), rtol=0, atol=0)
+    for a, b in zip(final2, final):
+        torch.testing.assert_close(a, b.detach(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_thread_counts(threads):
+    """One thread runs the kernel in the caller; more split the rows over torch's OpenMP pool."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        compare_layer("lstm", 5, 7, 3, 4, lengths=[5, 5, 4, 3, 3, 1, 1])
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_weights_changed_through_data_are_used(two_threads):
+    """`p.data` updates keep the version counter: nothing derived from the weights may be cached."""
+    torch.manual_seed(0)
+    m = lstmkit.LSTM(3, 40, backend="numba")
+    x = torch.randn(4, 2, 3)
+    with torch.no_grad():
+        y1, _ = m(x)
+        for p in m.parameters():
+            p.data.mul_(0.5)
+        y2, _ = m(x)
+        ref = lstmkit.LSTM(3, 40, backend="reference")
+        ref.load_state_dict(m.state_dict())
+        torch.testing.assert_close(y2, ref(x)[0], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(y1, y2)
+
+
+def test_auto_picks_numba_on_cpu():
+    assert BACKENDS["numba"] == "lstmkit.kernels.lstm_numba"
+    for cell in CELLS:
+        assert resolve_backend("auto", "cpu", cell) is lstm_numba.layer
+        assert resolve_backend("numba", "cpu", cell) is lstm_numba.layer
+
+
+def test_other_dtypes_fall_back_to_reference():
+    params = {n: p.detach().bfloat16() for n, p in make_params("lstm", 3, 4).items()}
+    x, state, _ = make_inputs("lstm", 3, 2, 3, 4)
+    x, state = x.detach().bfloat16(), tuple(s.detach().bfloat16() for s in state)
+    y, final = lstm_numba.layer(SPECS["lstm"], x, state, params, None, False)
+    y_ref, final_ref = reference.layer(SPECS["lstm"], x, state, params, None, False)
+    assert torch.equal(y, y_ref) and all(torch.equal(a, b) for a, b in zip(final, final_ref))
+
+
+def test_import_compiles_nothing():
+    """Importing the backend compiles no kernel: each compiles (or loads from cache) on first use."""
+    import subprocess
+    import sys
+    code = ("import lstmkit.kernels.lstm_numba as m, lstmkit.kernels.lstm_numba_cells as c, numba;"
+            "from numba.core.registry import CPUDispatcher;"
+            "ds = [v for v in vars(c).values() if isinstance(v, CPUDispatcher)];"
+            "assert ds and not any(d.signatures for d in ds), [d for d in ds if d.signatures];"
+            "assert not m._bodies")
+    subprocess.run([sys.executable, "-c", code], check=True)
