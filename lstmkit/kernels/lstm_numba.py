@@ -138,13 +138,36 @@ def _gate_rows(t: Tensor, perm: Tensor | None) -> Tensor:
     return t.contiguous() if perm is None else t.index_select(0, perm)
 
 
+def _onednn_linear_works() -> bool:
+    try:
+        x = torch.ones(2, 3)
+        return bool(torch.ops.mkldnn._linear_pointwise(x, torch.ones(4, 3), None, "none", [], "").sum() == 24)
+    except Exception:  # noqa: BLE001  (no oneDNN in this torch build: MKL's addmm it is)
+        return False
+
+
+_ONEDNN_LINEAR: bool | None = None
+
+
+def _linear(x2: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
+    """x2 @ w.T + bias: oneDNN's float32 GEMM where torch has it (10-30% faster than MKL's on
+    the shapes measured here, an AMD Zen 4), else MKL's."""
+    global _ONEDNN_LINEAR
+    if x2.dtype == torch.float32:
+        if _ONEDNN_LINEAR is None:
+            _ONEDNN_LINEAR = _onednn_linear_works()
+        if _ONEDNN_LINEAR:
+            return torch.ops.mkldnn._linear_pointwise(x2.contiguous(), w.contiguous(), bias, "none", [], "")
+    return torch.mm(x2, w.t()) if bias is None else torch.addmm(bias, x2, w.t())
+
+
 def _input_projection(code: int, x2: Tensor, p: dict[str, Tensor], perm: Tensor | None) -> Tensor:
     """W x_t for all T*B rows in one GEMM, with the biases that go in before the recurrence."""
     w = _gate_rows(p["weight_ih"], perm)
     if "bias_ih" not in p or code == LAYERNORM:  # layer norm adds its biases after normalising
-        return torch.mm(x2, w.t())
+        return _linear(x2, w, None)
     bias = p["bias_ih"] if code == GRU else p["bias_ih"] + p["bias_hh"]
-    return torch.addmm(_gate_rows(bias, perm), x2, w.t())
+    return _linear(x2, w, _gate_rows(bias, perm))
 
 
 def _gemm_address(dtype: torch.dtype) -> int:
