@@ -1,0 +1,81 @@
+"""Time ratio lstmkit.LSTM(backend="numba") / torch.nn.LSTM, interleaved in one process.
+
+usage: NT=2 python benchmarks/numba_paired.py REPS CELLS SHAPES MODE
+  CELLS: comma list of lstmkit cells (each timed against nn.LSTM's standard cell)
+  SHAPES: letters of SHAPES below; MODE: plain | packed (PackedSequence, lengths U[T/2, T],
+  unsorted) | proj (proj_size = H/2).
+fwd = forward under torch.no_grad(); fwd+bwd = forward then .sum().backward() (gradients of
+all parameters). Prints, over REPS interleaved repetitions: the median of the per-repetition ratios ("paired"),
+the ratio of the minima and the ratio of the medians; and the load average.
+"""
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+import lstmkit
+
+torch.set_num_threads(int(os.environ.get("NT", "2")))
+reps = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+cells = sys.argv[2].split(",") if len(sys.argv) > 2 else ["lstm"]
+SHAPES = {"a": (100, 32, 128, 256), "b": (50, 128, 256, 512), "c": (35, 32, 28, 256), "d": (100, 1, 64, 256)}
+shapes = sys.argv[3] if len(sys.argv) > 3 else "abcd"
+mode = sys.argv[4] if len(sys.argv) > 4 else "plain"
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+for key in shapes:
+    T, B, I, H = SHAPES[key]
+    torch.manual_seed(0)
+    proj = H // 2 if mode == "proj" else 0
+    ref = torch.nn.LSTM(I, H, proj_size=proj)
+    x = torch.randn(T, B, I)
+    if mode == "packed":
+        lengths = torch.randint(T // 2, T + 1, (B,))
+        lengths[0] = T
+        inp = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    else:
+        inp = x
+    mods = {"nn": ref}
+    for cell in cells:
+        m = lstmkit.LSTM(I, H, proj_size=proj, cell=cell, backend="numba")
+        if cell == "lstm":
+            m.load_state_dict(ref.state_dict())
+        mods[cell] = m
+
+    def fwd(m):
+        with torch.no_grad():
+            m(inp)
+
+    def fwdbwd(m):
+        out, _ = m(inp)
+        (out.data if mode == "packed" else out).sum().backward()
+
+    for m in mods.values():  # warm-up (and compile)
+        fwd(m), fwdbwd(m), fwd(m), fwdbwd(m)
+    times = {(n, k): [] for n in mods for k in ("fwd", "fwdbwd")}
+    for _ in range(reps):
+        for n, m in mods.items():
+            times[(n, "fwd")].append(timed(lambda: fwd(m)))
+            times[(n, "fwdbwd")].append(timed(lambda: fwdbwd(m)))
+    load = open("/proc/loadavg").read().split()[0]
+    line = f"[paired load {load}] {mode} T{T} B{B} I{I} H{H}" + (f" P{proj}" if proj else "") + ":"
+    for cell in cells:  # median over repetitions of (ours / nn.LSTM in the same repetition)
+        rf = statistics.median(a / b for a, b in zip(times[cell, "fwd"], times["nn", "fwd"]))
+        rb = statistics.median(a / b for a, b in zip(times[cell, "fwdbwd"], times["nn", "fwdbwd"]))
+        line += f" {cell} {rf:.2f} / {rb:.2f}"
+    print(line, flush=True)
+    for stat in ("min", "median"):
+        v = {k: (min(t) if stat == "min" else statistics.median(t)) for k, t in times.items()}
+        line = (f"[{stat:6s} load {load}] {mode} T{T} B{B} I{I} H{H}" + (f" P{proj}" if proj else "")
+                + f": nn {v['nn', 'fwd'] * 1e3:.2f} / {v['nn', 'fwdbwd'] * 1e3:.2f} ms |")
+        for cell in cells:
+            line += f" {cell} {v[cell, 'fwd'] / v['nn', 'fwd']:.2f} / {v[cell, 'fwdbwd'] / v['nn', 'fwdbwd']:.2f}"
+        print(line, flush=True)
