@@ -28,7 +28,8 @@ import time
 import torch
 from torch import nn
 
-from lstmkit.fold import BinaryTreeLSTM, Fold, kernels, random_binary_tree
+from lstmkit.fold import BinaryTreeLSTM, Fold, random_binary_tree
+from lstmkit.kernels import treelstm_numba as kernels
 
 
 class Model(nn.Module):

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from lstmkit.cells.treelstm import (
     binary_leaf_state, binary_node_state, binary_tree_lstm_leaf, binary_tree_lstm_node, child_sum_tree_lstm_cell,
 )
-from lstmkit.fold import kernels
+from lstmkit.kernels import treelstm_numba as kernels
 from lstmkit.fold.engine import Fold, Node, Segments
 from lstmkit.fold.tree import Tree
 from lstmkit.nn import checks

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from lstmkit.cells.treelstm import binary_tree_lstm_leaf, binary_tree_lstm_node
-from lstmkit.fold import BinaryTreeLSTM, kernels, random_binary_tree
+from lstmkit.fold import BinaryTreeLSTM, random_binary_tree
+from lstmkit.kernels import treelstm_numba as kernels
 
 
 def check(fused, reference, inputs, grad_out):
