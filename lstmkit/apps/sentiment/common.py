@@ -182,5 +182,13 @@ def write_metrics(run_dir: Path, metrics: dict) -> None:
     atomic_write_json(run_dir / "metrics.json", metrics)
 
 
+def open_run(cls, cfg, resume: str | None, overrides: dict | None, fmt: str):
+    """(config, checkpoint state, run dir) of a fresh run (state and dir None) or of one resumed."""
+    if resume is None:
+        return (cfg or cls()).validate(), None, None
+    state = read_run_file(resume, CHECKPOINT, fmt)
+    return resume_config(cls, state, overrides or {}), state, Path(resume)
+
+
 def config_fields(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]

@@ -81,13 +81,7 @@ def build_model(cfg: SSTConfig, vocab: Vocab) -> TreeSentiment:
 def train_sst(cfg: SSTConfig | None = None, out: str | None = None, resume: str | None = None,
               overrides: dict | None = None, log=print) -> dict:
     """Train (or resume) a run; returns its metrics (also written to metrics.json)."""
-    state, run_dir = None, None
-    if resume is not None:
-        run_dir = Path(resume)
-        state = common.read_run_file(run_dir, common.CHECKPOINT, CHECKPOINT_FORMAT)
-        cfg = common.resume_config(SSTConfig, state, overrides or {})
-    else:
-        cfg = (cfg or SSTConfig()).validate()
+    cfg, state, run_dir = common.open_run(SSTConfig, cfg, resume, overrides, CHECKPOINT_FORMAT)
     with common.intra_op_threads(cfg.threads):
         return _train(cfg, state, run_dir, out, log)
 
