@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from lstmkit.cells import LSTM_CELLS
 from lstmkit.data import NAMES as CORPUS_NAMES
 from lstmkit.kernels import BACKEND_NAMES
+from lstmkit.utils.runs import config_from_dict
 
 LEVELS = ("char", "word")
 PREPROCESS = ("none", "d2l")
@@ -114,8 +115,4 @@ class CharLMConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CharLMConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"config: unknown fields {unknown}")
-        return cls(**d)
+        return config_from_dict(cls, d)

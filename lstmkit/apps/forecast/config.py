@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from lstmkit.cells import LSTM_CELLS
 from lstmkit.data.timeseries import DATASETS, GAP_POLICIES
 from lstmkit.kernels import BACKEND_NAMES
+from lstmkit.utils.runs import config_from_dict
 
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -86,8 +87,4 @@ class ForecastConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ForecastConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"config: unknown fields {unknown}")
-        return cls(**d)
+        return config_from_dict(cls, d)
