@@ -74,19 +74,10 @@ def _with_autocast(fn):
     return run
 
 
-def _with_flags(fn, graphs: bool | None = None, persistent: bool | None = None, resident: bool | None = None):
+def _with_flags(fn, graphs: bool | None = None, persistent: bool | None = None):
     def run():
-        old = lt.USE_CUDA_GRAPHS, lt.USE_PERSISTENT, pk.RESIDENT
-        if graphs is not None:
-            lt.USE_CUDA_GRAPHS = graphs
-        if persistent is not None:
-            lt.USE_PERSISTENT = persistent
-        if resident is not None:
-            pk.RESIDENT = resident
-        try:
+        with lt.settings(graphs=graphs, persistent=persistent):
             fn()
-        finally:
-            lt.USE_CUDA_GRAPHS, lt.USE_PERSISTENT, pk.RESIDENT = old
     return run
 
 

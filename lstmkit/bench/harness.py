@@ -11,10 +11,15 @@ samples would pass `max_impl_s`, and less warm-up: its ratio does not need the p
 Modes: "fwd" runs under `torch.no_grad()` (inference); "fwd+bwd" runs the forward with autograd
 and then `torch.autograd.grad` of the output against a fixed gradient for the input and every
 parameter (dX and all weight gradients).
+
+On a GPU every call ends with `torch.cuda.synchronize()`, so a sample is the latency of whole
+calls, and the peak is torch.mm's on that GPU (fp32, with TF32 exactly when cuDNN's RNN uses it).
+`time_data_path` measures what overlapping host-to-device copies (`CUDAPrefetcher`) saves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import math
 import statistics
@@ -36,7 +41,7 @@ class Measurement:
     cell: str
     shape: str
     mode: str
-    threads: int
+    threads: int  # CPU threads (of the CPU rows, on a GPU run)
     number: int  # calls per sample
     times_ms: list[float]  # one per repetition, ms per call
     gemm_flops: int  # GEMM FLOPs of one call, from lstmkit.costs
@@ -64,10 +69,14 @@ class BenchResult:
     unavailable: dict[str, str] = field(default_factory=dict)  # impl -> why it did not run
     impls: dict[str, str] = field(default_factory=dict)  # impl -> description
     config: dict = field(default_factory=dict)
+    device: str = "cpu"  # where the baseline ran
+    data_path: list[dict] = field(default_factory=list)  # time_data_path's rows (GPU runs)
 
     def to_json(self) -> dict:
         return {
             "config": self.config,
+            "device": self.device,
+            "data_path": self.data_path,
             "peak_gflops": {str(k): v for k, v in self.peak_gflops.items()},
             "peak_gflops_end": {str(k): v for k, v in self.peak_gflops_end.items()},
             "impls": self.impls,
@@ -77,17 +86,37 @@ class BenchResult:
         }
 
 
-def measure_peak(size: int = 2048, repeats: int = 5) -> float:
-    """sgemm GFLOP/s at the current thread count: median of torch.mm(n x n, n x n) in fp32."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = torch.empty(size, size)
-    torch.mm(a, b, out=out)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def measure_peak(size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """GEMM GFLOP/s: median of torch.mm(n x n, n x n) in fp32 (CPU: at the current thread count;
+    GPU: with TF32 as cuDNN's RNN would use it)."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    out = torch.empty(size, size, device=device)
+    with _rnn_matmul_precision(device):
         torch.mm(a, b, out=out)
-        times.append(time.perf_counter() - t0)
+        times = []
+        for _ in range(repeats):
+            _sync(device)
+            t0 = time.perf_counter()
+            torch.mm(a, b, out=out)
+            _sync(device)
+            times.append(time.perf_counter() - t0)
     return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _rnn_matmul_precision(device: str):
+    """GPU: torch.mm at the precision cuDNN's RNN uses (TF32 by default); CPU: as it is."""
+    if device != "cuda":
+        return contextlib.nullcontext()
+    try:
+        from lstmkit.kernels.lstm_triton import _matmul_precision, rnn_allows_tf32
+    except ImportError:  # no triton: torch's own setting
+        return contextlib.nullcontext()
+    return _matmul_precision(rnn_allows_tf32())
 
 
 def gemm_flops(case: Case, impl: Impl, mode: str) -> int:
@@ -99,12 +128,14 @@ def gemm_flops(case: Case, impl: Impl, mode: str) -> int:
 
 
 def _call(case: Case, runner: Runner, mode: str) -> Callable[[], None]:
+    device = case.x.device.type
     if mode == "fwd":
         x = case.x
 
         def fwd() -> None:
             with runner.context(), torch.no_grad():
                 runner.forward(x)
+            _sync(device)
         return fwd
 
     x = case.x.clone().requires_grad_()
@@ -114,6 +145,7 @@ def _call(case: Case, runner: Runner, mode: str) -> Callable[[], None]:
         with runner.context():
             y = runner.forward(x)
             torch.autograd.grad(y, inputs, case.grad_out)
+        _sync(device)
     return fwd_bwd
 
 
@@ -129,28 +161,31 @@ def run_bench(
     peak_size: int = 2048,
     seed: int = 0,
     log: Callable[[str], None] = lambda s: None,
+    device: str = "cpu",
 ) -> BenchResult:
     """Time every implementation that supports each shape; see the module docstring."""
-    result = BenchResult(impls={i.name: i.description for i in impls})
+    result = BenchResult(impls={i.name: i.description for i in impls}, device=device)
     saved_threads = torch.get_num_threads()
     try:
         for n in threads:
             torch.set_num_threads(n)
-            result.peak_gflops[n] = peak = measure_peak(peak_size)
-            log(f"threads={n}: sgemm peak {peak:.1f} GFLOP/s")
+            result.peak_gflops[n] = peak = measure_peak(peak_size, device=device)
+            log(f"threads={n}: {device} GEMM peak {peak:.1f} GFLOP/s")
             for shape in shapes:
-                case = make_case(shape, seed)
+                cases = {"": make_case(shape, seed, device)}
+                if any(i.device == "cpu" for i in impls) and device != "cpu":
+                    cases["cpu"] = make_case(shape, seed)
                 runners: dict[str, tuple[Impl, Runner]] = {}
                 for impl in impls:
                     if not impl.supports(shape):
                         continue
                     try:
-                        runners[impl.name] = (impl, impl.build(case))
+                        runners[impl.name] = (impl, impl.build(cases.get(impl.device, cases[""])))
                     except Exception as e:  # noqa: BLE001 (one failing implementation must not end the run)
                         result.errors[f"{impl.name} @ {shape.label} threads={n}"] = f"build: {type(e).__name__}: {e}"
                 for mode in modes:
                     t0 = time.perf_counter()
-                    group = _time_group(case, runners, mode, n, repeats, warmup, min_sample_s, max_impl_s,
+                    group = _time_group(cases, runners, mode, n, repeats, warmup, min_sample_s, max_impl_s,
                                         result)
                     for m in group:
                         m.finish(peak)
@@ -160,8 +195,8 @@ def run_bench(
                     result.measurements += group
                     log(f"  {shape.label} {mode} ({time.perf_counter() - t0:.1f} s): " + ", ".join(
                         f"{m.impl} {m.median_ms:.3g} ms" for m in group))
-            result.peak_gflops_end[n] = end = measure_peak(peak_size)
-            log(f"threads={n}: sgemm peak {end:.1f} GFLOP/s at the end")
+            result.peak_gflops_end[n] = end = measure_peak(peak_size, device=device)
+            log(f"threads={n}: {device} GEMM peak {end:.1f} GFLOP/s at the end")
             for m in result.measurements:  # against the better of the two: load only lowers a peak
                 if m.threads == n:
                     m.finish(max(peak, end))
@@ -170,15 +205,19 @@ def run_bench(
     return result
 
 
-def _time_group(case: Case, runners: dict[str, tuple[Impl, Runner]], mode: str, threads: int,
+def _time_group(cases: dict[str, Case], runners: dict[str, tuple[Impl, Runner]], mode: str, threads: int,
                 repeats: int, warmup: int, min_sample_s: float, max_impl_s: float,
                 result: BenchResult) -> list[Measurement]:
+    """cases: the run's case under "", and its host copy under "cpu" in a GPU run with CPU rows."""
+    case = cases[""]
     calls: dict[str, Callable[[], None]] = {}
     numbers: dict[str, int] = {}
     counts: dict[str, int] = {}
     for name, (impl, runner) in runners.items():
+        if mode not in impl.modes:
+            continue
         try:
-            call = _call(case, runner, mode)
+            call = _call(cases.get(impl.device, case), runner, mode)
             elapsed = spent = 0.0
             for _ in range(max(1, warmup)):
                 t0 = time.perf_counter()
@@ -213,3 +252,54 @@ def _time_group(case: Case, runners: dict[str, tuple[Impl, Runner]], mode: str, 
         gc.enable()
     return [Measurement(name, runners[name][0].cell, case.shape.label, mode, threads, numbers[name], times[name],
                         gemm_flops(case, runners[name][0], mode)) for name in calls]
+
+
+def time_data_path(shape: Shape, batches: int = 8, repeats: int = 5, device: str = "cuda",
+                   log: Callable[[str], None] = lambda s: None) -> list[dict]:
+    """Training steps fed from host memory: each batch copied when it is needed (`.to(device)`,
+    which waits for the copy) against `CUDAPrefetcher` (pinned, on a side stream, one batch ahead).
+
+    The model is `lstmkit.LSTM(backend="auto")` (what `lstmkit train` builds); a step is forward,
+    backward and an SGD update. Returns one row per way: ms per step (median over `repeats`
+    passes over `batches` host batches) and the ratio to the synchronous copy.
+    """
+    import lstmkit
+    from lstmkit.data.prefetch import CUDAPrefetcher
+
+    torch.manual_seed(0)
+    model = lstmkit.LSTM(shape.I, shape.H, backend="auto").to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    host = [(torch.randn(shape.T, shape.B, shape.I), torch.randn(shape.T, shape.B, shape.H)) for _ in range(batches)]
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        out, _ = model(x)
+        loss = torch.nn.functional.mse_loss(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def synchronous() -> None:
+        for x, y in host:
+            step(x.to(device), y.to(device))
+
+    def prefetched() -> None:
+        for x, y in CUDAPrefetcher(host, device):
+            step(x, y)
+
+    ways = {"copy when needed (.to)": synchronous, "CUDAPrefetcher": prefetched}
+    times: dict[str, list[float]] = {k: [] for k in ways}
+    for fn in ways.values():  # warm-up: compilation, graph capture, allocator
+        fn()
+        fn()
+    for _ in range(repeats):
+        for name, fn in ways.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append((time.perf_counter() - t0) / batches * 1e3)
+    base = statistics.median(times["copy when needed (.to)"])
+    rows = [{"shape": shape.label, "way": k, "ms_per_step": statistics.median(v),
+             "ratio": statistics.median(v) / base} for k, v in times.items()]
+    log("  data path " + ", ".join(f"{r['way']} {r['ms_per_step']:.3g} ms/step" for r in rows))
+    return rows

@@ -19,6 +19,16 @@ Names:
                         in `lstmkit.kernels.BACKENDS` that loads on CPU, standard cell and variants
 The loops implement the standard cell on a plain (T, B, I) batch; nn.LSTM and the lstmkit
 backends also run the PackedSequence and proj_size shapes.
+
+On a GPU (`lstmkit bench --device cuda`) the set is `gpu_registry`'s:
+  nn.LSTM               torch.nn.LSTM on the GPU (cuDNN): the baseline
+  lstmkit-triton[-<cell>]  `lstmkit.LSTM(backend="triton", cell=<cell>)`: CUDA graphs on, and the
+                        persistent kernel for inference at B <= 16
+  lstmkit-triton-per-step  the standard cell with the persistent kernel off (inference only: a
+                        training step never uses it)
+  lstmkit-triton-no-graphs the standard cell with CUDA graphs and the persistent kernel off
+  cpu:nn.LSTM, cpu:lstmkit-<backend>  the CPU implementations on the same case held in host
+                        memory (no transfer timed), for scale
 """
 
 from __future__ import annotations
@@ -111,7 +121,8 @@ class Case:
         return sum(self.lengths)
 
 
-def make_case(shape: Shape, seed: int = 0) -> Case:
+def make_case(shape: Shape, seed: int = 0, device: str = "cpu") -> Case:
+    """The case of `shape` for `seed`, drawn on the CPU (the same numbers on any device), on `device`."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     ref = torch.nn.LSTM(shape.I, shape.H, proj_size=shape.P)
@@ -126,7 +137,8 @@ def make_case(shape: Shape, seed: int = 0) -> Case:
         x = torch.randn(shape.T, shape.B, shape.I, generator=g)
     out = shape.P or shape.H
     grad_out = torch.randn(*x.shape[:-1], out, generator=g)
-    return Case(shape, weights, x, batch_sizes, grad_out, lengths)
+    weights = {k: v.to(device) for k, v in weights.items()}
+    return Case(shape, weights, x.to(device), batch_sizes, grad_out.to(device), lengths)
 
 
 # --- runners ---------------------------------------------------------------------------------
@@ -145,6 +157,8 @@ class Impl:
     build: Callable[[Case], Runner]
     cell: str = "lstm"
     plain_only: bool = True  # no PackedSequence, no proj_size
+    modes: tuple[str, ...] = ("fwd", "fwd+bwd")  # the modes it is timed in
+    device: str = ""  # where it runs: "" the run's device, "cpu" host memory in a GPU run
 
     def supports(self, shape: Shape) -> bool:
         return shape.plain or not self.plain_only
@@ -267,30 +281,70 @@ def _onednn_off():
 def _build_torch(onednn: bool) -> Callable[[Case], Runner]:
     def build(case: Case) -> Runner:
         s = case.shape
-        module = torch.nn.LSTM(s.I, s.H, proj_size=s.P)
+        module = torch.nn.LSTM(s.I, s.H, proj_size=s.P).to(case.x.device)
         module.load_state_dict(case.weights)
         return _module_runner(case, module, contextlib.nullcontext if onednn else _onednn_off)
     return build
 
 
-def _build_lstmkit(backend: str, cell: str) -> Callable[[Case], Runner]:
+def _build_lstmkit(backend: str, cell: str,
+                   context: Callable[[], ContextManager] = contextlib.nullcontext) -> Callable[[Case], Runner]:
     def build(case: Case) -> Runner:
         s = case.shape
         torch.manual_seed(1)
-        module = lstmkit.LSTM(s.I, s.H, proj_size=s.P, cell=cell, backend=backend)
+        module = lstmkit.LSTM(s.I, s.H, proj_size=s.P, cell=cell, backend=backend).to(case.x.device)
         if cell == "lstm":
             module.load_state_dict(case.weights)
-        return _module_runner(case, module)
+        return _module_runner(case, module, context)
     return build
 
 
-def _backend_unavailable(backend: str, cell: str) -> str | None:
-    """Why `lstmkit.LSTM(backend=backend, cell=cell)` cannot run on CPU here, or None."""
+def _backend_unavailable(backend: str, cell: str, device: str = "cpu") -> str | None:
+    """Why `lstmkit.LSTM(backend=backend, cell=cell)` cannot run on `device` here, or None."""
     try:
-        resolve_backend(backend, "cpu", cell)
+        resolve_backend(backend, device, cell)
     except (BackendUnavailable, ValueError, ImportError) as e:
         return str(e)
     return None
+
+
+def _triton_settings(**flags) -> Callable[[], ContextManager]:
+    def context() -> ContextManager:
+        from lstmkit.kernels import lstm_triton
+
+        return lstm_triton.settings(**flags)
+    return context
+
+
+def gpu_registry() -> tuple[list[Impl], dict[str, str]]:
+    """The implementations of a GPU run (see the module docstring), and {name: why not} for the rest."""
+    impls = [Impl(BASELINE, "torch.nn.LSTM on the GPU (cuDNN)", _build_torch(True), plain_only=False)]
+    unavailable: dict[str, str] = {}
+    why = _backend_unavailable("triton", "lstm", "cuda")
+    if why:
+        unavailable["lstmkit-triton*"] = why
+    else:
+        for cell in ("lstm", *VARIANTS):
+            impls.append(Impl("lstmkit-triton" + ("" if cell == "lstm" else f"-{cell}"),
+                              f"lstmkit.LSTM(backend='triton', cell={cell!r})", _build_lstmkit("triton", cell),
+                              cell=cell, plain_only=cell != "lstm"))
+        impls.append(Impl("lstmkit-triton-per-step", "backend='triton', persistent kernel off",
+                          _build_lstmkit("triton", "lstm", _triton_settings(persistent=False)), modes=("fwd",)))
+        impls.append(Impl("lstmkit-triton-no-graphs", "backend='triton', CUDA graphs and persistent kernel off",
+                          _build_lstmkit("triton", "lstm", _triton_settings(graphs=False, persistent=False))))
+    impls.append(Impl("cpu:nn.LSTM", "torch.nn.LSTM on the CPU (oneDNN)", _build_torch(True), plain_only=False,
+                      device="cpu"))
+    for backend in BACKENDS:
+        if backend in ("reference", "triton"):
+            continue
+        name = f"cpu:lstmkit-{backend}"
+        why = _backend_unavailable(backend, "lstm")
+        if why:
+            unavailable[name] = why
+        else:
+            impls.append(Impl(name, f"lstmkit.LSTM(backend={backend!r}) on the CPU", _build_lstmkit(backend, "lstm"),
+                              plain_only=False, device="cpu"))
+    return impls, unavailable
 
 
 def registry(compile: bool = False) -> tuple[list[Impl], dict[str, str]]:

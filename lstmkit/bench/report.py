@@ -16,6 +16,12 @@ BAR_BATCH1 = 0.70
 BAR_NO_ONEDNN = 0.60  # PackedSequence and proj_size, where nn.LSTM loses oneDNN
 BAR_VARIANT = 1.25
 BAR_THREADS = 2
+# GPU (issue 7), against cuDNN: training (fwd+bwd) of the standard cell and of the variants, and
+# inference latency of the persistent kernel at B <= 8 (at least 3x lower than cuDNN's).
+GPU_BAR_STANDARD = 1.10
+GPU_BAR_VARIANT = 1.30
+GPU_BAR_PERSISTENT = 1 / 3
+GPU_PERSISTENT_MAX_B = 8
 
 
 def _key(m: Measurement) -> tuple[str, str, int, str]:
@@ -39,8 +45,25 @@ def bar_threads(result: BenchResult) -> int:
     return BAR_THREADS if BAR_THREADS in result.peak_gflops else max(result.peak_gflops, default=0)
 
 
+def _gpu_bar(m: Measurement) -> float | None:
+    shape = Shape.parse(m.shape)
+    if m.mode == "fwd+bwd" and shape.plain and m.impl.startswith("lstmkit-triton") \
+            and m.impl not in ("lstmkit-triton-no-graphs",):
+        return GPU_BAR_STANDARD if m.cell == "lstm" else GPU_BAR_VARIANT
+    if m.mode == "fwd" and m.impl == "lstmkit-triton" and shape.plain and shape.B <= GPU_PERSISTENT_MAX_B:
+        return GPU_BAR_PERSISTENT
+    return None
+
+
 def bar_rows(result: BenchResult) -> list[tuple[str, str, str, float, float, bool]]:
     """(impl, shape, mode, ratio, limit, met) for every fast lstmkit measurement a bar applies to."""
+    if result.device == "cuda":
+        rows = []
+        for m in result.measurements:
+            limit = _gpu_bar(m) if m.ratio is not None else None
+            if limit is not None:
+                rows.append((m.impl, m.shape, m.mode, m.ratio, limit, m.ratio <= limit))
+        return rows
     threads = bar_threads(result)
     rows = []
     for m in result.measurements:
@@ -74,17 +97,26 @@ def markdown(result: BenchResult, command: str) -> str:
     out.append(f"{c.get('date', '')}, {c.get('machine', '')}, torch {c.get('torch', '')}, "
                f"medians of {c.get('repeats')} interleaved repetitions{fewer} after {c.get('warmup')} warm-up call(s), "
                f"load average {c.get('loadavg_start', '?')} at the start and {c.get('loadavg_end', '?')} at the end.")
-    peaks = ", ".join(f"{v:.0f} GFLOP/s with {k} thread{'s' if k > 1 else ''}"
-                      f" ({result.peak_gflops_end.get(k, float('nan')):.0f} at the end)"
-                      for k, v in result.peak_gflops.items())
+    gpu = result.device == "cuda"
     n = c.get("peak_size", 2048)
-    out.append(f"sgemm peak in this run (torch.mm {n}x{n} fp32, before the shapes and after them): {peaks}.")
+    if gpu:
+        peaks = ", ".join(f"{v:.0f} GFLOP/s ({result.peak_gflops_end.get(k, float('nan')):.0f} at the end)"
+                          for k, v in result.peak_gflops.items())
+        out.append(f"GPU: {c.get('gpu', '?')}. GEMM peak in this run (torch.mm {n}x{n} fp32 on the GPU, TF32 as "
+                   f"cuDNN's RNN uses it, before the shapes and after them): {peaks}. CPU rows (`cpu:`) ran with "
+                   f"{', '.join(str(k) for k in result.peak_gflops)} thread(s) on the same case in host memory.")
+    else:
+        peaks = ", ".join(f"{v:.0f} GFLOP/s with {k} thread{'s' if k > 1 else ''}"
+                          f" ({result.peak_gflops_end.get(k, float('nan')):.0f} at the end)"
+                          for k, v in result.peak_gflops.items())
+        out.append(f"sgemm peak in this run (torch.mm {n}x{n} fp32, before the shapes and after them): {peaks}.")
     if ms:
         spreads = [m.spread for m in ms]
         out.append(f"Noise: the interquartile range of the repetitions is {100 * statistics.median(spreads):.0f}% "
                    f"of the median for the typical measurement, {100 * max(spreads):.0f}% at worst.")
-    out += ["", "Each cell: time ratio to nn.LSTM (oneDNN on) at the same shape, threads and mode · median "
-            "time per call · GFLOP/s of the matrix products (percent of the sgemm peak) (lstmkit.costs: forward 2·rows·(I+R)·G·H "
+    baseline = "nn.LSTM on the GPU (cuDNN)" if gpu else "nn.LSTM (oneDNN on)"
+    out += ["", f"Each cell: time ratio to {baseline} at the same shape, threads and mode · median "
+            "time per call · GFLOP/s of the matrix products (percent of the GEMM peak) (lstmkit.costs: forward 2·rows·(I+R)·G·H "
             "(+2·rows·H·P), fwd+bwd 3x that). `fwd` runs under torch.no_grad(); `fwd+bwd` also computes "
             "dX and every weight gradient. Shapes: T steps, B batch, I input, H hidden; `packed`: a "
             "PackedSequence of random sorted lengths (longest T); `P`: proj_size.", ""]
@@ -92,7 +124,8 @@ def markdown(result: BenchResult, command: str) -> str:
         for mode in MODES:
             if not any(m.threads == threads and m.mode == mode for m in ms):
                 continue
-            out.append(f"### {mode}, {threads} thread{'s' if threads > 1 else ''}")
+            where = "GPU" if gpu else f"{threads} thread{'s' if threads > 1 else ''}"
+            out.append(f"### {mode}, {where}")
             out.append("")
             out.append("| implementation | " + " | ".join(shapes) + " |")
             out.append("|---|" + "---|" * len(shapes))
@@ -103,14 +136,26 @@ def markdown(result: BenchResult, command: str) -> str:
             out.append("")
     bars = bar_rows(result)
     if bars:
-        n = bar_threads(result)
-        note = "" if n == BAR_THREADS else f"; the bars are set for {BAR_THREADS} threads, judged here at the largest count run"
-        out.append(f"### The issue's bars ({n} thread{'s' if n > 1 else ''}; lstmkit time / nn.LSTM time{note})")
+        if gpu:
+            out.append("### The GPU bars (lstmkit time / cuDNN time: training of every cell; inference latency "
+                       f"of the persistent kernel at B <= {GPU_PERSISTENT_MAX_B}, at least 3x lower)")
+        else:
+            n = bar_threads(result)
+            note = "" if n == BAR_THREADS else f"; the bars are set for {BAR_THREADS} threads, judged here at the largest count run"
+            out.append(f"### The issue's bars ({n} thread{'s' if n > 1 else ''}; lstmkit time / nn.LSTM time{note})")
         out.append("")
         out.append("| implementation | shape | mode | ratio | bar | met |")
         out.append("|---|---|---|---|---|---|")
         for impl, shape, mode, ratio, limit, met in bars:
             out.append(f"| {impl} | {shape} | {mode} | {ratio:.2f} | <= {limit:.2f} | {'yes' if met else '**no**'} |")
+        out.append("")
+    if result.data_path:
+        out.append("### Data path: training steps fed from host memory (`lstmkit.data.prefetch.CUDAPrefetcher`)")
+        out.append("")
+        out.append("| shape | host-to-device copy | ms per step | ratio |")
+        out.append("|---|---|---|---|")
+        for r in result.data_path:
+            out.append(f"| {r['shape']} | {r['way']} | {r['ms_per_step']:.3g} | {r['ratio']:.2f} |")
         out.append("")
     if result.unavailable:
         out.append("Not run: " + "; ".join(f"{k} ({v})" for k, v in result.unavailable.items()) + ".")
@@ -150,8 +195,9 @@ def plot(result: BenchResult, path: Path) -> None:
         ax.set_yscale("log")
         ax.set_xticks(range(len(shapes)))
         ax.set_xticklabels([s.replace(",", " ") for s in shapes], fontsize=8)
-        ax.set_ylabel("time / nn.LSTM")
-        ax.set_title(f"{mode}, {threads} thread{'s' if threads > 1 else ''}", fontsize=10)
+        ax.set_ylabel("time / nn.LSTM (cuDNN)" if result.device == "cuda" else "time / nn.LSTM")
+        where = "GPU" if result.device == "cuda" else f"{threads} thread{'s' if threads > 1 else ''}"
+        ax.set_title(f"{mode}, {where}", fontsize=10)
     if panels:
         axes[0, 0].legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()

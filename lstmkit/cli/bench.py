@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from lstmkit.bench import harness, report
-from lstmkit.bench.impls import BASELINE, Shape, registry
+from lstmkit.bench.impls import BASELINE, Shape, gpu_registry, registry
 
 HELP = ("Time every LSTM implementation (loops, TorchScript, torch.compile, nn.LSTM with and without "
         "oneDNN, each lstmkit backend and cell) side by side: ratios to nn.LSTM, GFLOP/s, a table and a plot.")
@@ -34,6 +34,15 @@ PRESETS = {
     "max_impl_s": (8.0, 1.0),
     "peak_size": (2048, 256),
 }
+# A GPU run (--device cuda): issue 7's training shapes and its small-batch inference grid.
+GPU_SHAPES = ("T100,B64,I512,H512", "T50,B128,I256,H1024",
+              *(f"T100,B{b},I{h},H{h}" for h in (256, 512, 1024) for b in (1, 2, 4, 8)))
+GPU_PRESETS = {
+    "shapes": (GPU_SHAPES, ("T5,B3,I4,H8", "T5,B3,I4,H8,packed")),
+    "threads": ([torch.get_num_threads()], [1]),
+    "peak_size": (8192, 256),
+}
+DATA_PATH_SHAPE = "T100,B64,I512,H512"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,6 +74,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "a 256x256 peak (options given explicitly win)")
     p.add_argument("--peak-size", type=int, default=unset,
                    help="n of the n x n fp32 torch.mm that measures the sgemm peak (default: 2048)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: nn.LSTM on cuDNN is the baseline, against each triton kernel (the persistent "
+                        "one included), the CPU implementations for scale, and the data path with and "
+                        "without CUDAPrefetcher (default: cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and packed lengths")
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for bench.md, bench.json, bench.png")
     p.add_argument("--list", action="store_true", help="list the implementations and why any cannot run, then exit")
@@ -76,8 +89,13 @@ def _positive(name: str, value: float) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    gpu = args.device == "cuda"
+    if gpu and not torch.cuda.is_available():
+        raise ValueError("--device: expected a machine with CUDA for 'cuda', got none (torch.cuda.is_available() "
+                         "is False)")
     for name, (full, quick) in PRESETS.items():
         if not hasattr(args, name):
+            full, quick = GPU_PRESETS.get(name, (full, quick)) if gpu else (full, quick)
             setattr(args, name, quick if args.quick else full)
     shapes = [Shape.parse(s) for s in args.shapes]
     for n in args.threads:
@@ -88,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if args.warmup < 0 or args.min_sample_ms < 0:
         raise ValueError(f"--warmup/--min-sample-ms: expected >= 0, got {args.warmup}/{args.min_sample_ms}")
 
-    impls, unavailable = registry(compile=args.compile)
+    impls, unavailable = gpu_registry() if gpu else registry(compile=args.compile)
     if args.list:
         for impl in impls:
             print(f"{impl.name:32s} {impl.description}")
@@ -106,7 +124,11 @@ def run(args: argparse.Namespace) -> int:
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     load_start = os.getloadavg()
     result = harness.run_bench(impls, shapes, args.threads, args.modes, args.repeats, args.warmup,
-                               args.min_sample_ms / 1e3, args.max_impl_s, args.peak_size, args.seed, log)
+                               args.min_sample_ms / 1e3, args.max_impl_s, args.peak_size, args.seed, log,
+                               device=args.device)
+    if gpu:
+        data_shape = Shape.parse(shapes[0].label if args.quick else DATA_PATH_SHAPE)
+        result.data_path = harness.time_data_path(data_shape, repeats=2 if args.quick else 5, log=log)
     result.unavailable = unavailable
     result.config = {
         "argv": sys.argv[1:], "shapes": [s.label for s in shapes], "threads": args.threads,
@@ -116,7 +138,10 @@ def run(args: argparse.Namespace) -> int:
         "machine": f"{_cpu_name()}, {os.cpu_count()} cores",
         "torch": torch.__version__, "python": platform.python_version(),
         "loadavg_start": f"{load_start[0]:.2f}", "loadavg_end": f"{os.getloadavg()[0]:.2f}",
+        "device": args.device,
     }
+    if gpu:
+        result.config["gpu"] = f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
     command = "lstmkit bench " + " ".join(shlex.quote(a) for a in _argv_after("bench"))
     print(report.write(result, args.out, command.strip()), end="")
     print(f"wrote {args.out / 'bench.md'}, bench.json, bench.png", file=sys.stderr)

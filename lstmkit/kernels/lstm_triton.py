@@ -18,9 +18,10 @@ Performance devices, both transparent:
 * CUDA graphs. The per-step loop is launch-bound at training sizes (two launches per step), so
   on CUDA the whole forward (and backward) of a layer is captured once per shape and replayed.
   The first call of a shape runs eagerly; the second captures. Set LSTMKIT_TRITON_GRAPHS=0 (or
-  `lstm_triton.USE_CUDA_GRAPHS = False`) to turn this off; `clear_graph_cache()` frees them.
+  use `with lstm_triton.settings(graphs=False):`) to turn this off; `clear_graph_cache()` frees them.
 * A persistent kernel (`lstm_triton_persistent`) for small-batch inference: one launch for the
-  whole sequence with the recurrent weights held on chip.
+  whole sequence with the recurrent weights held on chip (LSTMKIT_TRITON_PERSISTENT=0 or
+  `settings(persistent=False)` turns it off).
 
 Precision: fp32 GEMMs use TF32 exactly when cuDNN's RNN would (torch.backends.cudnn.rnn
 .fp32_precision, or the legacy torch.backends.cudnn.allow_tf32), so numbers and speed are
@@ -59,7 +60,25 @@ USE_PERSISTENT = os.environ.get("LSTMKIT_TRITON_PERSISTENT", "1") != "0"
 _CELL_ID = {"lstm": 0, "peephole": 1, "cifg": 2, "layernorm": 3}
 _PEEPHOLE, _CIFG, _LAYERNORM = 1, 2, 3
 
-__all__ = ["CELLS", "DEVICES", "layer", "clear_graph_cache", "rnn_allows_tf32"]
+__all__ = ["CELLS", "DEVICES", "layer", "clear_graph_cache", "rnn_allows_tf32", "settings"]
+
+
+@contextlib.contextmanager
+def settings(graphs: bool | None = None, persistent: bool | None = None):
+    """Within the block, turn CUDA graphs and/or the persistent kernel on or off (None: as they are).
+
+    For comparisons (`lstmkit bench`, benchmarks/); not thread-safe: it sets the module's flags.
+    """
+    global USE_CUDA_GRAPHS, USE_PERSISTENT
+    old = USE_CUDA_GRAPHS, USE_PERSISTENT
+    if graphs is not None:
+        USE_CUDA_GRAPHS = bool(graphs)
+    if persistent is not None:
+        USE_PERSISTENT = bool(persistent)
+    try:
+        yield
+    finally:
+        USE_CUDA_GRAPHS, USE_PERSISTENT = old
 
 
 # --------------------------------------------------------------------------------------

@@ -108,3 +108,47 @@ def test_bars_apply_to_fast_backends_only():
     rows = [(impl, limit, met) for impl, _, _, _, limit, met in report.bar_rows(result)]
     assert rows == [("lstmkit-fast", 1.10, True), ("lstmkit-fast", 0.70, False),
                     ("lstmkit-fast", 0.60, True), ("lstmkit-fast-cifg", 1.25, True)]
+
+
+def test_gpu_bars_judge_training_and_the_persistent_kernel():
+    def m(impl, shape, mode, ratio, cell="lstm"):
+        return harness.Measurement(impl, cell, shape, mode, 16, 1, [1.0], 1, ratio=ratio)
+
+    result = harness.BenchResult(peak_gflops={16: 1.0}, device="cuda", measurements=[
+        m("lstmkit-triton", "T100,B64,I512,H512", "fwd+bwd", 0.7),
+        m("lstmkit-triton-layernorm", "T100,B64,I512,H512", "fwd+bwd", 1.4, "layernorm"),
+        m("lstmkit-triton", "T100,B4,I256,H256", "fwd", 0.3),  # the persistent kernel: >= 3x lower
+        m("lstmkit-triton", "T100,B64,I512,H512", "fwd", 0.9),  # no bar on large-batch inference
+        m("lstmkit-triton-per-step", "T100,B4,I256,H256", "fwd", 0.5),
+        m("lstmkit-triton-no-graphs", "T100,B64,I512,H512", "fwd+bwd", 2.5),
+        m("cpu:lstmkit-numba", "T100,B64,I512,H512", "fwd+bwd", 9.0),
+    ])
+    rows = [(impl, round(limit, 3), met) for impl, _, _, _, limit, met in report.bar_rows(result)]
+    assert rows == [("lstmkit-triton", 1.1, True), ("lstmkit-triton-layernorm", 1.3, False),
+                    ("lstmkit-triton", 0.333, True)]
+    md = report.markdown(result, "lstmkit bench --device cuda")
+    assert "### fwd+bwd, GPU" in md and "cuDNN" in md
+
+
+def test_device_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["bench", "--device", "cuda", "--quick", "--out", str(tmp_path)]) == 2
+    assert "--device" in capsys.readouterr().err
+
+
+def test_cases_hold_the_same_numbers_on_any_device():
+    shape = Shape(4, 3, 5, 6)
+    a, b = make_case(shape, seed=1), make_case(shape, seed=1, device="cpu")
+    torch.testing.assert_close(a.x, b.x)
+    assert all(torch.equal(a.weights[k], b.weights[k]) for k in a.weights)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_quick_gpu_run_has_cuda_cpu_and_data_path_rows(tmp_path):
+    out = tmp_path / "bench"
+    assert main(["bench", "--device", "cuda", "--quick", "--out", str(out)]) == 0
+    data = json.loads((out / "bench.json").read_text())
+    impls = {m["impl"] for m in data["measurements"]}
+    assert BASELINE in impls and "cpu:nn.LSTM" in impls
+    assert data["device"] == "cuda" and len(data["data_path"]) == 2

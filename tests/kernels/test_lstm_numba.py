@@ -136,30 +136,46 @@ def two_threads():
 def test_unit_split_matches_reference(cell, two_threads):
     """The unit split (each thread owns a block of hidden units; one barrier per step)."""
     code = lstm_numba.CELL_CODES[cell]
-    assert lstm_numba._plan(code, 3, 40, False).units
+    assert lstm_numba._plan(code, 3, 40, False, brgemm=False).units
     compare_layer(cell, 5, 3, 4, 40)  # few rows: the recurrent products in plain loops
     compare_layer(cell, 6, 3, 2, 40, reverse=True, lengths=[6, 2, 5])
-    assert lstm_numba._plan(code, 7, 70, False).units  # 70 units: blocks of 48 and 22
+    assert lstm_numba._plan(code, 7, 70, False, brgemm=False).units  # 70 units: blocks of 48 and 22
     compare_layer(cell, 4, 7, 3, 70)  # more rows: the recurrent products in BLAS
     compare_layer(cell, 5, 7, 3, 70, reverse=True, lengths=[5, 5, 5, 4, 3, 1, 1])
 
 
-@pytest.mark.parametrize("cell, proj, units", [("lstm", 0, True), ("gru", 0, True), ("layernorm", 0, False),
-                                               ("lstm", 5, False)])
-def test_float32_packed_weights(cell, proj, units, two_threads):
-    """float32 with every row running every step and more than a few rows per thread packs W_hh
-    once per call (MKL's packed GEMM), in both splits."""
+@pytest.fixture
+def threads(request):
+    old = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(old)
+
+
+@pytest.mark.skipif(not lstm_numba.K.BRGEMM, reason="torch exports no at::native::cpublas::brgemm")
+@pytest.mark.parametrize("lengths", [None, [6, 6, 5, 5, 5, 4, 4, 3, 2, 2, 1, 1]], ids=["full", "packed"])
+@pytest.mark.parametrize("cell, proj, threads, units", [
+    ("lstm", 0, 2, False), ("peephole", 0, 2, False), ("cifg", 0, 2, False), ("layernorm", 0, 2, False),
+    ("gru", 0, 2, False), ("rnn_tanh", 0, 2, False), ("lstm", 5, 2, False),
+    # 8 threads, 12 rows: the unit split, with more rows than the plain loops take (brgemm per block)
+    ("lstm", 0, 8, True), ("peephole", 0, 8, True), ("gru", 0, 8, True), ("rnn_relu", 0, 8, True),
+], indirect=["threads"])
+def test_float32_brgemm_matches_reference(cell, proj, threads, units, lengths):
+    """float32 runs its per-step GEMMs on oneDNN's brgemm (row-major, W_hh^T for the forward), in
+    both splits, with the active batch shrinking (PackedSequence) and backwards in time."""
     T, B, I, H = 6, 12, 5, 64
-    assert lstm_numba._plan(lstm_numba.CELL_CODES[cell], B, H, bool(proj)).units == units
+    assert lstm_numba._plan(lstm_numba.CELL_CODES[cell], B, H, bool(proj), brgemm=True).units == units
     p64 = make_params(cell, I, H, proj)
-    x64, s64, _ = make_inputs(cell, T, B, I, H, proj)
-    want = run_layer(reference.layer, cell, x64, s64, p64, None, True)
-    p32 = {n: t.detach().float().requires_grad_() for n, t in p64.items()}
-    got = run_layer(lstm_numba.layer, cell, x64.detach().float().requires_grad_(),
-                    tuple(s.detach().float().requires_grad_() for s in s64), p32, None, True)
-    for name in want:
-        tol = 1e-6 * math.sqrt(T * B * H) * (want[name].abs().max().item() + 1)
-        torch.testing.assert_close(got[name].double(), want[name], rtol=0, atol=tol, msg=lambda m: f"{name}: {m}")
+    x64, s64, bs = make_inputs(cell, T, B, I, H, proj, lengths=lengths)
+    for reverse in (False, True):
+        want = run_layer(reference.layer, cell, x64, s64, p64, bs, reverse)
+        p32 = {n: t.detach().float().requires_grad_() for n, t in p64.items()}
+        got = run_layer(lstm_numba.layer, cell, x64.detach().float().requires_grad_(),
+                        tuple(s.detach().float().requires_grad_() for s in s64), p32, bs, reverse)
+        for name in want:
+            tol = 1e-6 * math.sqrt(T * B * H) * (want[name].abs().max().item() + 1)
+            torch.testing.assert_close(got[name].double(), want[name], rtol=0, atol=tol,
+                                       msg=lambda m: f"{name} (reverse={reverse}): {m}")
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

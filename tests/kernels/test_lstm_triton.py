@@ -119,6 +119,21 @@ def test_without_triton_auto_falls_back_and_explicit_raises():
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stdout + r.stderr
 
 
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
+def test_settings_turn_flags_on_and_off_and_restore_them():
+    from lstmkit.kernels import lstm_triton as lt
+
+    before = lt.USE_CUDA_GRAPHS, lt.USE_PERSISTENT
+    with lt.settings(graphs=False):
+        assert lt.USE_CUDA_GRAPHS is False and lt.USE_PERSISTENT == before[1]
+        with lt.settings(persistent=False):
+            assert lt.USE_PERSISTENT is False
+        assert lt.USE_PERSISTENT == before[1]
+    with pytest.raises(RuntimeError), lt.settings(graphs=False, persistent=False):
+        raise RuntimeError("restored even on an error")
+    assert (lt.USE_CUDA_GRAPHS, lt.USE_PERSISTENT) == before
+
+
 @pytest.mark.skipif(CHILD or not HAS_TRITON, reason="parent process with triton installed only")
 def test_interpreter_suite():
     """Run this file's interp_* tests with TRITON_INTERPRET=1 in a fresh process."""

@@ -28,6 +28,7 @@ from lstmkit.apps.charlm.corpus import load_run_corpus, preprocess_prefix
 from lstmkit.apps.charlm.generate import generate
 from lstmkit.apps.charlm.metrics import Metrics, evaluate
 from lstmkit.apps.charlm.model import CharLM
+from lstmkit.data.prefetch import CUDAPrefetcher
 from lstmkit.utils.checkpoint import atomic_write_json
 from lstmkit.utils.runs import rng_state, save_config, seed_everything, set_rng_state
 
@@ -277,15 +278,15 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
         while not p.done and not stopped:
             epoch_batches = batches(cfg.partition, corpus.train, cfg.batch_size, cfg.num_steps,
                                     cfg.seed, p.epoch, d.rank, d.world)
+            todo = ((i, xb.T.contiguous(), yb.T.contiguous())  # (T, B); batches done before a resume skipped
+                    for i, (xb, yb) in enumerate(epoch_batches) if i >= p.batch)
             t_epoch = time.perf_counter()
-            for i, (xb, yb) in enumerate(epoch_batches):
-                if i < p.batch:  # done before the interruption this run resumes from
-                    continue
+            # on a GPU, batch i+1 is copied (pinned, side stream) while batch i computes
+            for i, x, y in CUDAPrefetcher(todo, d.device):
                 reason = budget_left()
                 if any_rank(bool(reason), d):
                     stopped = reason or "another process reached its budget"
                     break
-                x, y = xb.T.contiguous().to(d.device), yb.T.contiguous().to(d.device)  # (T, B)
                 state = carry if cfg.partition == "sequential" else None
                 p.lr = scheduled_lr(cfg, p, steps_per_epoch)
                 for group in optimizer.param_groups:
