@@ -16,8 +16,10 @@ BAR_BATCH1 = 0.70
 BAR_NO_ONEDNN = 0.60  # PackedSequence and proj_size, where nn.LSTM loses oneDNN
 BAR_VARIANT = 1.25
 BAR_THREADS = 2
-# GPU (issue 7), against cuDNN: training (fwd+bwd) of the standard cell and of the variants, and
-# inference latency of the persistent kernel at B <= 8 (at least 3x lower than cuDNN's).
+# GPU (issue 7), against cuDNN: training (fwd+bwd) of the standard cell and of the variants at the
+# issue's two training shapes, and inference latency of the persistent kernel at B <= 8 (at least
+# 3x lower than cuDNN's).
+GPU_TRAIN_SHAPES = ("T100,B64,I512,H512", "T50,B128,I256,H1024")
 GPU_BAR_STANDARD = 1.10
 GPU_BAR_VARIANT = 1.30
 GPU_BAR_PERSISTENT = 1 / 3
@@ -47,8 +49,8 @@ def bar_threads(result: BenchResult) -> int:
 
 def _gpu_bar(m: Measurement) -> float | None:
     shape = Shape.parse(m.shape)
-    if m.mode == "fwd+bwd" and shape.plain and m.impl.startswith("lstmkit-triton") \
-            and m.impl not in ("lstmkit-triton-no-graphs",):
+    if m.mode == "fwd+bwd" and m.shape in GPU_TRAIN_SHAPES and m.impl.startswith("lstmkit-triton") \
+            and m.impl != "lstmkit-triton-no-graphs":
         return GPU_BAR_STANDARD if m.cell == "lstm" else GPU_BAR_VARIANT
     if m.mode == "fwd" and m.impl == "lstmkit-triton" and shape.plain and shape.B <= GPU_PERSISTENT_MAX_B:
         return GPU_BAR_PERSISTENT
@@ -137,8 +139,9 @@ def markdown(result: BenchResult, command: str) -> str:
     bars = bar_rows(result)
     if bars:
         if gpu:
-            out.append("### The GPU bars (lstmkit time / cuDNN time: training of every cell; inference latency "
-                       f"of the persistent kernel at B <= {GPU_PERSISTENT_MAX_B}, at least 3x lower)")
+            out.append("### The GPU bars (lstmkit time / cuDNN time: training of every cell at "
+                       f"{' and '.join(GPU_TRAIN_SHAPES)}; inference latency of the persistent kernel at "
+                       f"B <= {GPU_PERSISTENT_MAX_B}, at least 3x lower)")
         else:
             n = bar_threads(result)
             note = "" if n == BAR_THREADS else f"; the bars are set for {BAR_THREADS} threads, judged here at the largest count run"

@@ -117,6 +117,7 @@ def test_gpu_bars_judge_training_and_the_persistent_kernel():
     result = harness.BenchResult(peak_gflops={16: 1.0}, device="cuda", measurements=[
         m("lstmkit-triton", "T100,B64,I512,H512", "fwd+bwd", 0.7),
         m("lstmkit-triton-layernorm", "T100,B64,I512,H512", "fwd+bwd", 1.4, "layernorm"),
+        m("lstmkit-triton", "T100,B4,I256,H256", "fwd+bwd", 2.0),  # training bars: the shapes only
         m("lstmkit-triton", "T100,B4,I256,H256", "fwd", 0.3),  # the persistent kernel: >= 3x lower
         m("lstmkit-triton", "T100,B64,I512,H512", "fwd", 0.9),  # no bar on large-batch inference
         m("lstmkit-triton-per-step", "T100,B4,I256,H256", "fwd", 0.5),
