@@ -241,8 +241,10 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     ext = _ext(code, p, H, plan.width).contiguous()
     bs = _batch_sizes(batch_sizes, T, B)
     brg = _brgemm_address(x.dtype)
-    wt = whh.t().contiguous() if brg else dummy[0]  # (P, GH): brgemm's row-major B operand
-    arrays = [gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs, wt]
+    # brgemm's row-major B operands: W_hh^T (P, GH), W_hr^T (H, P)
+    wt = whh.t().contiguous() if brg else dummy[0]
+    wrt = whr.t().contiguous() if brg and proj else dummy[0]
+    arrays = [gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs, wt, wrt]
     ints = [code, T, B, H, P, int(reverse), int(save), int(proj), plan.width, int(plan.units)]
     tab = K.Table(ints, arrays, _gemm_address(x.dtype), brg)
     _run("forward", plan, code, tab, x.dtype)

@@ -918,7 +918,7 @@ def _ov_backward_row(cell, units, t, tp, saved, r, gates, cs, c0, h0, y, uh, act
 
 @njit(**JIT)
 def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg,
-                 gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs, wt):
+                 gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs, wt, wrt):
     """Thread k of n: rows k, k+n, ... through all T steps.
 
     gates (T, B, GH): W x_t (+ biases) in; activations out (the layer-norm cell: normalised W x_t).
@@ -926,7 +926,8 @@ def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg,
     row's length). Saved for backward (time index 0 only when save is false, as scratch):
     cs (T, B, H) c_t; hf (T, B, H) h_t before the projection; uh (T, B, GH) recurrent product
     (layer norm: normalised, GRU: [., ., U_n h + b_hn]); acts/chat/stats: layer norm's.
-    brg: oneDNN's brgemm (float32), which reads wt = W_hh^T (P, GH); 0: torch's BLAS on whh.
+    brg: oneDNN's brgemm (float32), which reads wt = W_hh^T (P, GH) and wrt = W_hr^T (H, P); 0: torch's
+    BLAS on whh and whr.
     """
     GH = gates.shape[2]
     iw = np.empty(8, np.int32)
@@ -956,8 +957,12 @@ def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg,
             if not proj:
                 _copy_range(y[t, r], h, 0, P)
         if proj and nb > 0:
-            gemm(gemm_fn, iw, fw, _T, _N, P, nb, H, 1.0, eptr(whr, 0), H, eptr(hf, (ts * B + k) * H), n * H,
-                 0.0, eptr(hst, k * P), n * P)
+            if brg != 0:
+                brgemm(brg, nb, P, H, eptr(hf, (ts * B + k) * H), n * H, eptr(wrt, 0), P, eptr(hst, k * P), n * P,
+                       False)
+            else:
+                gemm(gemm_fn, iw, fw, _T, _N, P, nb, H, 1.0, eptr(whr, 0), H, eptr(hf, (ts * B + k) * H), n * H,
+                     0.0, eptr(hst, k * P), n * P)
             for j in range(nb):
                 r = k + n * j
                 _copy_range(y[t, r], hst[r], 0, P)
@@ -998,8 +1003,11 @@ def backward_rows(k, n, cell, T, B, H, P, W, reverse, proj, gemm_fn, brg,
             for j in range(nb):
                 r = k + n * j
                 _copy_range(dhp[t, r], dh[r], 0, P)
-            gemm(gemm_fn, iw, fw, _N, _N, H, nb, P, 1.0, eptr(whr, 0), H, eptr(dh, k * P), n * P,
-                 0.0, eptr(dhf, k * H), n * H)
+            if brg != 0:
+                brgemm(brg, nb, H, P, eptr(dh, k * P), n * P, eptr(whr, 0), H, eptr(dhf, k * H), n * H, False)
+            else:
+                gemm(gemm_fn, iw, fw, _N, _N, H, nb, P, 1.0, eptr(whr, 0), H, eptr(dh, k * P), n * P,
+                     0.0, eptr(dhf, k * H), n * H)
         for j in range(nb):
             r = k + n * j
             d = dhf[r] if proj else dh[r]
@@ -1148,7 +1156,7 @@ def forward_rows_thunk(k, n, tab, z, cell):
                  arr3(tab, i + 0, z), arr2(tab, i + 1, z), arr2(tab, i + 2, z), arr2(tab, i + 3, z),
                  arr2(tab, i + 4, z), arr3(tab, i + 5, z), arr3(tab, i + 6, z), arr3(tab, i + 7, z),
                  arr3(tab, i + 8, z), arr3(tab, i + 9, z), arr3(tab, i + 10, z), arr3(tab, i + 11, z),
-                 arr1(tab, i + 12, z), arr1(tab, i + 13, i), arr2(tab, i + 14, z))
+                 arr1(tab, i + 12, z), arr1(tab, i + 13, i), arr2(tab, i + 14, z), arr2(tab, i + 15, z))
 
 
 @njit(**JIT)

@@ -56,17 +56,19 @@ def _sigmoid(x):
     return _HALF + _HALF * _tanh(_HALF * x)
 
 
-# States are packed: a row [h, c] (2H). Every loop below writes one array from a few others,
-# all with unit stride and none read and written at different offsets: that is what LLVM
-# vectorises (a loop that reads out[H + j] while writing out[j] is left scalar, ~5x slower).
+# States are packed: a row [h, c] (2H). The loops below read and write with unit stride and never
+# read one array view while writing another view of the same memory: LLVM vectorises them only
+# when its run-time overlap check passes, and otherwise runs its scalar copy of the loop, ~2-5x
+# slower (measured: activating in place through two views of one row took 2.7x as long as
+# through one view, and a loop that reads out[H + j] while writing out[j] stays scalar).
 
 @njit(**JIT)
-def _activate(g, s, n_sigmoid):
-    """s = (sigmoid of the first n_sigmoid gates, tanh of the rest)."""
+def _activate(s, n_sigmoid):
+    """In place: sigmoid of the first n_sigmoid gates, tanh of the rest."""
     for k in range(n_sigmoid):
-        s[k] = _sigmoid(g[k])
-    for k in range(n_sigmoid, g.shape[0]):
-        s[k] = _tanh(g[k])
+        s[k] = _sigmoid(s[k])
+    for k in range(n_sigmoid, s.shape[0]):
+        s[k] = _tanh(s[k])
 
 
 @njit(**JIT)
@@ -75,12 +77,12 @@ def _leaf_forward(S, out):
     B, H = out.shape[0], out.shape[1] // 2
     for b in range(B):
         s, h, c = S[b], out[b, :H], out[b, H:]
-        _activate(s, s, 2 * H)
+        _activate(s, 2 * H)
         i, o, u = s[:H], s[H:2 * H], s[2 * H:]
         for j in range(H):
-            c[j] = i[j] * u[j]
-        for j in range(H):
-            h[j] = o[j] * _tanh(c[j])
+            cj = i[j] * u[j]
+            c[j] = cj
+            h[j] = o[j] * _tanh(cj)
 
 
 @njit(**JIT)
@@ -119,12 +121,12 @@ def _node_forward(S, P, out):
     B, H = out.shape[0], out.shape[1] // 2
     for b in range(B):
         s, h, c, cl, cr = S[b], out[b, :H], out[b, H:], P[b, 0, H:], P[b, 1, H:]
-        _activate(s, s, 4 * H)
+        _activate(s, 4 * H)
         i, fl, fr, o, u = s[:H], s[H:2 * H], s[2 * H:3 * H], s[3 * H:4 * H], s[4 * H:]
         for j in range(H):
-            c[j] = i[j] * u[j] + fl[j] * cl[j] + fr[j] * cr[j]
-        for j in range(H):
-            h[j] = o[j] * _tanh(c[j])
+            cj = i[j] * u[j] + fl[j] * cl[j] + fr[j] * cr[j]
+            c[j] = cj
+            h[j] = o[j] * _tanh(cj)
 
 
 @njit(**JIT)
