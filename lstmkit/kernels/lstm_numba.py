@@ -167,13 +167,17 @@ def _linear(x2: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:
     return torch.mm(x2, w.t()) if bias is None else torch.addmm(bias, x2, w.t())
 
 
+def _input_bias(code: int, p: dict[str, Tensor]) -> Tensor | None:
+    """The biases that go in with W x_t, before the recurrence (natural gate order), or None."""
+    if "bias_ih" not in p or code == LAYERNORM:  # layer norm adds its biases after normalising
+        return None
+    return p["bias_ih"] if code == GRU else p["bias_ih"] + p["bias_hh"]
+
+
 def _input_projection(code: int, x2: Tensor, p: dict[str, Tensor], perm: Tensor | None) -> Tensor:
     """W x_t for all T*B rows in one GEMM, with the biases that go in before the recurrence."""
-    w = _gate_rows(p["weight_ih"], perm)
-    if "bias_ih" not in p or code == LAYERNORM:  # layer norm adds its biases after normalising
-        return _linear(x2, w, None)
-    bias = p["bias_ih"] if code == GRU else p["bias_ih"] + p["bias_hh"]
-    return _linear(x2, w, _gate_rows(bias, perm))
+    bias = _input_bias(code, p)
+    return _linear(x2, _gate_rows(p["weight_ih"], perm), None if bias is None else _gate_rows(bias, perm))
 
 
 def _gemm_address(dtype: torch.dtype) -> int:
@@ -220,7 +224,14 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     sep = code in (LAYERNORM, GRU)
     ln = code == LAYERNORM
     dummy = x.new_zeros(1, 1, 1)
-    gates = _input_projection(code, x.reshape(T * B, I), p, perm).view(T, B, GH)
+    brg = _brgemm_address(x.dtype)
+    # with brgemm the row split forms each step's input product in the kernel (see forward_rows)
+    fuse = bool(brg) and not plan.units
+    bias = _input_bias(code, p) if fuse else None
+    if fuse:
+        gates = x.new_empty(T, B, GH)
+    else:
+        gates = _input_projection(code, x.reshape(T * B, I), p, perm).view(T, B, GH)
     if plan.units:
         hst = x.new_empty(2, B, H)
         hst[0] = h0
@@ -240,12 +251,14 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     whr = p["weight_hr"].contiguous() if proj else dummy[0]
     ext = _ext(code, p, H, plan.width).contiguous()
     bs = _batch_sizes(batch_sizes, T, B)
-    brg = _brgemm_address(x.dtype)
-    # brgemm's row-major B operands: W_hh^T (P, GH), W_hr^T (H, P)
+    # brgemm's row-major B operands: W_hh^T (P, GH), W_hr^T (H, P), W_ih^T (I, GH)
     wt = whh.t().contiguous() if brg else dummy[0]
     wrt = whr.t().contiguous() if brg and proj else dummy[0]
-    arrays = [gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs, wt, wrt]
-    ints = [code, T, B, H, P, int(reverse), int(save), int(proj), plan.width, int(plan.units)]
+    wit = p["weight_ih"].t().contiguous() if fuse else dummy[0]
+    arrays = [gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs, wt, wrt,
+              x.contiguous() if fuse else dummy, wit, dummy[0, 0] if bias is None else bias.contiguous()]
+    ints = [code, T, B, H, P, int(reverse), int(save), int(proj), plan.width, int(plan.units), int(fuse),
+            int(bias is not None)]
     tab = K.Table(ints, arrays, _gemm_address(x.dtype), brg)
     _run("forward", plan, code, tab, x.dtype)
     hT = hst[T % 2].clone() if plan.units else hst

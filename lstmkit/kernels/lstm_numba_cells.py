@@ -918,7 +918,8 @@ def _ov_backward_row(cell, units, t, tp, saved, r, gates, cs, c0, h0, y, uh, act
 
 @njit(**JIT)
 def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg,
-                 gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs, wt, wrt):
+                 gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs, wt, wrt,
+                 fuse, xs, wit, bias, has_bias):
     """Thread k of n: rows k, k+n, ... through all T steps.
 
     gates (T, B, GH): W x_t (+ biases) in; activations out (the layer-norm cell: normalised W x_t).
@@ -928,6 +929,10 @@ def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg,
     (layer norm: normalised, GRU: [., ., U_n h + b_hn]); acts/chat/stats: layer norm's.
     brg: oneDNN's brgemm (float32), which reads wt = W_hh^T (P, GH) and wrt = W_hr^T (H, P); 0: torch's
     BLAS on whh and whr.
+    fuse (with brg): gates arrives empty and each step first forms its rows' input part,
+    gates[t] = bias + x_t W_ih^T from xs (T, B, I), wit = W_ih^T (I, GH) and bias (GH,) (if
+    has_bias): the input GEMM split by rows like the rest, on each thread's own core, while x_t's
+    rows are about to be used (instead of one multi-threaded GEMM over all T*B rows first).
     """
     GH = gates.shape[2]
     iw = np.empty(8, np.int32)
@@ -938,6 +943,13 @@ def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg,
         b = bs[t]
         nb = (b - k + n - 1) // n if b > k else 0
         ts = t if save else 0
+        if fuse and nb > 0:
+            if has_bias:
+                for j in range(nb):
+                    _copy_range(gates[t, k + n * j], bias, 0, GH)
+            I = xs.shape[2]
+            brgemm(brg, nb, GH, I, eptr(xs, (t * B + k) * I), n * I, eptr(wit, 0), GH,
+                   eptr(gates, (t * B + k) * GH), n * GH, has_bias)
         if 0 < nb <= SMALL_ROWS and n == 1:
             _small_gates(whh, 0, GH, P, hst, nb, uh[ts] if sep else gates[t], 0.0 if sep else 1.0)
         elif brg != 0:
@@ -1143,7 +1155,8 @@ def backward_units(k, n, cell, T, B, H, P, W, reverse, gemm_fn, barrier_fn, brg,
 # Table thunks and the C-ABI bodies
 # ----------------------------------------------------------------------------------------------
 # Header ints: [7] cell, [8] T, [9] B, [10] H, [11] P, [12] reverse, [13] save, [14] projection,
-# [15] W (block width of the gate layout), [16] split: 0 rows, 1 units.
+# [15] W (block width of the gate layout), [16] split: 0 rows, 1 units; forward only: [17] the
+# row split forms the input part of the gates itself, [18] with a bias.
 
 
 @njit(**JIT)
@@ -1156,7 +1169,8 @@ def forward_rows_thunk(k, n, tab, z, cell):
                  arr3(tab, i + 0, z), arr2(tab, i + 1, z), arr2(tab, i + 2, z), arr2(tab, i + 3, z),
                  arr2(tab, i + 4, z), arr3(tab, i + 5, z), arr3(tab, i + 6, z), arr3(tab, i + 7, z),
                  arr3(tab, i + 8, z), arr3(tab, i + 9, z), arr3(tab, i + 10, z), arr3(tab, i + 11, z),
-                 arr1(tab, i + 12, z), arr1(tab, i + 13, i), arr2(tab, i + 14, z), arr2(tab, i + 15, z))
+                 arr1(tab, i + 12, z), arr1(tab, i + 13, i), arr2(tab, i + 14, z), arr2(tab, i + 15, z),
+                 tab[17] != 0, arr3(tab, i + 16, z), arr2(tab, i + 17, z), arr1(tab, i + 18, z), tab[18] != 0)
 
 
 @njit(**JIT)
