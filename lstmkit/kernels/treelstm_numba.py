@@ -187,8 +187,13 @@ def _np(t: Tensor) -> np.ndarray:
 
 
 def _input_grad(dG: Tensor, weight: Tensor) -> Tensor:
-    """dG @ weight: (B, I) from gate gradients (B, N) and weight (N, I)."""
-    if _LINEAR is not None and dG.shape[0] >= 256:  # oneDNN again, as for the forward product
+    """dG @ weight: (B, I) from gate gradients (B, N) and weight (N, I).
+
+    oneDNN again, as for the forward product, once B is large enough to pay for transposing the
+    weight into its operand: measured on one Zen 4 core, (B, 1500) @ (1500, 600) takes 5.8 ms with
+    MKL against 6.7 with the transpose and oneDNN at B=256, 24 against 20 ms at B=1000.
+    """
+    if _LINEAR is not None and dG.shape[0] >= 512:
         return _LINEAR(dG, weight.T.contiguous(), None, "none", [], "")
     return dG @ weight
 
