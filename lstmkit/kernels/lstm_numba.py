@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import threading
+from collections import OrderedDict
 from typing import NamedTuple
 
 import numba  # noqa: F401  (ImportError here makes backend="auto" fall back with a warning)
@@ -144,6 +145,36 @@ def _gate_rows(t: Tensor, perm: Tensor | None) -> Tensor:
     return t.contiguous() if perm is None else t.index_select(0, perm)
 
 
+# brgemm reads its B operand row-major, so the forward needs W^T of W_hh, W_ih and W_hr. Transposing
+# a 1 MB weight costs 0.2-0.5 ms on this machine (strided copies, cold after a forward): ~10% of
+# a (T=35, B=32, H=256) forward. Transposes are reused while the weight's values are unchanged.
+# The check compares values, because weights changed through `.data` keep their version counter:
+# torch.equal reads W once, about half the cost of transposing it, and is exact.
+_TRANSPOSED_BYTES = 64 << 20  # a bound on what the reuse keeps (two copies per weight)
+_transposed: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()
+_transposed_lock = threading.Lock()
+
+
+def _transpose(w: Tensor) -> Tensor:
+    """w.t().contiguous(), reused from an earlier call while w holds the same values."""
+    key = (w.data_ptr(), tuple(w.shape), w.dtype)
+    with _transposed_lock:
+        hit = _transposed.get(key)
+    if hit is not None and torch.equal(hit[0], w):
+        with _transposed_lock:
+            if key in _transposed:
+                _transposed.move_to_end(key)
+        return hit[1]
+    wt = w.t().contiguous()
+    with _transposed_lock:
+        _transposed[key] = (w.detach().clone(), wt)
+        total = sum(2 * v[1].numel() * v[1].element_size() for v in _transposed.values())
+        while total > _TRANSPOSED_BYTES and len(_transposed) > 1:
+            _, (_, old) = _transposed.popitem(last=False)
+            total -= 2 * old.numel() * old.element_size()
+    return wt
+
+
 def _onednn_linear_works() -> bool:
     try:
         x = torch.ones(2, 3)
@@ -228,8 +259,8 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     # with brgemm the row split forms each step's input product in the kernel (see forward_rows)
     fuse = bool(brg) and not plan.units
     bias = _input_bias(code, p) if fuse else None
-    if fuse:
-        gates = x.new_empty(T, B, GH)
+    if fuse:  # without save, one step's scratch is enough
+        gates = x.new_empty(T if save else 1, B, GH)
     else:
         gates = _input_projection(code, x.reshape(T * B, I), p, perm).view(T, B, GH)
     if plan.units:
@@ -252,9 +283,9 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     ext = _ext(code, p, H, plan.width).contiguous()
     bs = _batch_sizes(batch_sizes, T, B)
     # brgemm's row-major B operands: W_hh^T (P, GH), W_hr^T (H, P), W_ih^T (I, GH)
-    wt = whh.t().contiguous() if brg else dummy[0]
-    wrt = whr.t().contiguous() if brg and proj else dummy[0]
-    wit = p["weight_ih"].t().contiguous() if fuse else dummy[0]
+    wt = _transpose(whh) if brg else dummy[0]
+    wrt = _transpose(whr) if brg and proj else dummy[0]
+    wit = _transpose(p["weight_ih"]) if fuse else dummy[0]
     arrays = [gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs, wt, wrt,
               x.contiguous() if fuse else dummy, wit, dummy[0, 0] if bias is None else bias.contiguous()]
     ints = [code, T, B, H, P, int(reverse), int(save), int(proj), plan.width, int(plan.units), int(fuse),

@@ -933,6 +933,7 @@ def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg,
     gates[t] = bias + x_t W_ih^T from xs (T, B, I), wit = W_ih^T (I, GH) and bias (GH,) (if
     has_bias): the input GEMM split by rows like the rest, on each thread's own core, while x_t's
     rows are about to be used (instead of one multi-threaded GEMM over all T*B rows first).
+    Fused without save, gates is one step's scratch (1, B, GH) that stays in cache.
     """
     GH = gates.shape[2]
     iw = np.empty(8, np.int32)
@@ -943,17 +944,18 @@ def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg,
         b = bs[t]
         nb = (b - k + n - 1) // n if b > k else 0
         ts = t if save else 0
+        tg = t if save or not fuse else 0  # gates' time index
         if fuse and nb > 0:
             if has_bias:
                 for j in range(nb):
-                    _copy_range(gates[t, k + n * j], bias, 0, GH)
+                    _copy_range(gates[tg, k + n * j], bias, 0, GH)
             I = xs.shape[2]
             brgemm(brg, nb, GH, I, eptr(xs, (t * B + k) * I), n * I, eptr(wit, 0), GH,
-                   eptr(gates, (t * B + k) * GH), n * GH, has_bias)
+                   eptr(gates, (tg * B + k) * GH), n * GH, has_bias)
         if 0 < nb <= SMALL_ROWS and n == 1:
-            _small_gates(whh, 0, GH, P, hst, nb, uh[ts] if sep else gates[t], 0.0 if sep else 1.0)
+            _small_gates(whh, 0, GH, P, hst, nb, uh[ts] if sep else gates[tg], 0.0 if sep else 1.0)
         elif brg != 0:
-            out = eptr(uh, (ts * B + k) * GH) if sep else eptr(gates, (t * B + k) * GH)
+            out = eptr(uh, (ts * B + k) * GH) if sep else eptr(gates, (tg * B + k) * GH)
             brgemm(brg, nb, GH, P, eptr(hst, k * P), n * P, eptr(wt, 0), GH, out, n * GH, not sep)
         elif nb > 0:
             if sep:
@@ -961,11 +963,11 @@ def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg,
                      0.0, eptr(uh, (ts * B + k) * GH), n * GH)
             else:
                 gemm(gemm_fn, iw, fw, _T, _N, GH, nb, P, 1.0, eptr(whh, 0), P, eptr(hst, k * P), n * P,
-                     1.0, eptr(gates, (t * B + k) * GH), n * GH)
+                     1.0, eptr(gates, (tg * B + k) * GH), n * GH)
         for j in range(nb):
             r = k + n * j
             h = hf[ts, r] if proj else hst[r]
-            _forward_row(cell, False, t, ts, r, gates, cst, h, h, cs, uh, acts, chat, stats, ext, 0, H, H, W)
+            _forward_row(cell, False, tg, ts, r, gates, cst, h, h, cs, uh, acts, chat, stats, ext, 0, H, H, W)
             if not proj:
                 _copy_range(y[t, r], h, 0, P)
         if proj and nb > 0:

@@ -345,6 +345,22 @@ def test_no_grad_equals_grad_path(cell):
         torch.testing.assert_close(a, b.detach(), rtol=0, atol=0)
 
 
+@pytest.mark.skipif(not lstm_numba.K.BRGEMM, reason="torch exports no at::native::cpublas::brgemm")
+@pytest.mark.parametrize("cell", CELLS)
+def test_no_grad_equals_grad_path_float32(cell, two_threads):
+    """float32, row split: the no-save forward keeps one step of gates as scratch; same numbers."""
+    params = {n: t.float() for n, t in make_params(cell, 3, 9).items()}
+    x, state, bs = make_inputs(cell, 6, 12, 3, 9, dtype=torch.float32, lengths=[6] * 5 + [4] * 4 + [1] * 3)
+    assert not lstm_numba._plan(lstm_numba.CELL_CODES[cell], 12, 9, False, brgemm=True).units
+    x.requires_grad_()
+    y, final = lstm_numba.layer(SPECS[cell], x, state, params, bs, True)
+    with torch.no_grad():
+        y2, final2 = lstm_numba.layer(SPECS[cell], x, state, params, bs, True)
+    torch.testing.assert_close(y2, y.detach(), rtol=0, atol=0)
+    for a, b in zip(final2, final):
+        torch.testing.assert_close(a, b.detach(), rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_thread_counts(threads):
     """One thread runs the kernel in the caller; more split the rows over torch's OpenMP pool."""
