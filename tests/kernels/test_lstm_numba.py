@@ -388,6 +388,26 @@ def test_weights_changed_through_data_are_used(two_threads):
     assert not torch.allclose(y1, y2)
 
 
+@pytest.mark.skipif(not lstm_numba.K.BRGEMM, reason="torch exports no at::native::cpublas::brgemm")
+def test_reused_transposes_follow_data_writes(two_threads):
+    """brgemm's transposed weights are reused across calls only while the values are the same."""
+    torch.manual_seed(0)
+    m = lstmkit.LSTM(5, 24, proj_size=7, backend="numba")
+    ref = lstmkit.LSTM(5, 24, proj_size=7, backend="reference")
+    x = torch.randn(6, 12, 5)  # 12 rows on 2 threads: the row split, on brgemm
+    with torch.no_grad():
+        m(x)
+        for p in m.parameters():
+            version = p._version
+            p.data.mul_(-0.5)
+            assert p._version == version  # what a version-keyed cache would miss
+        ref.load_state_dict(m.state_dict())
+        torch.testing.assert_close(m(x)[0], ref(x)[0], rtol=1e-5, atol=1e-6)
+        transposed = lstm_numba._transpose(m.weight_hh_l0)
+        assert transposed is lstm_numba._transpose(m.weight_hh_l0)  # reused while unchanged
+        torch.testing.assert_close(transposed, m.weight_hh_l0.t(), rtol=0, atol=0)
+
+
 def test_auto_picks_numba_on_cpu():
     assert BACKENDS["numba"] == "lstmkit.kernels.lstm_numba"
     for cell in CELLS:
