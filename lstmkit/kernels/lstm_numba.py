@@ -27,7 +27,6 @@ from __future__ import annotations
 import ctypes
 import functools
 import threading
-from collections import OrderedDict
 from typing import NamedTuple
 
 import numba  # noqa: F401  (ImportError here makes backend="auto" fall back with a warning)
@@ -37,6 +36,7 @@ from torch import Tensor
 
 from lstmkit.cells import CellSpec
 from lstmkit.kernels import lstm_numba_cells as K
+from lstmkit.kernels.transposed import transposed
 from lstmkit.kernels.lstm_numba_cells import CELL_CODES, GRU, LAYERNORM, NUM_GATES, PEEPHOLE, UNIT_BLOCK
 
 CELLS = tuple(CELL_CODES)
@@ -143,36 +143,6 @@ def _gate_rows(t: Tensor, perm: Tensor | None) -> Tensor:
     """Gate rows in the kernel's layout. (Not cached between calls: weights changed in place
     through `.data` keep their version counter, so a cache could not tell they changed.)"""
     return t.contiguous() if perm is None else t.index_select(0, perm)
-
-
-# brgemm reads its B operand row-major, so the forward needs W^T of W_hh, W_ih and W_hr. Transposing
-# a 1 MB weight costs 0.2-0.5 ms on this machine (strided copies, cold after a forward): ~10% of
-# a (T=35, B=32, H=256) forward. Transposes are reused while the weight's values are unchanged.
-# The check compares values, because weights changed through `.data` keep their version counter:
-# torch.equal reads W once, about half the cost of transposing it, and is exact.
-_TRANSPOSED_BYTES = 64 << 20  # a bound on what the reuse keeps (two copies per weight)
-_transposed: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()
-_transposed_lock = threading.Lock()
-
-
-def _transpose(w: Tensor) -> Tensor:
-    """w.t().contiguous(), reused from an earlier call while w holds the same values."""
-    key = (w.data_ptr(), tuple(w.shape), w.dtype)
-    with _transposed_lock:
-        hit = _transposed.get(key)
-    if hit is not None and torch.equal(hit[0], w):
-        with _transposed_lock:
-            if key in _transposed:
-                _transposed.move_to_end(key)
-        return hit[1]
-    wt = w.t().contiguous()
-    with _transposed_lock:
-        _transposed[key] = (w.detach().clone(), wt)
-        total = sum(2 * v[1].numel() * v[1].element_size() for v in _transposed.values())
-        while total > _TRANSPOSED_BYTES and len(_transposed) > 1:
-            _, (_, old) = _transposed.popitem(last=False)
-            total -= 2 * old.numel() * old.element_size()
-    return wt
 
 
 def _onednn_linear_works() -> bool:
@@ -283,9 +253,9 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     ext = _ext(code, p, H, plan.width).contiguous()
     bs = _batch_sizes(batch_sizes, T, B)
     # brgemm's row-major B operands: W_hh^T (P, GH), W_hr^T (H, P), W_ih^T (I, GH)
-    wt = _transpose(whh) if brg else dummy[0]
-    wrt = _transpose(whr) if brg and proj else dummy[0]
-    wit = _transpose(p["weight_ih"]) if fuse else dummy[0]
+    wt = transposed(whh) if brg else dummy[0]
+    wrt = transposed(whr) if brg and proj else dummy[0]
+    wit = transposed(p["weight_ih"]) if fuse else dummy[0]
     arrays = [gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs, wt, wrt,
               x.contiguous() if fuse else dummy, wit, dummy[0, 0] if bias is None else bias.contiguous()]
     ints = [code, T, B, H, P, int(reverse), int(save), int(proj), plan.width, int(plan.units), int(fuse),

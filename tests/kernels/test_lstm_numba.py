@@ -18,6 +18,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import lstmkit
 from lstmkit.cells import CELLS as SPECS
 from lstmkit.kernels import BACKENDS, lstm_numba, reference, resolve_backend
+from lstmkit.kernels.transposed import transposed
 
 CELLS = lstm_numba.CELLS
 LSTM_FAMILY = tuple(c for c in CELLS if SPECS[c].has_cell_state)
@@ -403,9 +404,9 @@ def test_reused_transposes_follow_data_writes(two_threads):
             assert p._version == version  # what a version-keyed cache would miss
         ref.load_state_dict(m.state_dict())
         torch.testing.assert_close(m(x)[0], ref(x)[0], rtol=1e-5, atol=1e-6)
-        transposed = lstm_numba._transpose(m.weight_hh_l0)
-        assert transposed is lstm_numba._transpose(m.weight_hh_l0)  # reused while unchanged
-        torch.testing.assert_close(transposed, m.weight_hh_l0.t(), rtol=0, atol=0)
+        wt = transposed(m.weight_hh_l0)
+        assert wt is transposed(m.weight_hh_l0)  # reused while unchanged
+        torch.testing.assert_close(wt, m.weight_hh_l0.t(), rtol=0, atol=0)
 
 
 def test_auto_picks_numba_on_cpu():

@@ -1,0 +1,49 @@
+"""Transposed copies of weights, reused while the weights' values are unchanged.
+
+oneDNN's GEMMs want some weights transposed: brgemm reads its B operand row-major (the numba
+LSTM kernels need W_hh^T, W_ih^T, W_hr^T), and oneDNN's linear, used for the Tree-LSTM input
+gradients, takes W^T as its weight. Transposing is a strided copy: 0.2-0.5 ms for a 1 MB weight
+on the 2-core Zen 4 machine of BENCHMARKS.md, cold after a forward (MKL's omatcopy is slower
+still), about 10% of a (T=35, B=32, H=256) LSTM forward, and one copy per depth level of a Fold.
+
+A transpose is reused while the weight holds the same values. The check compares values
+(torch.equal reads W once, about half the cost of transposing it, and is exact) because weights
+changed through `.data` keep their version counter, so a version-keyed cache would serve stale
+transposes. In training the weights change every step: the check fails and costs one extra read
+and one copy of each weight per step.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import torch
+from torch import Tensor
+
+MAX_BYTES = 64 << 20  # a bound on what is kept (two copies per weight: its values and its transpose)
+
+_kept: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()
+_lock = threading.Lock()
+
+__all__ = ["transposed"]
+
+
+def transposed(w: Tensor) -> Tensor:
+    """w.t().contiguous() for a 2-D tensor, reused from an earlier call while w holds the same values."""
+    key = (w.data_ptr(), tuple(w.shape), w.dtype, w.device)
+    with _lock:
+        hit = _kept.get(key)
+    if hit is not None and torch.equal(hit[0], w):
+        with _lock:
+            if key in _kept:
+                _kept.move_to_end(key)
+        return hit[1]
+    wt = w.detach().t().contiguous()
+    with _lock:
+        _kept[key] = (w.detach().clone(), wt)
+        total = sum(2 * t.numel() * t.element_size() for _, t in _kept.values())
+        while total > MAX_BYTES and len(_kept) > 1:
+            _, (_, old) = _kept.popitem(last=False)
+            total -= 2 * old.numel() * old.element_size()
+    return wt
