@@ -308,6 +308,22 @@ def _backend_unavailable(backend: str, cell: str, device: str = "cpu") -> str | 
     return None
 
 
+def _lstmkit_impls(backend: str, device: str = "cpu") -> tuple[list[Impl], dict[str, str]]:
+    """lstmkit-<backend>[-<cell>] for the standard cell and each variant that runs on `device`,
+    and {name: why not} for those that cannot."""
+    impls: list[Impl] = []
+    unavailable: dict[str, str] = {}
+    for cell in ("lstm", *VARIANTS):
+        name = f"lstmkit-{backend}" + ("" if cell == "lstm" else f"-{cell}")
+        why = _backend_unavailable(backend, cell, device)
+        if why:
+            unavailable[name] = why
+            continue
+        impls.append(Impl(name, f"lstmkit.LSTM(backend={backend!r}, cell={cell!r})",
+                          _build_lstmkit(backend, cell), cell=cell, plain_only=cell != "lstm"))
+    return impls, unavailable
+
+
 def _triton_settings(**flags) -> Callable[[], ContextManager]:
     def context() -> ContextManager:
         from lstmkit.kernels import lstm_triton
@@ -318,16 +334,9 @@ def _triton_settings(**flags) -> Callable[[], ContextManager]:
 
 def gpu_registry() -> tuple[list[Impl], dict[str, str]]:
     """The implementations of a GPU run (see the module docstring), and {name: why not} for the rest."""
-    impls = [Impl(BASELINE, "torch.nn.LSTM on the GPU (cuDNN)", _build_torch(True), plain_only=False)]
-    unavailable: dict[str, str] = {}
-    why = _backend_unavailable("triton", "lstm", "cuda")
-    if why:
-        unavailable["lstmkit-triton*"] = why
-    else:
-        for cell in ("lstm", *VARIANTS):
-            impls.append(Impl("lstmkit-triton" + ("" if cell == "lstm" else f"-{cell}"),
-                              f"lstmkit.LSTM(backend='triton', cell={cell!r})", _build_lstmkit("triton", cell),
-                              cell=cell, plain_only=cell != "lstm"))
+    triton, unavailable = _lstmkit_impls("triton", "cuda")
+    impls = [Impl(BASELINE, "torch.nn.LSTM on the GPU (cuDNN)", _build_torch(True), plain_only=False), *triton]
+    if "lstmkit-triton" not in unavailable:
         impls.append(Impl("lstmkit-triton-per-step", "backend='triton', persistent kernel off",
                           _build_lstmkit("triton", "lstm", _triton_settings(persistent=False)), modes=("fwd",)))
         impls.append(Impl("lstmkit-triton-no-graphs", "backend='triton', CUDA graphs and persistent kernel off",
@@ -368,12 +377,7 @@ def registry(compile: bool = False) -> tuple[list[Impl], dict[str, str]]:
         Impl("nn.LSTM-no-onednn", "torch.nn.LSTM, oneDNN off", _build_torch(False), plain_only=False),
     ]
     for backend in BACKENDS:
-        for cell in ("lstm", *VARIANTS):
-            name = f"lstmkit-{backend}" + ("" if cell == "lstm" else f"-{cell}")
-            why = _backend_unavailable(backend, cell)
-            if why:
-                unavailable[name] = why
-                continue
-            impls.append(Impl(name, f"lstmkit.LSTM(backend={backend!r}, cell={cell!r})",
-                              _build_lstmkit(backend, cell), cell=cell, plain_only=cell != "lstm"))
+        found, missing = _lstmkit_impls(backend)
+        impls += found
+        unavailable.update(missing)
     return impls, unavailable

@@ -1,7 +1,8 @@
 """`backend="numba"`: fused whole-sequence CPU kernels for every cell, forward and backward.
 
 The structure of the fast RNN libraries, per layer and direction:
-  1. the input projection for all T steps in one GEMM (torch, all threads);
+  1. the input projection for all T steps in one GEMM (torch, all threads), or, in the row split
+     with brgemm, each step's rows' part of it inside the kernel;
   2. the recurrence in one compiled call: per step one recurrent GEMM (oneDNN's brgemm in float32,
      torch's BLAS in float64) and one fused pointwise pass, no Python in the time loop
      (`lstm_numba_cells`);
@@ -252,8 +253,10 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     whr = p["weight_hr"].contiguous() if proj else dummy[0]
     ext = _ext(code, p, H, plan.width).contiguous()
     bs = _batch_sizes(batch_sizes, T, B)
-    # brgemm's row-major B operands: W_hh^T (P, GH), W_hr^T (H, P), W_ih^T (I, GH)
-    wt = transposed(whh) if brg else dummy[0]
+    # brgemm's row-major B operands: W_hh^T (P, GH), W_hr^T (H, P), W_ih^T (I, GH); W_hh^T is not
+    # read when every step takes the plain loops (a team of one, or the unit split, with few rows)
+    loops_only = B <= K.SMALL_ROWS and (plan.units or plan.threads == 1)
+    wt = transposed(whh) if brg and not loops_only else dummy[0]
     wrt = transposed(whr) if brg and proj else dummy[0]
     wit = transposed(p["weight_ih"]) if fuse else dummy[0]
     arrays = [gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs, wt, wrt,

@@ -96,6 +96,19 @@ def _bias_grad(dG, db):
             db[k] += g[k]
 
 
+@njit(inline="always", **JIT)
+def _shared_grads(c, dh, dc_in, i, o, u, dc, gi, go, gu):
+    """What leaf and node share: dc = dc_in + dh s(o) t'(c), and the i, o, u gate gradients."""
+    for j in range(c.shape[0]):
+        t = _tanh(c[j])
+        dc[j] = dc_in[j] + dh[j] * o[j] * (_ONE - t * t)
+        go[j] = dh[j] * t * o[j] * (_ONE - o[j])
+    for j in range(c.shape[0]):
+        gi[j] = dc[j] * u[j] * i[j] * (_ONE - i[j])
+    for j in range(c.shape[0]):
+        gu[j] = dc[j] * i[j] * (_ONE - u[j] * u[j])
+
+
 @njit(**JIT)
 def _leaf_backward(S, out, dout, dG, db):
     """Gate gradients dG (B, 3H); their column sums into db (3H,)."""
@@ -103,16 +116,7 @@ def _leaf_backward(S, out, dout, dG, db):
     dc = np.empty(H, dtype=out.dtype)
     for b in range(B):
         s, c, dh, dc_in, g = S[b], out[b, H:], dout[b, :H], dout[b, H:], dG[b]
-        i, o, u = s[:H], s[H:2 * H], s[2 * H:]
-        gi, go, gu = g[:H], g[H:2 * H], g[2 * H:]
-        for j in range(H):
-            t = _tanh(c[j])
-            dc[j] = dc_in[j] + dh[j] * o[j] * (_ONE - t * t)
-            go[j] = dh[j] * t * o[j] * (_ONE - o[j])
-        for j in range(H):
-            gi[j] = dc[j] * u[j] * i[j] * (_ONE - i[j])
-        for j in range(H):
-            gu[j] = dc[j] * i[j] * (_ONE - u[j] * u[j])
+        _shared_grads(c, dh, dc_in, s[:H], s[H:2 * H], s[2 * H:], dc, g[:H], g[H:2 * H], g[2 * H:])
         _bias_grad(dG[b:b + 1], db)
 
 
@@ -138,16 +142,7 @@ def _node_backward(S, out, P, dout, dG, dP, db):
     dc = np.empty(H, dtype=out.dtype)
     for b in range(B):
         s, c, dh, dc_in, g = S[b], out[b, H:], dout[b, :H], dout[b, H:], dG[b]
-        i, o, u = s[:H], s[3 * H:4 * H], s[4 * H:]
-        gi, go, gu = g[:H], g[3 * H:4 * H], g[4 * H:]
-        for j in range(H):
-            t = _tanh(c[j])
-            dc[j] = dc_in[j] + dh[j] * o[j] * (_ONE - t * t)
-            go[j] = dh[j] * t * o[j] * (_ONE - o[j])
-        for j in range(H):
-            gi[j] = dc[j] * u[j] * i[j] * (_ONE - i[j])
-        for j in range(H):
-            gu[j] = dc[j] * i[j] * (_ONE - u[j] * u[j])
+        _shared_grads(c, dh, dc_in, s[:H], s[3 * H:4 * H], s[4 * H:], dc, g[:H], g[3 * H:4 * H], g[4 * H:])
         for k in range(2):  # left, right child: forget gate and the child's dc
             f, gf, ck, dck = s[(k + 1) * H:(k + 2) * H], g[(k + 1) * H:(k + 2) * H], P[b, k, H:], dP[b, k, H:]
             for j in range(H):

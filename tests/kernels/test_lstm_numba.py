@@ -346,6 +346,22 @@ def test_no_grad_equals_grad_path(cell):
         torch.testing.assert_close(a, b.detach(), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize("B", [1, 3, 4, 5])
+def test_float32_few_rows_match_reference(B, threads):
+    """float32 at the few-row boundary: plain loops (a team of one, or the unit split) and brgemm
+    (rows split between threads), forward and backward."""
+    T, I, H = 5, 3, 40
+    p64 = make_params("lstm", I, H)
+    x64, s64, _ = make_inputs("lstm", T, B, I, H)
+    want = run_layer(reference.layer, "lstm", x64, s64, p64, None, False)
+    p32 = {n: t.detach().float().requires_grad_() for n, t in p64.items()}
+    got = run_layer(lstm_numba.layer, "lstm", x64.detach().float().requires_grad_(),
+                    tuple(s.detach().float().requires_grad_() for s in s64), p32, None, False)
+    for name in want:
+        torch.testing.assert_close(got[name].double(), want[name], rtol=0, atol=2e-5, msg=lambda m: f"{name}: {m}")
+
+
 @pytest.mark.skipif(not lstm_numba.K.BRGEMM, reason="torch exports no at::native::cpublas::brgemm")
 @pytest.mark.parametrize("cell", CELLS)
 def test_no_grad_equals_grad_path_float32(cell, two_threads):
