@@ -35,14 +35,14 @@ PRESETS = {
     "peak_size": (2048, 256),
 }
 # A GPU run (--device cuda): issue 7's training shapes and its small-batch inference grid.
-GPU_SHAPES = ("T100,B64,I512,H512", "T50,B128,I256,H1024",
+GPU_SHAPES = (*report.GPU_TRAIN_SHAPES,
               *(f"T100,B{b},I{h},H{h}" for h in (256, 512, 1024) for b in (1, 2, 4, 8)))
 GPU_PRESETS = {
     "shapes": (GPU_SHAPES, ("T5,B3,I4,H8", "T5,B3,I4,H8,packed")),
     "threads": ([torch.get_num_threads()], [1]),
     "peak_size": (8192, 256),
 }
-DATA_PATH_SHAPE = "T100,B64,I512,H512"
+DATA_PATH_SHAPE = report.GPU_TRAIN_SHAPES[0]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,7 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: nn.LSTM on cuDNN is the baseline, against each triton kernel (the persistent "
                         "one included), the CPU implementations for scale, and the data path with and "
-                        "without CUDAPrefetcher (default: cpu)")
+                        "without CUDAPrefetcher")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and packed lengths")
     p.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for bench.md, bench.json, bench.png")
     p.add_argument("--list", action="store_true", help="list the implementations and why any cannot run, then exit")
