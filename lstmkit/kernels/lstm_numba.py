@@ -16,6 +16,9 @@ one of two ways (`_plan`):
     projection; the gate columns are then permuted into blocks of units (see the kernels).
   * rows: each thread owns a subset of the rows, which are independent sequences: no meeting at
     all. Used for layernorm (it reduces over all units of a row), projections, and tiny H.
+    The layer-norm forward with few rows (B < 2 threads) also shares each step's recurrent
+    product by columns (`cols`): two meetings per step, but each thread streams only its part
+    of W_hh instead of idling or streaming all of it.
 Under `torch.no_grad()` (or when nothing requires grad) the forward saves no activations.
 
 Importing this module compiles nothing; each kernel compiles on first use, one per (direction,
@@ -86,6 +89,7 @@ class _Plan(NamedTuple):
     units: bool  # unit split (else row split)
     threads: int
     width: int  # block width W of the gate layout: H (natural) or a multiple of UNIT_BLOCK (blocked)
+    cols: bool = False  # row split whose threads share each step's recurrent product by columns
 
 
 def _plan(code: int, B: int, H: int, proj: bool, brgemm: bool, width: int | None = None) -> _Plan:
@@ -97,6 +101,13 @@ def _plan(code: int, B: int, H: int, proj: bool, brgemm: bool, width: int | None
     """
     threads = torch.get_num_threads() if K.HAVE_GOMP else 1
     blocks = -(-H // UNIT_BLOCK)
+    if width is None and code == LAYERNORM and 1 < threads and B < 2 * threads and B <= K.SMALL_ROWS:
+        # layer norm cannot split units, and a row split would leave threads idle while each
+        # busy one streams all of W_hh per step (from L3 once it outgrows a core's L2): share
+        # the product by columns instead. Measured at T=100, H=256, 2 threads: forward 1.1 vs
+        # 2.0 ms at B=1, 2.5 vs 3.2 at B=3. Not in the backward: its product shared by columns
+        # (axpy form, two meetings) measured no faster than the row split.
+        return _Plan(False, threads, H, cols=True)
     if width is None:
         # the unit split needs a unit-local cell, two threads with at least a block each, and
         # enough units per thread to beat the row split (which never meets) at large batches
@@ -110,6 +121,11 @@ def _plan(code: int, B: int, H: int, proj: bool, brgemm: bool, width: int | None
     if width < H and threads > 1:
         return _Plan(True, min(threads, -(-H // width)), width)
     return _Plan(False, max(1, min(threads, B)), width)
+
+
+def _split_code(plan: _Plan) -> int:
+    """The kernels' header slot [16]: 0 rows, 1 units, 2 rows sharing the product by columns."""
+    return 2 if plan.cols else int(plan.units)
 
 
 @functools.lru_cache(maxsize=64)
@@ -144,6 +160,22 @@ def _gate_rows(t: Tensor, perm: Tensor | None) -> Tensor:
     """Gate rows in the kernel's layout. (Not cached between calls: weights changed in place
     through `.data` keep their version counter, so a cache could not tell they changed.)"""
     return t.contiguous() if perm is None else t.index_select(0, perm)
+
+
+_NO_ROWS = torch.zeros(0, dtype=torch.int64)
+
+
+def _recurrent_weight(w_hh: Tensor, plan: _Plan, B: int, perm: Tensor | None) -> tuple[Tensor, Tensor]:
+    """W_hh as the kernel reads it, and the row of it behind each gate column (empty: the same).
+
+    The unit split's gate columns are in the blocked layout. When every step has at most
+    SMALL_ROWS rows the kernel's plain loops read W_hh's rows through the map, so W_hh is used as
+    it is (permuting a copy costs ~0.1-0.3 ms a call at H=256, a tenth of a B=1, T=100 forward);
+    BLAS and brgemm need the permuted copy.
+    """
+    if perm is not None and plan.units and B <= K.SMALL_ROWS:
+        return w_hh.contiguous(), perm
+    return _gate_rows(w_hh, perm), _NO_ROWS
 
 
 def _onednn_linear_works() -> bool:
@@ -228,7 +260,7 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     dummy = x.new_zeros(1, 1, 1)
     brg = _brgemm_address(x.dtype)
     # with brgemm the row split forms each step's input product in the kernel (see forward_rows)
-    fuse = bool(brg) and not plan.units
+    fuse = bool(brg) and not plan.units and not plan.cols
     bias = _input_bias(code, p) if fuse else None
     if fuse:  # without save, one step's scratch is enough
         gates = x.new_empty(T if save else 1, B, GH)
@@ -249,19 +281,19 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     acts = x.new_empty(ts, B, GH) if ln else dummy
     chat = x.new_empty(ts, B, H) if ln else dummy
     stats = x.new_empty(ts, B, 4) if ln else dummy
-    whh = _gate_rows(p["weight_hh"], perm)
+    whh, rows = _recurrent_weight(p["weight_hh"], plan, B, perm)
     whr = p["weight_hr"].contiguous() if proj else dummy[0]
     ext = _ext(code, p, H, plan.width).contiguous()
     bs = _batch_sizes(batch_sizes, T, B)
     # brgemm's row-major B operands: W_hh^T (P, GH), W_hr^T (H, P), W_ih^T (I, GH); W_hh^T is not
     # read when every step takes the plain loops (a team of one, or the unit split, with few rows)
-    loops_only = B <= K.SMALL_ROWS and (plan.units or plan.threads == 1)
+    loops_only = B <= K.SMALL_ROWS and (plan.units or plan.cols or plan.threads == 1)
     wt = transposed(whh) if brg and not loops_only else dummy[0]
     wrt = transposed(whr) if brg and proj else dummy[0]
     wit = transposed(p["weight_ih"]) if fuse else dummy[0]
     arrays = [gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs, wt, wrt,
-              x.contiguous() if fuse else dummy, wit, dummy[0, 0] if bias is None else bias.contiguous()]
-    ints = [code, T, B, H, P, int(reverse), int(save), int(proj), plan.width, int(plan.units), int(fuse),
+              x.contiguous() if fuse else dummy, wit, dummy[0, 0] if bias is None else bias.contiguous(), rows]
+    ints = [code, T, B, H, P, int(reverse), int(save), int(proj), plan.width, _split_code(plan), int(fuse),
             int(bias is not None)]
     tab = K.Table(ints, arrays, _gemm_address(x.dtype), brg)
     _run("forward", plan, code, tab, x.dtype)
@@ -294,13 +326,13 @@ def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gate
     dhf = x.new_empty(B, H) if s.proj else dummy[0]
     part = x.new_empty(2 * plan.threads, B, H) if plan.units else dummy
     acc = x.new_zeros(plan.threads, 4, GH)
-    whh = _gate_rows(p["weight_hh"], perm)
+    whh, rows = _recurrent_weight(p["weight_hh"], plan, B, perm)
     whr = p["weight_hr"].contiguous() if s.proj else dummy[0]
     ext = _ext(code, p, H, s.width).contiguous()
     c0_ = c0.contiguous() if lstm_family else dummy[0]
     arrays = [gates, cs, c0_, h0.contiguous(), y, hf, uh, acts, chat, stats, whh, whr,
-              dy, dh, dc, dg, dgh, part if plan.units else dhp, dhf, acc, ext, bs]
-    ints = [code, T, B, H, P, int(s.reverse), 1, int(s.proj), plan.width, int(plan.units)]
+              dy, dh, dc, dg, dgh, part if plan.units else dhp, dhf, acc, ext, bs, rows]
+    ints = [code, T, B, H, P, int(s.reverse), 1, int(s.proj), plan.width, _split_code(plan)]
     tab = K.Table(ints, arrays, _gemm_address(x.dtype), _brgemm_address(x.dtype))
     _run("backward", plan, code, tab, x.dtype)
 
@@ -308,18 +340,27 @@ def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gate
         return t if inv is None else t.index_select(0, inv)
 
     grads: dict[str, Tensor] = {}
+    a = acc.sum(0)  # (4, GH)
+    if "bias_ih" in p:
+        grads["bias_ih"] = natural(a[0])
+        grads["bias_hh"] = natural(a[1]) if code == GRU else grads["bias_ih"].clone()
+    w_ih = p["weight_ih"]
+    if inv is not None and T * B < w_ih.shape[1] + P:
+        # fewer rows of dG than of the weight gradients it forms (small batches): bring dG's
+        # columns back to the natural layout once, then the GEMMs need no permutation at all
+        dg_natural = dg.view(T * B, GH).index_select(1, inv).view(T, B, GH)
+        dgh = dgh.view(T * B, GH).index_select(1, inv).view(T, B, GH) if sep else dg_natural
+        dg, inv = dg_natural, None
+    else:
+        w_ih = _gate_rows(w_ih, perm)
     dg2 = dg.view(T * B, GH)
-    dx = torch.mm(dg2, _gate_rows(p["weight_ih"], perm)).view(T, B, -1) if need_x else None
+    dx = torch.mm(dg2, w_ih).view(T, B, -1) if need_x else None
     if needs.get("weight_ih"):
         grads["weight_ih"] = natural(torch.mm(dg2.t(), x.reshape(T * B, x.shape[2])))
     if needs.get("weight_hh"):
         grads["weight_hh"] = natural(_weight_hh_grad(dgh, y, h0, bs, s.reverse))
     if s.proj and needs.get("weight_hr"):
         grads["weight_hr"] = torch.mm(dhp.view(T * B, P).t(), hf.view(T * B, H))
-    a = acc.sum(0)  # (4, GH)
-    if "bias_ih" in p:
-        grads["bias_ih"] = natural(a[0])
-        grads["bias_hh"] = natural(a[1]) if code == GRU else grads["bias_ih"].clone()
     if code == PEEPHOLE:
         e = a[1, :3 * H]
         if s.width < H:
@@ -333,24 +374,26 @@ def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gate
 
 
 def _weight_hh_grad(dgh: Tensor, y: Tensor, h0: Tensor, bs: Tensor, reverse: bool) -> Tensor:
-    """dW_hh = sum_t dG_t^T h_{t-1}: one GEMM over the steps that follow a step, plus the first steps.
+    """dW_hh = sum_t dG_t^T h_{t-1}: one GEMM over all T*B rows.
 
     h_{t-1} of a row is its output at the step the forward ran before t, or h0 at the row's first
-    step. Rows past their length have zero dG, so padding contributes nothing.
+    step. Rows past their length have zero dG, so padding contributes nothing. (One GEMM on a
+    shifted copy of y: a separate rank-B product for the first step cost more than the main one
+    at B=1, 0.2-0.5 ms.)
     """
     T, B, GH = dgh.shape
     P = y.shape[2]
+    hp = torch.empty_like(y)  # (T, B, P): h_{t-1} at every step
     if reverse:
-        main, prev = dgh[:-1], y[1:]
-        lengths = (bs.view(T, 1) > torch.arange(B).view(1, B)).sum(0)  # (B,)
-        first = dgh[lengths - 1, torch.arange(B)]  # each row's first step runs at t = length - 1
+        hp[:-1] = y[1:]
+        hp[-1] = h0
+        if bs[-1] < B:  # rows shorter than T start at their own last step
+            lengths = (bs.view(T, 1) > torch.arange(B).view(1, B)).sum(0)  # (B,)
+            hp[lengths - 1, torch.arange(B)] = h0
     else:
-        main, prev = dgh[1:], y[:-1]
-        first = dgh[0]
-    g = torch.mm(first.t(), h0.contiguous())
-    if T > 1:
-        g.addmm_(main.reshape((T - 1) * B, GH).t(), prev.reshape((T - 1) * B, P))
-    return g
+        hp[1:] = y[:-1]
+        hp[0] = h0
+    return torch.mm(dgh.reshape(T * B, GH).t(), hp.view(T * B, P))
 
 
 class _LayerFunction(torch.autograd.Function):

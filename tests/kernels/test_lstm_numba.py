@@ -153,6 +153,25 @@ def threads(request):
     torch.set_num_threads(old)
 
 
+@pytest.mark.parametrize("threads", [2, 3], indirect=True)
+@pytest.mark.parametrize("B, proj, lengths", [(1, 0, None), (3, 0, [6, 5, 2]), (2, 7, [6, 3])])
+def test_layernorm_few_rows_share_columns(B, proj, lengths, threads):
+    """The layer-norm forward with few rows on several threads: the row split whose threads also
+    share each step's recurrent product by columns (two meetings per step), both directions in
+    time, float64 and float32."""
+    assert lstm_numba._plan(lstm_numba.CELL_CODES["layernorm"], B, 40, bool(proj), brgemm=True).cols
+    for reverse in (False, True):
+        compare_layer("layernorm", 6, B, 3, 40, proj, reverse=reverse, lengths=lengths)
+    p64 = make_params("layernorm", 3, 40, proj)
+    x64, s64, bs = make_inputs("layernorm", 6, B, 3, 40, proj, lengths=lengths)
+    want = run_layer(reference.layer, "layernorm", x64, s64, p64, bs, False)
+    p32 = {n: t.detach().float().requires_grad_() for n, t in p64.items()}
+    got = run_layer(lstm_numba.layer, "layernorm", x64.detach().float().requires_grad_(),
+                    tuple(s.detach().float().requires_grad_() for s in s64), p32, bs, False)
+    for name in want:
+        torch.testing.assert_close(got[name].double(), want[name], rtol=0, atol=2e-4, msg=lambda m: f"{name}: {m}")
+
+
 @pytest.mark.skipif(not lstm_numba.K.BRGEMM, reason="torch exports no at::native::cpublas::brgemm")
 @pytest.mark.parametrize("lengths", [None, [6, 6, 5, 5, 5, 4, 4, 3, 2, 2, 1, 1]], ids=["full", "packed"])
 @pytest.mark.parametrize("cell, proj, threads, units", [

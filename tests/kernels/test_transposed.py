@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from lstmkit.kernels import transposed as T
@@ -30,6 +31,27 @@ def test_nan_weights_are_never_served_stale():
     T.transposed(w)
     w[0, 0] = 1.0
     assert T.transposed(w)[0, 0].item() == 1.0
+
+
+def test_bits_not_float_equality_decide():
+    w = torch.zeros(4, 3)
+    T.transposed(w)
+    w[1, 2] = -0.0  # == 0.0 as floats, another bit pattern
+    assert torch.signbit(T.transposed(w)[2, 1])
+    nan = torch.full((2, 2), float("nan"))
+    assert T.transposed(nan) is T.transposed(nan)  # the same NaNs: reused
+
+
+@pytest.mark.parametrize("memcmp", [True, False], ids=["memcmp", "torch"])
+def test_non_contiguous_and_fallback_compare_bits(memcmp, monkeypatch):
+    if not memcmp:
+        monkeypatch.setattr(T, "_MEMCMP", None)
+    base = torch.randn(6, 8)
+    w = base[:, ::2]  # not contiguous
+    a = T.transposed(w)
+    assert T.transposed(w) is a and torch.equal(a, w.t())
+    w[1, 1] += 1.0
+    assert torch.equal(T.transposed(w), w.t())
 
 
 def test_what_is_kept_stays_bounded(monkeypatch):
