@@ -41,13 +41,20 @@ last_compiled = None  # the compiled kernel of the last launch (registers, spill
 NUM_WARPS: int | None = None  # override the choice below (benchmarks)
 
 
+@triton.jit
+def _load_acquire(ptr):
+    """ld.acquire.gpu: a load that orders every later read after it (no read-modify-write)."""
+    return tl.inline_asm_elementwise("ld.acquire.gpu.global.b32 $0, [$1];", "=r,l", [ptr],
+                                     dtype=tl.int32, is_pure=False, pack=1)
+
+
 @triton.jit(do_not_specialize=["T"])
 def _persistent_lstm_kernel(
     XW, W, PI, PF, PO, BS, Y, HX, HN, CN, C0, SYNC,
     T, B, H, n_prog, spin_limit,
     CELL: tl.constexpr, NG: tl.constexpr, PACKED: tl.constexpr, REVERSE: tl.constexpr,
     BB: tl.constexpr, KP: tl.constexpr, U: tl.constexpr, ACC: tl.constexpr,
-    PREC: tl.constexpr,
+    PREC: tl.constexpr, ACQ: tl.constexpr,
 ):
     pid = tl.program_id(0)
     N: tl.constexpr = 4 * U
@@ -127,18 +134,26 @@ def _persistent_lstm_kernel(
         # independent of the other programs: start it before waiting for them
         xw = tl.load(XW + t_next * B * GH + rows[:, None] * GH + wrow[None, :], mask=x_mask, other=0.0)
         # grid barrier: every program has written its slice of h_t before anyone reads it.
-        # Arrive with a release atomic, poll with plain volatile loads (no read-modify-write
-        # traffic on the counter), then one acquire atomic orders the reads of h after it.
+        # Arrive with a release atomic, poll with acquire loads (ld.acquire.gpu: no
+        # read-modify-write traffic on the counter, and the load that sees the count orders the
+        # reads of h after it). The interpreter has no inline PTX: it polls with volatile loads
+        # and orders with one acquire atomic (one L2 round trip more, 10-30% slower on an H100).
         tl.debug_barrier()
         tl.atomic_add(SYNC, 1, sem="release", scope="gpu")
         target = (s + 1) * n_prog
-        seen = tl.load(SYNC, volatile=True)
         spins = 0
         limit = tl.where(stalled > 0, 0, spin_limit)  # after one timeout, never wait again
-        while (seen < target) & (spins < limit):
+        if ACQ:
+            seen = _load_acquire(SYNC)
+            while (seen < target) & (spins < limit):
+                seen = _load_acquire(SYNC)
+                spins += 1
+        else:
             seen = tl.load(SYNC, volatile=True)
-            spins += 1
-        seen = tl.atomic_add(SYNC, 0, sem="acquire", scope="gpu")
+            while (seen < target) & (spins < limit):
+                seen = tl.load(SYNC, volatile=True)
+                spins += 1
+            seen = tl.atomic_add(SYNC, 0, sem="acquire", scope="gpu")
         stalled += (seen < target).to(tl.int32)
         tl.debug_barrier()
     if stalled > 0:  # never on a healthy run: make the failure visible without a host sync
@@ -204,16 +219,16 @@ def forward(cell: str, x: Tensor, h0: Tensor, c0: Tensor, params: dict[str, Tens
         pi, pf, po = params["weight_ci"], params["weight_cf"], params["weight_co"]
     else:
         pi = pf = po = c0
-    slice_bytes = kp * 4 * u * xw.element_size()
-    # measured on an H100 (BENCHMARKS.md): 8 warps beat 16 by 1.4-1.5x at H=1024 (128 KB slices)
-    warps = NUM_WARPS or (4 if slice_bytes <= 32 * 1024 else 8)
+    # measured on an H100 (BENCHMARKS.md): 4 warps beat 8 at every H (by 10-25% at H=1024, with
+    # 128 KB slices: 255 registers a thread and no spills), and 8 beat 16 by 1.4-1.5x
+    warps = NUM_WARPS or 4
     global last_compiled
     last_compiled = _persistent_lstm_kernel[(n_prog,)](
         xw, w_hh, pi, pf, po, bs, y, hx, hn, cn, c0, sync,
         T, B, H, n_prog, SPIN_LIMIT,
         CELL=_CELL_ID[cell], NG=ng, PACKED=steps is not None, REVERSE=bool(reverse),
         BB=16, KP=kp, U=u, ACC=_acc_dtype(cd), PREC="tf32" if tf32 else "ieee",
-        num_warps=warps,
+        ACQ=not INTERPRET, num_warps=warps,
     )
     global last_sync
     last_sync = sync  # [arrivals, timeouts]: the tests read it; no host sync here
