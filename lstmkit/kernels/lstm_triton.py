@@ -690,16 +690,17 @@ def _capture(fn, *args):
     return graph, out
 
 
-def _graph_key(cfg: _Cfg, x: Tensor, p: dict[str, Tensor]) -> tuple:
-    return (cfg, x.device.index, torch.is_inference_mode_enabled(),
+def _graph_key(cfg: _Cfg, x: Tensor, p: dict[str, Tensor], impl) -> tuple:
+    return (cfg, impl.__name__, x.device.index, torch.is_inference_mode_enabled(),
             tuple((k, v.data_ptr(), v.dtype, tuple(v.shape)) for k, v in sorted(p.items())))
 
 
-def _graph_entry(cfg: _Cfg, x: Tensor, p: dict[str, Tensor], inp: dict[str, Tensor]) -> _GraphEntry | None:
-    """The entry to replay for this call, capturing it on the second sighting; None: run eagerly."""
+def _graph_entry(cfg: _Cfg, x: Tensor, p: dict[str, Tensor], inp: dict[str, Tensor], impl) -> _GraphEntry | None:
+    """The entry to replay `impl(cfg, inp, p)` for this call, capturing it on the second sighting;
+    None: run eagerly."""
     if not (USE_CUDA_GRAPHS and x.is_cuda) or torch.cuda.is_current_stream_capturing():
         return None
-    key = _graph_key(cfg, x, p)
+    key = _graph_key(cfg, x, p, impl)
     if key in _broken:
         return None
     entry = _graphs.get(key)
@@ -716,7 +717,7 @@ def _graph_entry(cfg: _Cfg, x: Tensor, p: dict[str, Tensor], inp: dict[str, Tens
     entry.fwd_in = {k: v.clone() for k, v in inp.items()}
     try:
         with _matmul_precision(cfg.tf32):
-            entry.fwd_graph, entry.fwd_out = _capture(_forward_impl, cfg, entry.fwd_in, p)
+            entry.fwd_graph, entry.fwd_out = _capture(impl, cfg, entry.fwd_in, p)
     except Exception:  # noqa: BLE001 - anything that cannot be captured runs eagerly
         _broken.add(key)
         return None
@@ -752,7 +753,7 @@ class _TritonLayer(torch.autograd.Function):
         if mask is not None:
             inp["mask"] = mask
         with torch.autocast(x.device.type, enabled=False), _on_device(x):
-            entry = _graph_entry(cfg, x, p, inp)
+            entry = _graph_entry(cfg, x, p, inp, _forward_impl)
             if entry is not None:
                 for k, v in inp.items():
                     entry.fwd_in[k].copy_(v)
@@ -824,6 +825,31 @@ class _TritonLayer(torch.autograd.Function):
         return tuple(result)
 
 
+def _persistent_impl(cfg: _Cfg, inp: dict[str, Tensor], p: dict[str, Tensor]) -> dict[str, Tensor]:
+    from lstmkit.kernels import lstm_triton_persistent as pk
+    y, hT, cT = pk.forward(cfg.cell, inp["x"], inp["h0"], inp["c0"], p, cfg.steps, cfg.reverse, cfg.cd, cfg.sd,
+                           cfg.tf32)
+    return {"y": y, "hT": hT, "cT": cT}
+
+
+def _persistent(cfg: _Cfg, x: Tensor, h0: Tensor, c0: Tensor, p: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Inference through the persistent kernel, replayed as a CUDA graph with its input GEMM
+    from the second call of a configuration on (unpacked input: a packed one would copy its
+    batch sizes from the host inside the capture). The graph takes the host work off each call:
+    on an H100, 150-220 us of a 450-900 us call through the module at T=100, B <= 2."""
+    inp = {"x": x, "h0": h0, "c0": c0}
+    with torch.autocast(x.device.type, enabled=False), _on_device(x):
+        entry = _graph_entry(cfg, x, p, inp, _persistent_impl) if cfg.steps is None else None
+        if entry is None:
+            with _matmul_precision(cfg.tf32):
+                out = _persistent_impl(cfg, inp, p)
+            return out["y"], out["hT"], out["cT"]
+        for k, v in inp.items():
+            entry.fwd_in[k].copy_(v)
+        entry.fwd_graph.replay()
+        return entry.fwd_out["y"].clone(), entry.fwd_out["hT"].clone(), entry.fwd_out["cT"].clone()
+
+
 def _graph_backward(cfg, entry: _GraphEntry, gin, p, need) -> dict[str, Tensor]:
     key = tuple(sorted(need.items()))
     if key not in entry.bwd_graphs:
@@ -866,14 +892,13 @@ def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str
     save = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     steps = tuple(int(b) for b in batch_sizes.tolist()) if batch_sizes is not None else None
 
+    cfg = _Cfg(spec.name, T, B, I, H, P, proj, "bias_ih" in params, bool(reverse), steps, cd, sd, tf32, save)
     if not save and USE_PERSISTENT and x.is_cuda:
         from lstmkit.kernels import lstm_triton_persistent as pk
         if pk.supported(spec.name, B, H, proj, cd, x.device):
-            with _on_device(x):
-                y, hT, cT = pk.forward(spec.name, x, h0, c0, params, steps, reverse, cd, sd, tf32)
+            y, hT, cT = _persistent(cfg, x, h0, c0, params)
             return y, (hT.to(pdt), cT.to(pdt))
 
-    cfg = _Cfg(spec.name, T, B, I, H, P, proj, "bias_ih" in params, bool(reverse), steps, cd, sd, tf32, save)
     mask = None
     if steps is not None:
         mask = torch.arange(B, device=x.device)[None, :] < torch.tensor(steps, device=x.device)[:, None]

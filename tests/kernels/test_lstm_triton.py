@@ -344,6 +344,31 @@ def test_gpu_persistent_kernel(cell, B, H, ieee):
 
 
 @gpu
+def test_gpu_persistent_kernel_graph_replay(ieee):
+    """Inference through the persistent kernel is captured as a CUDA graph on a configuration's
+    second call; replays give the reference's values for new inputs and for weights changed in
+    place (the graph reads the parameters' memory)."""
+    from lstmkit.kernels import lstm_triton
+    torch.manual_seed(0)
+    tri = lstmkit.LSTM(48, 96, backend="triton").cuda()
+    ref = lstmkit.LSTM(48, 96, backend="reference").cuda()
+    ref.load_state_dict(tri.state_dict())
+    lstm_triton.clear_graph_cache()
+    with torch.no_grad():
+        for k in range(4):
+            if k == 3:
+                for a, b in zip(tri.parameters(), ref.parameters()):
+                    a.mul_(0.9)
+                    b.mul_(0.9)
+            x = torch.randn(20, 3, 48, device="cuda")
+            y, (h, c) = tri(x)
+            y_r, (h_r, c_r) = ref(x)
+            for a, b in ((y, y_r), (h, h_r), (c, c_r)):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert any("_persistent_impl" in key for key in lstm_triton._graphs), "no persistent graph was captured"
+
+
+@gpu
 @pytest.mark.parametrize("cell", CELLS)
 def test_gpu_autocast_bf16(cell):
     """bf16 GEMMs, fp32 pointwise and cell state: no further from the fp32 reference than the
