@@ -21,7 +21,8 @@ Performance devices, both transparent:
   use `with lstm_triton.settings(graphs=False):`) to turn this off; `clear_graph_cache()` frees them.
 * A persistent kernel (`lstm_triton_persistent`) for small-batch inference: one launch for the
   whole sequence with the recurrent weights held on chip (LSTMKIT_TRITON_PERSISTENT=0 or
-  `settings(persistent=False)` turns it off).
+  `settings(persistent=False)` turns it off). With CUDA graphs on, it and its input GEMM are
+  replayed as a graph too (unpacked input), which takes the host work off each call.
 
 Precision: fp32 GEMMs use TF32 exactly when cuDNN's RNN would (torch.backends.cudnn.rnn
 .fp32_precision, or the legacy torch.backends.cudnn.allow_tf32), so numbers and speed are
