@@ -91,6 +91,18 @@ def compare_layer(cell, T, B, I, H, proj=0, reverse=False, lengths=None, bias=Tr
     assert_all_close(got, want, rtol=1e-9, atol=1e-10)
 
 
+def compare_layer_float32(cell, T, B, I, H, atol, proj=0, lengths=None):
+    """The float32 kernels against the float64 reference: outputs and every gradient within atol."""
+    p64 = make_params(cell, I, H, proj)
+    x64, s64, bs = make_inputs(cell, T, B, I, H, proj, lengths=lengths)
+    want = run_layer(reference.layer, cell, x64, s64, p64, bs, False)
+    p32 = {n: t.detach().float().requires_grad_() for n, t in p64.items()}
+    got = run_layer(lstm_numba.layer, cell, x64.detach().float().requires_grad_(),
+                    tuple(s.detach().float().requires_grad_() for s in s64), p32, bs, False)
+    for name in want:
+        torch.testing.assert_close(got[name].double(), want[name], rtol=0, atol=atol, msg=lambda m: f"{name}: {m}")
+
+
 # --------------------------------------------------------------------------------------
 # the layer function against the reference, float64
 # --------------------------------------------------------------------------------------
@@ -162,14 +174,7 @@ def test_layernorm_few_rows_share_columns(B, proj, lengths, threads):
     assert lstm_numba._plan(lstm_numba.CELL_CODES["layernorm"], B, 40, bool(proj), brgemm=True).cols
     for reverse in (False, True):
         compare_layer("layernorm", 6, B, 3, 40, proj, reverse=reverse, lengths=lengths)
-    p64 = make_params("layernorm", 3, 40, proj)
-    x64, s64, bs = make_inputs("layernorm", 6, B, 3, 40, proj, lengths=lengths)
-    want = run_layer(reference.layer, "layernorm", x64, s64, p64, bs, False)
-    p32 = {n: t.detach().float().requires_grad_() for n, t in p64.items()}
-    got = run_layer(lstm_numba.layer, "layernorm", x64.detach().float().requires_grad_(),
-                    tuple(s.detach().float().requires_grad_() for s in s64), p32, bs, False)
-    for name in want:
-        torch.testing.assert_close(got[name].double(), want[name], rtol=0, atol=2e-4, msg=lambda m: f"{name}: {m}")
+    compare_layer_float32("layernorm", 6, B, 3, 40, 2e-4, proj, lengths)
 
 
 @pytest.mark.skipif(not lstm_numba.K.BRGEMM, reason="torch exports no at::native::cpublas::brgemm")
@@ -370,15 +375,7 @@ def test_no_grad_equals_grad_path(cell):
 def test_float32_few_rows_match_reference(B, threads):
     """float32 at the few-row boundary: plain loops (a team of one, or the unit split) and brgemm
     (rows split between threads), forward and backward."""
-    T, I, H = 5, 3, 40
-    p64 = make_params("lstm", I, H)
-    x64, s64, _ = make_inputs("lstm", T, B, I, H)
-    want = run_layer(reference.layer, "lstm", x64, s64, p64, None, False)
-    p32 = {n: t.detach().float().requires_grad_() for n, t in p64.items()}
-    got = run_layer(lstm_numba.layer, "lstm", x64.detach().float().requires_grad_(),
-                    tuple(s.detach().float().requires_grad_() for s in s64), p32, None, False)
-    for name in want:
-        torch.testing.assert_close(got[name].double(), want[name], rtol=0, atol=2e-5, msg=lambda m: f"{name}: {m}")
+    compare_layer_float32("lstm", 5, B, 3, 40, 2e-5)
 
 
 @pytest.mark.skipif(not lstm_numba.K.BRGEMM, reason="torch exports no at::native::cpublas::brgemm")
