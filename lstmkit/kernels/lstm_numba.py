@@ -16,9 +16,9 @@ one of two ways (`_plan`):
     projection; the gate columns are then permuted into blocks of units (see the kernels).
   * rows: each thread owns a subset of the rows, which are independent sequences: no meeting at
     all. Used for layernorm (it reduces over all units of a row), projections, and tiny H.
-    The layer-norm forward with few rows (B < 2 threads) also shares each step's recurrent
-    product by columns (`cols`): two meetings per step, but each thread streams only its part
-    of W_hh instead of idling or streaming all of it.
+    The layer-norm forward with few rows (B < 2 x threads, B <= 4) also shares each step's
+    recurrent product by columns (`cols`): two meetings per step, but each thread streams only
+    its part of W_hh instead of idling or streaming all of it.
 Under `torch.no_grad()` (or when nothing requires grad) the forward saves no activations.
 
 Importing this module compiles nothing; each kernel compiles on first use, one per (direction,

@@ -137,7 +137,7 @@ def _persistent_lstm_kernel(
         # Arrive with a release atomic, poll with acquire loads (ld.acquire.gpu: no
         # read-modify-write traffic on the counter, and the load that sees the count orders the
         # reads of h after it). The interpreter has no inline PTX: it polls with volatile loads
-        # and orders with one acquire atomic (one L2 round trip more, 10-30% slower on an H100).
+        # and orders with one acquire atomic (one L2 round trip more per step).
         tl.debug_barrier()
         tl.atomic_add(SYNC, 1, sem="release", scope="gpu")
         target = (s + 1) * n_prog
@@ -219,7 +219,7 @@ def forward(cell: str, x: Tensor, h0: Tensor, c0: Tensor, params: dict[str, Tens
         pi, pf, po = params["weight_ci"], params["weight_cf"], params["weight_co"]
     else:
         pi = pf = po = c0
-    # measured on an H100 (BENCHMARKS.md): 4 warps beat 8 at every H (by 10-25% at H=1024, with
+    # measured on an H100 (BENCHMARKS.md): 4 warps beat 8 at every H (by 10-27% at H=1024, with
     # 128 KB slices: 255 registers a thread and no spills), and 8 beat 16 by 1.4-1.5x
     warps = NUM_WARPS or 4
     global last_compiled
