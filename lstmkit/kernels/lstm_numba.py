@@ -278,7 +278,7 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     # h before the projection: rows past their length must be zeros, dW_hr's GEMM reads them
     hf = (x.new_empty if batch_sizes is None else x.new_zeros)(ts, B, H) if proj else dummy
     uh = x.new_empty(ts, B, GH) if sep else dummy
-    acts = x.new_empty(ts, B, GH) if ln else dummy
+    acts = x.new_empty(1, B, GH) if ln else dummy  # scratch: the backward recomputes the activations
     chat = x.new_empty(ts, B, H) if ln else dummy
     stats = x.new_empty(ts, B, 4) if ln else dummy
     whh, rows = _recurrent_weight(p["weight_hh"], plan, B, perm)

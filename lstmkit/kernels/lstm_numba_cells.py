@@ -512,37 +512,47 @@ def _row_stats(v, N):
 
 
 @njit(**JIT)
-def _layernorm_fwd(x, u, a, c, h, cs, ch, st, e, H):
-    """Natural layout only. x: W x_t (4H) -> normalised; u: U h_{t-1} (4H) -> normalised; a: activations.
+def _layernorm_gates(x, u, a, e, H):
+    """a <- the gate activations (i, f, g, o) from x = LN(W x_t) and u = LN(U h_{t-1}), normalised.
 
-    e = [gain_x, bias_x, gain_h, bias_h, bias (b_ih + b_hh), gain_c (H), bias_c (H)];
-    st <- [rstd_x, rstd_h, mu_c, rstd_c]; ch <- normalised c_t.
+    e = [gain_x, bias_x, gain_h, bias_h, bias (b_ih + b_hh), gain_c (H), bias_c (H)]. The forward
+    and the backward both call this: the backward recomputes the activations instead of the
+    forward saving them (a third (T, B, 4H) array written and read back: 15-20% of the layer's
+    training time at T=50, B=128, H=512, against a few percent to recompute).
     """
     GH = 4 * H
     # one slice per part of e: with offsets into one array LLVM does not vectorise the loops (4x slower)
     gx, bx, gu, bu, b = e[:GH], e[GH:2 * GH], e[2 * GH:3 * GH], e[3 * GH:4 * GH], e[4 * GH:5 * GH]
+    for q in range(GH):
+        a[q] = gx[q] * x[q] + bx[q] + gu[q] * u[q] + bu[q] + b[q]
+    a_i, a_f, a_g, a_o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:GH]
+    for j in range(H):
+        a_i[j] = sigmoid(a_i[j])
+        a_f[j] = sigmoid(a_f[j])
+        a_g[j] = tanh(a_g[j])
+        a_o[j] = sigmoid(a_o[j])
+
+
+@njit(**JIT)
+def _layernorm_fwd(x, u, a, c, h, cs, ch, st, e, H):
+    """Natural layout only. x: W x_t (4H) -> normalised; u: U h_{t-1} (4H) -> normalised;
+    a: scratch for the activations (see _layernorm_gates for e).
+
+    st <- [rstd_x, rstd_h, mu_c, rstd_c]; ch <- normalised c_t.
+    """
+    GH = 4 * H
     gc, bc = e[5 * GH:5 * GH + H], e[5 * GH + H:5 * GH + 2 * H]
     mx, rx = _row_stats(x, GH)
     mh, rh = _row_stats(u, GH)
     for q in range(GH):
-        xx = (x[q] - mx) * rx
-        uu = (u[q] - mh) * rh
-        x[q] = xx
-        u[q] = uu
-        a[q] = gx[q] * xx + bx[q] + gu[q] * uu + bu[q] + b[q]
+        x[q] = (x[q] - mx) * rx
+        u[q] = (u[q] - mh) * rh
+    _layernorm_gates(x, u, a, e, H)
     a_i, a_f, a_g, a_o = a[:H], a[H:2 * H], a[2 * H:3 * H], a[3 * H:GH]
     for j in range(H):
-        i = sigmoid(a_i[j])
-        f = sigmoid(a_f[j])
-        g = tanh(a_g[j])
-        o = sigmoid(a_o[j])
-        cn = f * c[j] + i * g
+        cn = a_f[j] * c[j] + a_i[j] * a_g[j]
         c[j] = cn
         cs[j] = cn
-        a_i[j] = i
-        a_f[j] = f
-        a_g[j] = g
-        a_o[j] = o
     mc, rc = _row_stats(c, H)
     for j in range(H):
         z = (c[j] - mc) * rc
@@ -649,7 +659,8 @@ def _cifg_bwd(a, c, cp, dh, dc, dg, u0, u1, H, W):
 
 @njit(**JIT)
 def _layernorm_bwd(x, u, a, c, cp, ch, st, dh, dc, dgx, dgh, e, acc, H):
-    """Natural layout only. x, u: normalised W x_t, U h_{t-1}; a: activations; ch: normalised c_t.
+    """Natural layout only. x, u: normalised W x_t, U h_{t-1}; a: scratch for the activations,
+    recomputed here; ch: normalised c_t.
 
     dgx, dgh <- gradients w.r.t. W x_t and U h_{t-1}; acc rows: [0] d bias (= d ln_bias_ih =
     d ln_bias_hh), [1] d ln_weight_ih, [2] d ln_weight_hh, [3][:H] d ln_weight_c, [3][H:2H] d ln_bias_c.
@@ -657,6 +668,7 @@ def _layernorm_bwd(x, u, a, c, cp, ch, st, dh, dc, dgx, dgh, e, acc, H):
     """
     GH = 4 * H
     one = cast_like(1.0, a)
+    _layernorm_gates(x, u, a, e, H)
     rx, rh, rc = st[0], st[1], st[3]
     # slices, not offsets into one array: see _layernorm_fwd
     gx, gu = e[:GH], e[2 * GH:3 * GH]
@@ -876,7 +888,7 @@ def _ov_forward_row(cell, units, t, ts, r, gates, cst, hp, h, cs, uh, acts, chat
                 pass
         else:
             def impl(cell, units, t, ts, r, gates, cst, hp, h, cs, uh, acts, chat, stats, ext, u0, u1, H, W):
-                _layernorm_fwd(gates[t, r], uh[ts, r], acts[ts, r], cst[r], h, cs[ts, r], chat[ts, r],
+                _layernorm_fwd(gates[t, r], uh[ts, r], acts[0, r], cst[r], h, cs[ts, r], chat[ts, r],
                                stats[ts, r], ext, H)
     elif code == GRU:
         def impl(cell, units, t, ts, r, gates, cst, hp, h, cs, uh, acts, chat, stats, ext, u0, u1, H, W):
@@ -920,7 +932,7 @@ def _ov_backward_row(cell, units, t, tp, saved, r, gates, cs, c0, h0, y, uh, act
         else:
             def impl(cell, units, t, tp, saved, r, gates, cs, c0, h0, y, uh, acts, chat, stats, d, dc, dg, dgh,
                      ext, ak, u0, u1, H, W):
-                _layernorm_bwd(gates[t, r], uh[t, r], acts[t, r], cs[t, r], cs[tp, r] if saved else c0[r],
+                _layernorm_bwd(gates[t, r], uh[t, r], acts[0, r], cs[t, r], cs[tp, r] if saved else c0[r],
                                chat[t, r], stats[t, r], d, dc[r], dg[t, r], dgh[t, r], ext, ak, H)
     elif code == GRU:
         def impl(cell, units, t, tp, saved, r, gates, cs, c0, h0, y, uh, acts, chat, stats, d, dc, dg, dgh,
@@ -963,7 +975,8 @@ def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg, c
     hst (B, P): h0 in, h_T out; cst (B, H): c0 in, c_T out; y (T, B, P): outputs (zeros past a
     row's length). Saved for backward (time index 0 only when save is false, as scratch):
     cs (T, B, H) c_t; hf (T, B, H) h_t before the projection; uh (T, B, GH) recurrent product
-    (layer norm: normalised, GRU: [., ., U_n h + b_hn]); acts/chat/stats: layer norm's.
+    (layer norm: normalised, GRU: [., ., U_n h + b_hn]); chat/stats: layer norm's; acts (1, B, GH):
+    layer norm's scratch for one step's activations (the backward recomputes them).
     brg: oneDNN's brgemm (float32), which reads wt = W_hh^T (P, GH) and wrt = W_hr^T (H, P); 0: torch's
     BLAS on whh and whr.
     fuse (with brg): gates arrives empty and each step first forms its rows' input part,
