@@ -517,8 +517,8 @@ def _layernorm_gates(x, u, a, e, H):
 
     e = [gain_x, bias_x, gain_h, bias_h, bias (b_ih + b_hh), gain_c (H), bias_c (H)]. The forward
     and the backward both call this: the backward recomputes the activations instead of the
-    forward saving them (a third (T, B, 4H) array written and read back: 15-20% of the layer's
-    training time at T=50, B=128, H=512, against a few percent to recompute).
+    forward saving them in a third (T, B, 4H) array (training at T=50, B=128, H=512: 1.18 -> 1.13
+    of nn.LSTM's time, median of five paired A/B runs).
     """
     GH = 4 * H
     # one slice per part of e: with offsets into one array LLVM does not vectorise the loops (4x slower)

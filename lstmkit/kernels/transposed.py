@@ -47,13 +47,14 @@ _MEMCMP = _libc_memcmp()
 
 def _same_bits(kept: Tensor, w: Tensor) -> bool:
     """Whether w holds exactly the bits of `kept` (a contiguous copy of an earlier w)."""
-    if _MEMCMP is not None and w.device.type == "cpu" and w.is_contiguous():
+    w = w.contiguous()
+    if _MEMCMP is not None and w.device.type == "cpu":
         return _MEMCMP(kept.data_ptr(), w.data_ptr(), w.numel() * w.element_size()) == 0
-    return torch.equal(kept.view(torch.uint8), w.contiguous().view(torch.uint8))
+    return torch.equal(kept.view(torch.uint8), w.view(torch.uint8))
 
 
 def transposed(w: Tensor) -> Tensor:
-    """w.t().contiguous() for a 2-D tensor, reused from an earlier call while w holds the same values."""
+    """w.t().contiguous() for a 2-D tensor, reused from an earlier call while w holds the same bits."""
     key = (w.data_ptr(), tuple(w.shape), w.dtype, w.device)
     with _lock:
         hit = _kept.get(key)
@@ -64,7 +65,7 @@ def transposed(w: Tensor) -> Tensor:
         return hit[1]
     wt = w.detach().t().contiguous()
     with _lock:
-        _kept[key] = (w.detach().clone(), wt)
+        _kept[key] = (w.detach().clone(memory_format=torch.contiguous_format), wt)
         total = sum(2 * t.numel() * t.element_size() for _, t in _kept.values())
         while total > MAX_BYTES and len(_kept) > 1:
             _, (_, old) = _kept.popitem(last=False)

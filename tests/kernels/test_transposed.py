@@ -52,6 +52,9 @@ def test_non_contiguous_and_fallback_compare_bits(memcmp, monkeypatch):
     assert T.transposed(w) is a and torch.equal(a, w.t())
     w[1, 1] += 1.0
     assert torch.equal(T.transposed(w), w.t())
+    v = torch.randn(5, 3).t()  # dense but transposed: a contiguous copy is what gets kept
+    b = T.transposed(v)
+    assert T.transposed(v) is b and torch.equal(b, v.t())
 
 
 def test_what_is_kept_stays_bounded(monkeypatch):
