@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from lstmkit.fold import BinaryTreeLSTM, Fold, random_binary_tree
-from lstmkit.kernels import treelstm_numba as kernels
+from lstmkit.kernels import onednn
 
 
 class Model(nn.Module):
@@ -70,8 +70,8 @@ def gemm_gflops(n: int = 2048, reps: int = 3) -> tuple[float, float]:
     """(torch.mm, oneDNN linear) GFLOP/s on n x n fp32; oneDNN 0.0 where torch has none."""
     a, b, zero = torch.randn(n, n), torch.randn(n, n), torch.zeros(n)
     fns = [lambda: torch.mm(a, b)]
-    if kernels._LINEAR is not None:
-        fns.append(lambda: kernels._LINEAR(a, b, zero, "none", [], ""))
+    if onednn.LINEAR is not None:
+        fns.append(lambda: onednn.linear(a, b, zero))
     out = []
     for fn in fns:
         fn()

@@ -24,6 +24,7 @@ import torch
 from numba import njit
 from torch import Tensor
 
+from lstmkit.kernels.onednn import LINEAR, linear
 from lstmkit.kernels.transposed import transposed
 
 JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "nsz"})
@@ -152,31 +153,9 @@ def _node_backward(S, out, P, dout, dG, dP, db):
         _bias_grad(dG[b:b + 1], db)
 
 
-def _onednn_linear():
-    """oneDNN's fused linear, as torch's CPU build exposes it, or None."""
-    try:
-        op = torch.ops.mkldnn._linear_pointwise
-        x, w = torch.ones(2, 3), torch.ones(4, 3)
-        if not torch.backends.mkldnn.is_available() or not torch.equal(op(x, w, torch.zeros(4), "none", [], ""), x @ w.T):
-            return None
-        return op
-    except (AttributeError, RuntimeError):
-        return None
-
-
-_LINEAR = _onednn_linear()
-
-
 def gates(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """x @ weight.T + bias: (B, N), contiguous.
-
-    float32 on CPU goes through oneDNN (what nn.LSTM uses on CPU): on the 2-core Zen 4 machine
-    of BENCHMARKS.md it runs these shapes at ~100 GFLOP/s on one core where MKL's sgemm (addmm)
-    gives 60-75. Other dtypes and devices use addmm.
-    """
-    if _LINEAR is not None and x.dtype == torch.float32 and x.device.type == "cpu":
-        return _LINEAR(x, weight, bias, "none", [], "")
-    return torch.addmm(bias, x, weight.T)
+    """x @ weight.T + bias: (B, N), contiguous; float32 on CPU through oneDNN (`onednn.linear`)."""
+    return linear(x, weight, bias)
 
 
 def _np(t: Tensor) -> np.ndarray:
@@ -190,8 +169,8 @@ def _input_grad(dG: Tensor, weight: Tensor) -> Tensor:
     weight into its operand: measured on one Zen 4 core, (B, 1500) @ (1500, 600) takes 5.8 ms with
     MKL against 6.7 with the transpose and oneDNN at B=256, 24 against 20 ms at B=1000.
     """
-    if _LINEAR is not None and dG.shape[0] >= 512:
-        return _LINEAR(dG, transposed(weight), None, "none", [], "")
+    if LINEAR is not None and dG.dtype == torch.float32 and dG.shape[0] >= 512:
+        return linear(dG, transposed(weight))
     return dG @ weight
 
 

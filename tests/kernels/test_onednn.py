@@ -1,0 +1,21 @@
+import pytest
+import torch
+
+from lstmkit.kernels import onednn
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_linear_matches_addmm(dtype, with_bias):
+    torch.manual_seed(0)
+    x = torch.randn(7, 5, dtype=dtype)
+    w = torch.randn(4, 9, dtype=dtype)[:, ::2]  # non-contiguous weight (4, 5)
+    b = torch.randn(4, dtype=dtype) if with_bias else None
+    out = onednn.linear(x, w, b)
+    expected = x @ w.T + (b if with_bias else 0)
+    assert out.is_contiguous() and out.dtype == dtype
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_probe_result_is_an_op_or_none():
+    assert onednn.LINEAR is None or callable(onednn.LINEAR)
