@@ -488,12 +488,13 @@ def _gru_fwd(a, u, hp, h, bh, u0, u1, H, W):
 
 @njit(**JIT)
 def _rnn_fwd(a, h, relu, u0, u1):
+    a, h = a[u0:u1], h[u0:u1]  # slices from 0: see _add_range
     if relu:
-        for j in range(u0, u1):
+        for j in range(a.shape[0]):
             v = a[j]
             h[j] = v if v > 0 else v - v
     else:
-        for j in range(u0, u1):
+        for j in range(a.shape[0]):
             h[j] = tanh(a[j])
 
 
@@ -765,36 +766,41 @@ def _gru_bwd(a, u, hp, dh, dgx, dgh, u0, u1, H, W):
 @njit(**JIT)
 def _rnn_bwd(h, dh, dg, relu, u0, u1):
     one = cast_like(1.0, h)
+    h, dh, dg = h[u0:u1], dh[u0:u1], dg[u0:u1]  # slices from 0: see _add_range
     if relu:
-        for j in range(u0, u1):
+        for j in range(h.shape[0]):
             dg[j] = dh[j] if h[j] > 0 else dh[j] - dh[j]
     else:
-        for j in range(u0, u1):
+        for j in range(h.shape[0]):
             dg[j] = dh[j] * (one - h[j] * h[j])
 
 
+# The range helpers loop over slices from 0: a loop over range(lo, hi) indexing the arrays
+# themselves stayed scalar (numba's negative-index wraparound check on an index LLVM cannot
+# prove non-negative blocks vectorisation): 0.50 ns an element against 0.07 through slices.
+# They run per row and step (biases, outputs, gradients), ~1 ms a call at T=100, B=32, H=256.
+
 @njit(**JIT)
 def _add_range(acc, v, lo, hi):
-    for q in range(lo, hi):
-        acc[q] += v[q]
+    """acc[lo:hi] += v[lo:hi]."""
+    a, b = acc[lo:hi], v[lo:hi]
+    for q in range(a.shape[0]):
+        a[q] += b[q]
 
 
 @njit(**JIT)
 def _copy_range(dst, src, lo, hi):
-    for q in range(lo, hi):
-        dst[q] = src[q]
-
-
-@njit(**JIT)
-def _add_row_range(dst, src, lo, hi):
-    for q in range(lo, hi):
-        dst[q] += src[q]
+    """dst[lo:hi] = src[lo:hi]."""
+    a, b = dst[lo:hi], src[lo:hi]
+    for q in range(a.shape[0]):
+        a[q] = b[q]
 
 
 @njit(**JIT)
 def _zero_range(dst, lo, hi):
-    for q in range(lo, hi):
-        dst[q] = 0
+    a = dst[lo:hi]
+    for q in range(a.shape[0]):
+        a[q] = 0
 
 
 # Recurrent products for a few rows (at most SMALL_ROWS running): plain loops beat BLAS there.
@@ -1108,7 +1114,7 @@ def backward_rows(k, n, cell, T, B, H, P, W, reverse, proj, gemm_fn, brg,
         nb = (b - k + n - 1) // n if b > k else 0
         for j in range(nb):
             r = k + n * j
-            _add_row_range(dh[r], dy[t, r], 0, P)
+            _add_range(dh[r], dy[t, r], 0, P)
         if proj and nb > 0:
             for j in range(nb):
                 r = k + n * j
@@ -1222,7 +1228,7 @@ def backward_units(k, n, cell, T, B, H, P, W, reverse, gemm_fn, barrier_fn, brg,
         bp = bs[tp] if 0 <= tp < T else 0
         b = bs[t]
         for r in range(b):
-            _add_row_range(dh[r], dy[t, r], u0, u1)
+            _add_range(dh[r], dy[t, r], u0, u1)
             _backward_row(cell, True, t, tp, r < bp, r, gates, cs, c0, h0, y, uh, gates, gates, gates, dh[r], dc,
                           dg, dgh, ext, ak, u0, u1, H, W)
         for r in range(b, B):
@@ -1248,7 +1254,7 @@ def backward_units(k, n, cell, T, B, H, P, W, reverse, gemm_fn, barrier_fn, brg,
             if not sep:
                 _zero_range(row, u0, u1)
             for kk in range(n):
-                _add_row_range(row, part[base + kk, r], u0, u1)
+                _add_range(row, part[base + kk, r], u0, u1)
 
 
 # ----------------------------------------------------------------------------------------------

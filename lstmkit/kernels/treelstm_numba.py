@@ -67,11 +67,16 @@ def _sigmoid(x):
 
 @njit(**JIT)
 def _activate(s, n_sigmoid):
-    """In place: sigmoid of the first n_sigmoid gates, tanh of the rest."""
-    for k in range(n_sigmoid):
-        s[k] = _sigmoid(s[k])
-    for k in range(n_sigmoid, s.shape[0]):
-        s[k] = _tanh(s[k])
+    """In place: sigmoid of the first n_sigmoid gates, tanh of the rest.
+
+    Each loop runs over a slice from 0: `range(n_sigmoid, len(s))` over s itself stayed scalar
+    (measured on 1,800 gates: 0.56 ns a gate that way, 0.30 through slices)."""
+    a = s[:n_sigmoid]
+    for k in range(a.shape[0]):
+        a[k] = _sigmoid(a[k])
+    t = s[n_sigmoid:]
+    for k in range(t.shape[0]):
+        t[k] = _tanh(t[k])
 
 
 @njit(**JIT)
