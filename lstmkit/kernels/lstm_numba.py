@@ -236,6 +236,7 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     sep = code in (LAYERNORM, GRU)
     ln = code == LAYERNORM
     dummy = x.new_zeros(1, 1, 1)
+    dummy2 = dummy[0]  # (1, 1): the 2-D placeholder
     brg = _brgemm_address(x.dtype)
     # with brgemm the row split forms each step's input product in the kernel (see forward_rows)
     fuse = bool(brg) and not plan.units and not plan.cols
@@ -249,7 +250,7 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
         hst[0] = h0
     else:
         hst = h0.contiguous().clone()
-    cst = c0.contiguous().clone() if lstm_family else dummy[0]
+    cst = c0.contiguous().clone() if lstm_family else dummy2
     y = x.new_empty(T, B, P)
     ts = T if save else 1
     cs = x.new_empty(ts, B, H) if lstm_family else dummy
@@ -260,17 +261,17 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     chat = x.new_empty(ts, B, H) if ln else dummy
     stats = x.new_empty(ts, B, 4) if ln else dummy
     whh, rows = _recurrent_weight(p["weight_hh"], plan, B, perm)
-    whr = p["weight_hr"].contiguous() if proj else dummy[0]
+    whr = p["weight_hr"].contiguous() if proj else dummy2
     ext = _ext(code, p, H, plan.width).contiguous()
     bs = _batch_sizes(batch_sizes, T, B)
     # brgemm's row-major B operands: W_hh^T (P, GH), W_hr^T (H, P), W_ih^T (I, GH); W_hh^T is not
     # read when every step takes the plain loops (a team of one, or the unit split, with few rows)
     loops_only = B <= K.SMALL_ROWS and (plan.units or plan.cols or plan.threads == 1)
-    wt = transposed(whh) if brg and not loops_only else dummy[0]
-    wrt = transposed(whr) if brg and proj else dummy[0]
-    wit = transposed(p["weight_ih"]) if fuse else dummy[0]
+    wt = transposed(whh) if brg and not loops_only else dummy2
+    wrt = transposed(whr) if brg and proj else dummy2
+    wit = transposed(p["weight_ih"]) if fuse else dummy2
     arrays = [gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs, wt, wrt,
-              x.contiguous() if fuse else dummy, wit, dummy[0, 0] if bias is None else bias.contiguous(), rows]
+              x.contiguous() if fuse else dummy, wit, dummy2[0] if bias is None else bias.contiguous(), rows]
     ints = [code, T, B, H, P, int(reverse), int(save), int(proj), plan.width, _split_code(plan), int(fuse),
             int(bias is not None)]
     tab = K.Table(ints, arrays, _gemm_address(x.dtype), brg)
@@ -295,19 +296,20 @@ def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gate
     lstm_family = code <= LAYERNORM
     sep = code in (LAYERNORM, GRU)
     dummy = x.new_zeros(1, 1, 1)
+    dummy2 = dummy[0]  # (1, 1): the 2-D placeholder
     dy = dy.contiguous() if dy is not None else x.new_zeros(T, B, P)
     dh = dhT.contiguous().clone() if dhT is not None else x.new_zeros(B, P)
-    dc = (dcT.contiguous().clone() if dcT is not None else x.new_zeros(B, H)) if lstm_family else dummy[0]
+    dc = (dcT.contiguous().clone() if dcT is not None else x.new_zeros(B, H)) if lstm_family else dummy2
     dg = x.new_empty(T, B, GH)
     dgh = x.new_empty(T, B, GH) if sep else dg
     dhp = x.new_empty(T, B, P) if s.proj else dummy
-    dhf = x.new_empty(B, H) if s.proj else dummy[0]
+    dhf = x.new_empty(B, H) if s.proj else dummy2
     part = x.new_empty(2 * plan.threads, B, H) if plan.units else dummy
     acc = x.new_zeros(plan.threads, 4, GH)
     whh, rows = _recurrent_weight(p["weight_hh"], plan, B, perm)
-    whr = p["weight_hr"].contiguous() if s.proj else dummy[0]
+    whr = p["weight_hr"].contiguous() if s.proj else dummy2
     ext = _ext(code, p, H, s.width).contiguous()
-    c0_ = c0.contiguous() if lstm_family else dummy[0]
+    c0_ = c0.contiguous() if lstm_family else dummy2
     arrays = [gates, cs, c0_, h0.contiguous(), y, hf, uh, acts, chat, stats, whh, whr,
               dy, dh, dc, dg, dgh, part if plan.units else dhp, dhf, acc, ext, bs, rows]
     ints = [code, T, B, H, P, int(s.reverse), 1, int(s.proj), plan.width, _split_code(plan)]

@@ -334,10 +334,9 @@ class Table:
                 brgemm_addr, *ints]
         vals = head + [0] * (HEADER - len(head))
         for a in arrays:
-            assert a.is_contiguous() and a.dim() <= 3, "kernel arrays are C-contiguous, at most 3-D"
-            shape = a.shape
-            vals += (a.data_ptr(), shape[0] if a.dim() > 0 else 1, shape[1] if a.dim() > 1 else 1,
-                     shape[2] if a.dim() > 2 else 1)
+            shape = (*a.shape, 1, 1, 1)  # shape padded to three dimensions
+            assert len(shape) <= 6 and a.is_contiguous(), "kernel arrays are C-contiguous, at most 3-D"
+            vals += (a.data_ptr(), shape[0], shape[1], shape[2])
         self.table = np.array(vals, dtype=np.int64)
         self.arrays = arrays  # alive as long as the table
 

@@ -82,7 +82,8 @@ class RecurrentBase(nn.Module):
         suffix = self._suffixes(layer)[direction]
         names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else []) \
             + (["weight_hr"] if self.proj_size else []) + [e.name for e in self.spec.extra_params]
-        return {n: getattr(self, n + suffix) for n in names}
+        params = self._parameters  # a plain dict lookup: nn.Module.__getattr__ costs more per call
+        return {n: params.get(n + suffix) if n + suffix in params else getattr(self, n + suffix) for n in names}
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, cell={self.cell!r}, backend={self.backend!r}"
@@ -158,7 +159,8 @@ class RecurrentBase(nn.Module):
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)  # (T, B, D*H)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        final_state = [torch.stack(acc) for acc in finals]  # each (L*D, B, ·)
+        # each (L*D, B, ·); one layer and direction: a view of the backend's fresh final state
+        final_state = [acc[0].unsqueeze(0) if len(acc) == 1 else torch.stack(acc) for acc in finals]
 
         if batch_sizes is not None:
             steps = batch_sizes.tolist()
