@@ -23,6 +23,7 @@ from lstmkit.cells.treelstm import (
     binary_leaf_state, binary_node_state, binary_tree_lstm_leaf, binary_tree_lstm_node, child_sum_tree_lstm_cell,
 )
 from lstmkit.kernels import treelstm_numba as kernels
+from lstmkit.kernels.onednn import linear
 from lstmkit.fold.engine import Fold, Node, Segments
 from lstmkit.fold.tree import Tree
 from lstmkit.nn import checks
@@ -125,7 +126,7 @@ class BinaryTreeLSTM(_TreeLSTMBase):
         x = self.embed(x)
         if kernels.supported(x, self.leaf_weight):
             return kernels.LeafFn.apply(x, self.leaf_weight, self.leaf_bias)
-        return torch.cat(binary_leaf_state(kernels.gates(x, self.leaf_weight, self.leaf_bias)), 1)
+        return torch.cat(binary_leaf_state(linear(x, self.leaf_weight, self.leaf_bias)), 1)
 
     def node(self, children: Segments) -> Tensor:
         """Internal nodes: the states of [left, right] -> states (B, 2H)."""
@@ -134,7 +135,7 @@ class BinaryTreeLSTM(_TreeLSTMBase):
             return kernels.NodeFn.apply(P, self.node_weight, self.node_bias)
         B, H = P.shape[0], self.hidden_size
         hx = P[:, :, :H].reshape(B, 2 * H)  # [h_l; h_r]
-        gates = kernels.gates(hx, self.node_weight, self.node_bias)
+        gates = linear(hx, self.node_weight, self.node_bias)
         return torch.cat(binary_node_state(gates, P[:, 0, H:], P[:, 1, H:]), 1)
 
     @staticmethod

@@ -158,11 +158,6 @@ def _node_backward(S, out, P, dout, dG, dP, db):
         _bias_grad(dG[b:b + 1], db)
 
 
-def gates(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """x @ weight.T + bias: (B, N), contiguous; float32 on CPU through oneDNN (`onednn.linear`)."""
-    return linear(x, weight, bias)
-
-
 def _np(t: Tensor) -> np.ndarray:
     return t.detach().numpy()
 
@@ -185,7 +180,7 @@ class LeafFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
         x = x.contiguous()
-        S = gates(x, weight, bias)  # activated in place
+        S = linear(x, weight, bias)  # (B, 3H), activated in place
         out = x.new_empty(x.shape[0], 2 * (weight.shape[0] // 3))
         _leaf_forward(_np(S), _np(out))
         ctx.save_for_backward(x, weight, S, out)
@@ -211,7 +206,7 @@ class NodeFn(torch.autograd.Function):
         P = P.contiguous()
         B, H = P.shape[0], weight.shape[0] // 5
         hx = P[:, :, :H].reshape(B, 2 * H)  # [h_l; h_r]
-        S = gates(hx, weight, bias)  # activated in place
+        S = linear(hx, weight, bias)  # (B, 5H), activated in place
         out = P.new_empty(B, 2 * H)
         _node_forward(_np(S), _np(P), _np(out))
         ctx.save_for_backward(hx, P, weight, S, out)

@@ -82,8 +82,7 @@ class RecurrentBase(nn.Module):
         suffix = self._suffixes(layer)[direction]
         names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else []) \
             + (["weight_hr"] if self.proj_size else []) + [e.name for e in self.spec.extra_params]
-        params = self._parameters  # a plain dict lookup: nn.Module.__getattr__ costs more per call
-        return {n: params[n + suffix] if n + suffix in params else getattr(self, n + suffix) for n in names}
+        return {n: getattr(self, n + suffix) for n in names}
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, cell={self.cell!r}, backend={self.backend!r}"
