@@ -246,24 +246,18 @@ class Fold:
 
     def add(self, op: str, *args: Any) -> Node:
         """Record `model.<op>(*args)` (batched at apply) and return its Node."""
-        # The hot path (every argument a Node, an int or a list of Nodes) is one function with
-        # no call inside: recording runs once per tree node, in Python.
+        # The hot path (every argument a Node, an int or a list of Nodes) makes no call but for
+        # a new group's first node: recording runs once per tree node, in Python. `key` is built
+        # as the arguments are read; one setdefault both probes and fills the cache.
         depth = 0
         sig = ""
-        cols = []
+        key = [op, sig]
         depths = self._depth
         for a in args:
             t = type(a)
-            if t is Node and a.fold is self:
-                r = a.ref
-                d = depths[r >> _OUT_BITS]
-                if d >= depth:
-                    depth = d + 1
-                sig += _NODE
-                cols.append(r)
-            elif t is int:
+            if t is int:
                 sig += _INT
-                cols.append(a)
+                key.append(a)
             elif t is list and a:
                 refs = []
                 for b in a:
@@ -275,26 +269,37 @@ class Fold:
                         depth = d + 1
                     refs.append(r)
                 sig += _LIST
-                cols.append(tuple(refs))
+                key.append(tuple(refs))
+            elif t is Node and a.fold is self:
+                r = a.ref
+                d = depths[r >> _OUT_BITS]
+                if d >= depth:
+                    depth = d + 1
+                sig += _NODE
+                key.append(r)
             else:
                 return self._add_general(op, args)
-        key = (op, sig, *cols)
+        key[1] = sig
+        key = tuple(key)
+        index = len(depths)
         cache = self._cache
         if cache is not None:
-            hit = cache.get(key)
-            if hit is not None:
+            hit = cache.setdefault(key, index)
+            if hit != index:
                 return Node(self, hit << _OUT_BITS)
         group = self._group_of.get((op, depth, sig))
         if group is None:
-            group = self._new_group(op, depth, sig, ())
-        for col, v in zip(group.cols, cols):
-            col.append(v)
-        index = len(depths)
+            return self._record(op, depth, sig, key[2:], (), key)
+        cols = group.cols
+        if len(cols) == 1:
+            cols[0].append(key[2])
+        else:
+            for col, v in zip(cols, key[2:]):
+                col.append(v)
         depths.append(depth)
-        self._where.append(group.base | group.size)
-        group.size += 1
-        if cache is not None:
-            cache[key] = index
+        size = group.size
+        self._where.append(group.base | size)
+        group.size = size + 1
         return Node(self, index << _OUT_BITS)
 
     def _add_general(self, op: str, args: tuple) -> Node:
@@ -350,21 +355,26 @@ class Fold:
         return group
 
     def _record(self, op: str, depth: int, sig: str, cols: list, statics: tuple, key: tuple) -> Node:
-        """The general path's bookkeeping (the hot path in `add` does the same inline)."""
+        """The bookkeeping of `add` (inline there for the hot path's existing groups)."""
+        index = len(self._depth)
         cache = self._cache
         if cache is not None:
-            hit = cache.get(key)
-            if hit is not None:
+            hit = cache.setdefault(key, index)
+            if hit != index:
                 return Node(self, hit << _OUT_BITS)
-        group = self._group_of.get((op, depth, sig, *statics)) or self._new_group(op, depth, sig, statics)
+        group = self._group_of.get((op, depth, sig, *statics))
+        if group is None:
+            try:
+                group = self._new_group(op, depth, sig, statics)
+            except BaseException:
+                if cache is not None:
+                    del cache[key]
+                raise
         for col, v in zip(group.cols, cols):
             col.append(v)
-        index = len(self._depth)
         self._depth.append(depth)
         self._where.append(group.base | group.size)
         group.size += 1
-        if cache is not None:
-            cache[key] = index
         return Node(self, index << _OUT_BITS)
 
     def _group_of_node(self, index: int) -> tuple[_Group, int]:

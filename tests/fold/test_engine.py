@@ -128,6 +128,14 @@ def test_identical_calls_are_computed_once():
     assert nocache.add("source", 3).index != nocache.add("source", 3).index
 
 
+def test_a_rejected_call_is_not_cached():
+    fold = Fold()
+    for _ in range(2):  # the second try must raise again, not return a cached node
+        with pytest.raises(TypeError, match="op must be a method name"):
+            fold.add(7, 3)
+    assert len(fold) == 0 and fold.add("source", 3).index == 0
+
+
 def test_rows_come_back_in_list_order_and_repeat():
     model = Graph()
     fold = Fold()
