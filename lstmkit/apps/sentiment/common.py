@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from lstmkit.utils.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
-from lstmkit.utils.runs import save_config
+from lstmkit.utils.runs import save_config, set_rng_state
 
 MODEL = "model.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
@@ -71,6 +71,46 @@ def save_model(run_dir: Path, fmt: str, model: nn.Module, cfg, vocab: list[str],
 
 def save_state(run_dir: Path, fmt: str, state: dict) -> None:
     save_checkpoint(run_dir / CHECKPOINT, {"format": fmt, **state})
+
+
+def begin(state: dict | None, run_dir: Path | None, out: str | None, task: str, cfg, model: nn.Module,
+          opt: torch.optim.Optimizer, vocab: list[str], metric: str) -> tuple[Path, list[dict], dict, int]:
+    """Start a run (a new run directory with its config and vocabulary) or restore a resumed one's
+    model, optimizer and RNG. Returns (run_dir, history, best, first epoch to run)."""
+    if state is None:
+        run_dir = new_run_dir(out, task)
+        history, best, start_epoch = [], {metric: -1.0, "epoch": 0}, 1
+        atomic_write_json(run_dir / "vocab.json", vocab)
+    else:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        history, best, start_epoch = state["history"], state["best"], int(state["epoch"]) + 1
+    write_config(run_dir, cfg)
+    return run_dir, history, best, start_epoch
+
+
+def end_epoch(run_dir: Path, formats: tuple[str, str], cfg, model: nn.Module, opt: torch.optim.Optimizer,
+              vocab: list[str], epoch: int, history: list[dict], best: dict, record: dict, metric: str,
+              rng: dict) -> tuple[dict, bool]:
+    """Append the epoch's `record` to `history`; save the model when `record[metric]` beats
+    `best[metric]`; write the checkpoint. formats: (model format, checkpoint format).
+    Returns (best, whether this epoch improved it)."""
+    history.append(record)
+    improved = record[metric] > best[metric]
+    if improved:
+        best = {metric: record[metric], "epoch": record["epoch"]}
+        save_model(run_dir, formats[0], model, cfg, vocab, best)
+    save_state(run_dir, formats[1], {
+        "config": cfg.to_dict(), "vocab": vocab, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "epoch": epoch, "history": history, "best": best, "rng": rng,
+    })
+    return best, improved
+
+
+def stopped_message(cfg, record: dict, run_dir: Path) -> str:
+    return (f"stopped by --max-time {cfg.max_time:g} s after {record['epoch']:.2f} epochs "
+            f"(--resume {run_dir} continues with the next epoch)")
 
 
 def read_run_file(run_dir: str | Path, name: str, fmt: str) -> dict:

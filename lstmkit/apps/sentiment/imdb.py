@@ -22,8 +22,7 @@ from lstmkit.apps.sentiment.config import IMDBConfig
 from lstmkit.apps.sentiment.models import ReviewClassifier
 from lstmkit.apps.sentiment.vocab import Vocab, load_vectors
 from lstmkit.data.imdb import CLASSES, load_imdb, tokenize
-from lstmkit.utils.checkpoint import atomic_write_json
-from lstmkit.utils.runs import rng_state, seed_everything, set_rng_state
+from lstmkit.utils.runs import rng_state, seed_everything
 
 MODEL_FORMAT = "lstmkit.sentiment.imdb.model/1"
 CHECKPOINT_FORMAT = "lstmkit.sentiment.imdb.checkpoint/1"
@@ -128,20 +127,8 @@ def _train(cfg: IMDBConfig, state: dict | None, run_dir: Path | None, out: str |
     model.to(device)
     opt = common.make_optimizer(cfg, model)
 
-    if state is None:
-        run_dir = common.new_run_dir(out, "imdb")
-        history: list[dict] = []
-        best = {"val_accuracy": -1.0, "epoch": 0}
-        start_epoch = 1
-        common.write_config(run_dir, cfg)
-        atomic_write_json(run_dir / "vocab.json", vocab.to_list())
-    else:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        history, best = state["history"], state["best"]
-        start_epoch = int(state["epoch"]) + 1
-        common.write_config(run_dir, cfg)
+    run_dir, history, best, start_epoch = common.begin(state, run_dir, out, "imdb", cfg, model, opt,
+                                                       vocab.to_list(), "val_accuracy")
 
     train_ids, train_labels = data["train"]
     lengths = [len(x) for x in train_ids]
@@ -187,22 +174,13 @@ def _train(cfg: IMDBConfig, state: dict | None, run_dir: Path | None, out: str |
         record = {"epoch": epoch - 1 + steps / len(plan), "train_loss": total / max(count, 1),
                   "train_accuracy": correct / max(count, 1), "val_accuracy": val_acc,
                   "train_seconds": round(budget.used, 1)}
-        history.append(record)
-        improved = val_acc > best["val_accuracy"]
-        if improved:
-            best = {"val_accuracy": val_acc, "epoch": record["epoch"]}
-            common.save_model(run_dir, MODEL_FORMAT, model, cfg, vocab.to_list(), best)
+        best, improved = common.end_epoch(run_dir, (MODEL_FORMAT, CHECKPOINT_FORMAT), cfg, model, opt, vocab.to_list(),
+                                          epoch, history, best, record, "val_accuracy", rng_state())
         log(f"epoch {record['epoch']:.2f}: train loss {record['train_loss']:.4f}, train accuracy "
             f"{record['train_accuracy']:.4f}, validation accuracy {val_acc:.4f}{' (best)' if improved else ''}, "
             f"{budget.used:.0f} s of training")
-        common.save_state(run_dir, CHECKPOINT_FORMAT, {
-            "config": cfg.to_dict(), "vocab": vocab.to_list(), "model": model.state_dict(),
-            "optimizer": opt.state_dict(), "epoch": epoch, "history": history, "best": best,
-            "rng": rng_state(),
-        })
         if stopped:
-            log(f"stopped by --max-time {cfg.max_time:g} s after {record['epoch']:.2f} epochs "
-                f"(--resume {run_dir} continues with the next epoch)")
+            log(common.stopped_message(cfg, record, run_dir))
             break
 
     saved = common.read_run_file(run_dir, common.MODEL, MODEL_FORMAT)

@@ -22,8 +22,7 @@ from lstmkit.apps.sentiment.models import TreeSentiment
 from lstmkit.apps.sentiment.vocab import Vocab, load_vectors
 from lstmkit.data.sst import BINARY_CLASSES, FINE_CLASSES, load_splits, to_binary
 from lstmkit.fold import Tree
-from lstmkit.utils.checkpoint import atomic_write_json
-from lstmkit.utils.runs import rng_state, seed_everything, set_rng_state
+from lstmkit.utils.runs import rng_state, seed_everything
 
 MODEL_FORMAT = "lstmkit.sentiment.sst.model/1"
 CHECKPOINT_FORMAT = "lstmkit.sentiment.sst.checkpoint/1"
@@ -104,20 +103,8 @@ def _train(cfg: SSTConfig, state: dict | None, run_dir: Path | None, out: str | 
     model.to(device)
     opt = common.make_optimizer(cfg, model, model.embedding, cfg.embedding_lr)
 
-    if state is None:
-        run_dir = common.new_run_dir(out, f"sst-{cfg.task}")
-        history: list[dict] = []
-        best = {"dev_accuracy": -1.0, "epoch": 0}
-        start_epoch = 1
-        common.write_config(run_dir, cfg)
-        atomic_write_json(run_dir / "vocab.json", vocab.to_list())
-    else:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
-        history, best = state["history"], state["best"]
-        start_epoch = int(state["epoch"]) + 1
-        common.write_config(run_dir, cfg)
+    run_dir, history, best, start_epoch = common.begin(state, run_dir, out, f"sst-{cfg.task}", cfg, model, opt,
+                                                       vocab.to_list(), "dev_accuracy")
 
     train, dev, test = data["train"], data["dev"], data["test"]
     log(f"SST {cfg.task}: {len(train)} train / {len(dev)} dev / {len(test)} test trees, "
@@ -165,21 +152,12 @@ def _train(cfg: SSTConfig, state: dict | None, run_dir: Path | None, out: str | 
         fraction = steps / len(batches)
         record = {"epoch": epoch - 1 + fraction, "train_loss": total / max(count, 1),
                   "dev_accuracy": dev_acc, "train_seconds": round(budget.used, 1)}
-        history.append(record)
-        improved = dev_acc > best["dev_accuracy"]
-        if improved:
-            best = {"dev_accuracy": dev_acc, "epoch": record["epoch"]}
-            common.save_model(run_dir, MODEL_FORMAT, model, cfg, vocab.to_list(), best)
+        best, improved = common.end_epoch(run_dir, (MODEL_FORMAT, CHECKPOINT_FORMAT), cfg, model, opt, vocab.to_list(),
+                                          epoch, history, best, record, "dev_accuracy", rng_state())
         log(f"epoch {record['epoch']:.2f}: train loss {record['train_loss']:.4f}, dev root accuracy "
             f"{dev_acc:.4f}{' (best)' if improved else ''}, {budget.used:.0f} s of training")
-        common.save_state(run_dir, CHECKPOINT_FORMAT, {
-            "config": cfg.to_dict(), "vocab": vocab.to_list(), "model": model.state_dict(),
-            "optimizer": opt.state_dict(), "epoch": epoch, "history": history, "best": best,
-            "rng": rng_state(),
-        })
         if stopped:
-            log(f"stopped by --max-time {cfg.max_time:g} s after {record['epoch']:.2f} epochs "
-                f"(--resume {run_dir} continues with the next epoch)")
+            log(common.stopped_message(cfg, record, run_dir))
             break
 
     # The best epoch's model on dev and test.
