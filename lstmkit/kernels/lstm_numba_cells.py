@@ -1346,61 +1346,40 @@ def backward_units_thunk(k, n, tab, z, cell):
 # The C-ABI bodies: void body(void *table), run by every thread of a GOMP_parallel team (or called
 # directly, as a team of one). Each gets its thread id and team size, puts the BLAS on one thread
 # inside a team (MKL would otherwise see a fresh thread and start a team of its own), and runs
-# its thunk. One body per (direction, split, cell, dtype), made by closures over plain constants:
-# numba's cache key hashes a closure's constants, and the literal cell code keeps every other
+# its thunk. One body per (direction, split, cell, dtype), made by a closure over plain constants:
+# numba's cache key hashes a closure's constants, and the literal codes keep every other thunk and
 # cell out of the compiled code. (A closure over a jitted function would not cache: its pickle
-# differs between processes.)
+# differs between processes; hence the thunk is picked by the overload below, from a literal.)
 
-def _forward_rows_body(cell, z):
+_THUNKS = {("forward", False): 0, ("forward", True): 1, ("backward", False): 2, ("backward", True): 3}
+
+
+def _thunk(kind, k, n, tab, z, cell):
+    raise NotImplementedError
+
+
+@overload(_thunk)
+def _ov_thunk(kind, k, n, tab, z, cell):
+    which = _literal(kind)
+    if which is None:
+        return None
+    thunk = (forward_rows_thunk, forward_units_thunk, backward_rows_thunk, backward_units_thunk)[which]
+
+    def impl(kind, k, n, tab, z, cell):
+        thunk(k, n, tab, z, cell)
+    return impl
+
+
+def make_body(direction: str, units: bool, cell: int, z):
+    """The Python function of a body, for numba.cfunc("void(voidptr)", cache=True)."""
+    kind = _THUNKS[direction, units]
+
     def body(data):
         tab = read_table(data)
         k = np.int64(call_int_void(tab[1]))  # int64, one specialisation whoever calls
         n = np.int64(call_int_void(tab[2]))
         old = mkl_local_threads(tab[3], 1) if n > 1 else 0
-        forward_rows_thunk(k, n, tab, z, cell)
+        _thunk(kind, k, n, tab, z, cell)
         if n > 1:
             mkl_local_threads(tab[3], old)
     return body
-
-
-def _forward_units_body(cell, z):
-    def body(data):
-        tab = read_table(data)
-        k = np.int64(call_int_void(tab[1]))
-        n = np.int64(call_int_void(tab[2]))
-        old = mkl_local_threads(tab[3], 1) if n > 1 else 0
-        forward_units_thunk(k, n, tab, z, cell)
-        if n > 1:
-            mkl_local_threads(tab[3], old)
-    return body
-
-
-def _backward_rows_body(cell, z):
-    def body(data):
-        tab = read_table(data)
-        k = np.int64(call_int_void(tab[1]))
-        n = np.int64(call_int_void(tab[2]))
-        old = mkl_local_threads(tab[3], 1) if n > 1 else 0
-        backward_rows_thunk(k, n, tab, z, cell)
-        if n > 1:
-            mkl_local_threads(tab[3], old)
-    return body
-
-
-def _backward_units_body(cell, z):
-    def body(data):
-        tab = read_table(data)
-        k = np.int64(call_int_void(tab[1]))
-        n = np.int64(call_int_void(tab[2]))
-        old = mkl_local_threads(tab[3], 1) if n > 1 else 0
-        backward_units_thunk(k, n, tab, z, cell)
-        if n > 1:
-            mkl_local_threads(tab[3], old)
-    return body
-
-
-def make_body(direction: str, units: bool, cell: int, z):
-    """The Python function of a body, for numba.cfunc("void(voidptr)", cache=True)."""
-    factory = {("forward", False): _forward_rows_body, ("forward", True): _forward_units_body,
-               ("backward", False): _backward_rows_body, ("backward", True): _backward_units_body}
-    return factory[direction, units](cell, z)
