@@ -96,6 +96,23 @@ def _tanh(x):
     return 2.0 / (1.0 + tl.exp(-2.0 * x)) - 1.0
 
 
+@triton.jit
+def _ln4_centered(R, g_off, act, ok, H, eps, ACC: tl.constexpr):
+    """The recurrent product's four gate blocks of each row, centred over all 4H (zero outside
+    `ok`), and 1/std per row (B, 1): the layer-norm statistics forward and backward share."""
+    r_i = tl.load(R + g_off, mask=act, other=0.0).to(ACC)
+    r_f = tl.load(R + g_off + H, mask=act, other=0.0).to(ACC)
+    r_g = tl.load(R + g_off + 2 * H, mask=act, other=0.0).to(ACC)
+    r_o = tl.load(R + g_off + 3 * H, mask=act, other=0.0).to(ACC)
+    mean = (tl.sum(r_i, 1) + tl.sum(r_f, 1) + tl.sum(r_g, 1) + tl.sum(r_o, 1)) / (4 * H)
+    d_i = tl.where(ok, r_i - mean[:, None], 0.0)
+    d_f = tl.where(ok, r_f - mean[:, None], 0.0)
+    d_g = tl.where(ok, r_g - mean[:, None], 0.0)
+    d_o = tl.where(ok, r_o - mean[:, None], 0.0)
+    var = (tl.sum(d_i * d_i, 1) + tl.sum(d_f * d_f, 1) + tl.sum(d_g * d_g, 1) + tl.sum(d_o * d_o, 1)) / (4 * H)
+    return d_i, d_f, d_g, d_o, (1.0 / tl.sqrt(var + eps))[:, None]
+
+
 @triton.jit(do_not_specialize=["n_active"])
 def _fwd_step_kernel(
     G, R, HP, HN, CP, CN, M,
@@ -136,18 +153,7 @@ def _fwd_step_kernel(
         a_o = tl.load(G + g_off + 3 * H, mask=act, other=0.0).to(ACC)
     if CELL == 3:
         # layer norm of the recurrent product over all 4H gate rows (one program per row)
-        r_i = tl.load(R + g_off, mask=act, other=0.0).to(ACC)
-        r_f = tl.load(R + g_off + H, mask=act, other=0.0).to(ACC)
-        r_g = tl.load(R + g_off + 2 * H, mask=act, other=0.0).to(ACC)
-        r_o = tl.load(R + g_off + 3 * H, mask=act, other=0.0).to(ACC)
-        mean = (tl.sum(r_i, 1) + tl.sum(r_f, 1) + tl.sum(r_g, 1) + tl.sum(r_o, 1)) / (4 * H)
-        d_i = tl.where(ok, r_i - mean[:, None], 0.0)
-        d_f = tl.where(ok, r_f - mean[:, None], 0.0)
-        d_g = tl.where(ok, r_g - mean[:, None], 0.0)
-        d_o = tl.where(ok, r_o - mean[:, None], 0.0)
-        var = (tl.sum(d_i * d_i, 1) + tl.sum(d_f * d_f, 1) + tl.sum(d_g * d_g, 1)
-               + tl.sum(d_o * d_o, 1)) / (4 * H)
-        rstd = (1.0 / tl.sqrt(var + eps))[:, None]
+        d_i, d_f, d_g, d_o, rstd = _ln4_centered(R, g_off, act, ok, H, eps, ACC)
         a_i += d_i * rstd * tl.load(LNWH + cols, mask=col_ok, other=0.0).to(ACC)[None, :] \
             + tl.load(LNBH + cols, mask=col_ok, other=0.0).to(ACC)[None, :]
         a_f += d_f * rstd * tl.load(LNWH + H + cols, mask=col_ok, other=0.0).to(ACC)[None, :] \
@@ -293,18 +299,7 @@ def _bwd_step_kernel(
         tl.store(DG + g_off + 3 * H, da_o.to(gty), mask=ok)
     if CELL == 3:
         # backward of the recurrent layer norm over 4H: DR = LN'(r)^T (gamma_h * DG)
-        r_i = tl.load(R + g_off, mask=act, other=0.0).to(ACC)
-        r_f = tl.load(R + g_off + H, mask=act, other=0.0).to(ACC)
-        r_g = tl.load(R + g_off + 2 * H, mask=act, other=0.0).to(ACC)
-        r_o = tl.load(R + g_off + 3 * H, mask=act, other=0.0).to(ACC)
-        mean = (tl.sum(r_i, 1) + tl.sum(r_f, 1) + tl.sum(r_g, 1) + tl.sum(r_o, 1)) / (4 * H)
-        x_i = tl.where(ok, r_i - mean[:, None], 0.0)
-        x_f = tl.where(ok, r_f - mean[:, None], 0.0)
-        x_g = tl.where(ok, r_g - mean[:, None], 0.0)
-        x_o = tl.where(ok, r_o - mean[:, None], 0.0)
-        var = (tl.sum(x_i * x_i, 1) + tl.sum(x_f * x_f, 1) + tl.sum(x_g * x_g, 1)
-               + tl.sum(x_o * x_o, 1)) / (4 * H)
-        rstd = (1.0 / tl.sqrt(var + eps))[:, None]
+        x_i, x_f, x_g, x_o, rstd = _ln4_centered(R, g_off, act, ok, H, eps, ACC)
         x_i = x_i * rstd
         x_f = x_f * rstd
         x_g = x_g * rstd
