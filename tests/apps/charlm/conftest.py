@@ -19,14 +19,3 @@ def tiny_text(tmp_path, timemachine) -> Path:
     path = tmp_path / "tiny.txt"
     path.write_text(timemachine.read_text()[:3000])
     return path
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy 2-core machine spinning OpenMP threads
-    make them 10x slower."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -11,15 +11,6 @@ TINY = ["--window", "6", "--hidden-size", "8", "--batch-size", "32", "--backend"
         "--season", "12"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def csv(tmp_path):
     rng = np.random.default_rng(0)

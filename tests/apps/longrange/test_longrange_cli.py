@@ -8,15 +8,6 @@ from lstmkit.apps.longrange.train import _job
 from lstmkit.cli.main import main
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_tiny_run(tmp_path, capsys):
     out = tmp_path / "lr"
     assert main(["longrange", "--tasks", "adding,copy,agreement", "--lengths", "3", "--models", "rnn,lstm,gru,peephole",
