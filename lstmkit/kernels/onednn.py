@@ -30,7 +30,15 @@ LINEAR = _probe()
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """x @ weight.T (+ bias): (B, N), contiguous. float32 CPU tensors go through oneDNN."""
+    """x @ weight.T (+ bias): (B, N), contiguous. float32 CPU tensors go through oneDNN.
+
+    `weight` may be the transpose of a contiguous matrix (`W.t()`, as for an input gradient
+    dG @ W = linear(dG, W.t())): oneDNN reads that layout as it is, as fast as a transposed copy
+    (measured on (1650, 1500) x (1500, 600): 27.4 ms, against 28.9 with the copy made beforehand
+    and 30.0 with the copy made in the call), so only other strides are copied.
+    """
     if LINEAR is not None and x.dtype == torch.float32 and x.device.type == "cpu":
-        return LINEAR(x.contiguous(), weight.contiguous(), bias, "none", [], "")
+        if not (weight.is_contiguous() or weight.t().is_contiguous()):
+            weight = weight.contiguous()
+        return LINEAR(x.contiguous(), weight, bias, "none", [], "")
     return torch.mm(x, weight.t()) if bias is None else torch.addmm(bias, x, weight.t())

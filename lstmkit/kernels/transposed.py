@@ -1,10 +1,10 @@
 """Transposed copies of weights, reused while the weights' values are unchanged.
 
-oneDNN's GEMMs want some weights transposed: brgemm reads its B operand row-major (the numba
-LSTM kernels need W_hh^T, W_ih^T, W_hr^T), and oneDNN's linear, used for the Tree-LSTM input
-gradients, takes W^T as its weight. Transposing is a strided copy: 0.2-0.5 ms for a 1 MB weight
-on the 2-core Zen 4 machine of BENCHMARKS.md, cold after a forward (MKL's omatcopy is slower
-still), about 10% of a (T=35, B=32, H=256) LSTM forward, and one copy per depth level of a Fold.
+oneDNN's brgemm reads its B operand row-major: the numba LSTM kernels need W_hh^T, W_ih^T and
+W_hr^T as contiguous matrices. Transposing is a strided copy: 0.2-0.5 ms for a 1 MB weight on the
+2-core Zen 4 machine of BENCHMARKS.md, cold after a forward (MKL's omatcopy is slower still),
+about 10% of a (T=35, B=32, H=256) LSTM forward. (oneDNN's linear needs no copy: it reads a
+transposed view as it is, see `onednn.linear`.)
 
 A transpose is reused while the weight holds the same bits. The check compares contents
 because weights changed through `.data` keep their version counter, so a version-keyed cache

@@ -17,5 +17,16 @@ def test_linear_matches_addmm(dtype, with_bias):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_linear_reads_a_transposed_weight(dtype):
+    """linear(dG, W.t()) = dG @ W: the input-gradient form, the weight passed as a transposed view."""
+    torch.manual_seed(0)
+    dG = torch.randn(6, 11, dtype=dtype)
+    W = torch.randn(11, 7, dtype=dtype)
+    out = onednn.linear(dG, W.t())
+    assert out.is_contiguous() and out.shape == (6, 7)
+    torch.testing.assert_close(out, dG @ W, rtol=1e-5, atol=1e-5)
+
+
 def test_probe_result_is_an_op_or_none():
     assert onednn.LINEAR is None or callable(onednn.LINEAR)
