@@ -334,7 +334,9 @@ def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gate
     else:
         w_ih = _gate_rows(w_ih, perm)
     dg2 = dg.view(T * B, GH)
-    dx = torch.mm(dg2, w_ih).view(T, B, -1) if need_x else None
+    # dX = dG W_ih on oneDNN, W_ih read through its transpose: at (T*B, 4H, I) = (6400, 2048, 256),
+    # 2 threads, 33 ms against MKL's 56 (3200 x 1024 x 128: 4.7 against 7.0)
+    dx = linear(dg2, w_ih.t()).view(T, B, -1) if need_x else None
     if needs.get("weight_ih"):
         grads["weight_ih"] = natural(torch.mm(dg2.t(), x.reshape(T * B, x.shape[2])))
     if needs.get("weight_hh"):
