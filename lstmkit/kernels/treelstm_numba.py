@@ -10,8 +10,10 @@ t = tanh and s = sigmoid use a rational approximation of tanh (Eigen's [13/6] fo
 error a few ulp; s(x) = (1 + t(x/2)) / 2) that LLVM vectorises: libm's expf would stay scalar,
 and torch's own tanh is ~6x slower than its sigmoid on this build (see
 ../shared/notes/cpu-lstm-performance.md). Backward recomputes t(c) and writes the gate gradients
-in one pass; the weight and input gradients are then one GEMM each. Each op is one autograd node,
-so the whole cell costs autograd one node instead of about twenty.
+in one pass; the weight and input gradients are then one GEMM each, the input gradient dG W on
+oneDNN with W read through its transpose (no copy; on one Zen 4 core MKL's dG @ W took 0.19
+against 0.08 ms at B=3, 6.2 against 5.8 at B=333, 33.3 against 20.4 for 3,926 leaves at d=300).
+Each op is one autograd node, so the whole cell costs autograd one node instead of about twenty.
 
 Everything numba compiles for lstmkit.fold lives in this file (numba's disk cache is keyed on
 the defining file); nothing is compiled at import time.
@@ -161,14 +163,6 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
-def _input_grad(dG: Tensor, weight: Tensor) -> Tensor:
-    """dG @ weight: (B, I) from gate gradients (B, N) and weight (N, I), on oneDNN (the weight read
-    through its transpose, no copy). Measured on one Zen 4 core against MKL's dG @ weight: 0.08
-    against 0.19 ms at B=3, 5.8 against 6.2 at B=333 and 20.4 against 33.3 for the leaves'
-    (3926, 900) x (900, 300)."""
-    return linear(dG, weight.t())
-
-
 class LeafFn(torch.autograd.Function):
     """(x (B, I), weight (3H, I), bias (3H,)) -> state (B, 2H) = [h, c]."""
 
@@ -187,7 +181,7 @@ class LeafFn(torch.autograd.Function):
         x, weight, S, out = ctx.saved_tensors
         dG, db = torch.empty_like(S), S.new_zeros(S.shape[1])
         _leaf_backward(_np(S), _np(out), _np(dout.contiguous()), _np(dG), _np(db))
-        dx = _input_grad(dG, weight) if ctx.needs_input_grad[0] else None
+        dx = linear(dG, weight.t()) if ctx.needs_input_grad[0] else None  # dG W
         dW = dG.T @ x if ctx.needs_input_grad[1] else None
         return dx, dW, db if ctx.needs_input_grad[2] else None
 
@@ -214,7 +208,7 @@ class NodeFn(torch.autograd.Function):
         B, H = out.shape[0], out.shape[1] // 2
         dG, dP, db = torch.empty_like(S), torch.empty_like(P), S.new_zeros(S.shape[1])
         _node_backward(_np(S), _np(out), _np(P), _np(dout.contiguous()), _np(dG), _np(dP), _np(db))
-        dP[:, :, :H] = _input_grad(dG, weight).view(B, 2, H)
+        dP[:, :, :H] = linear(dG, weight.t()).view(B, 2, H)  # dG U: the children's dh
         dW = dG.T @ hx if ctx.needs_input_grad[1] else None
         return dP, dW, db if ctx.needs_input_grad[2] else None
 
