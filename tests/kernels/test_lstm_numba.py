@@ -467,3 +467,43 @@ def test_import_compiles_nothing():
             "assert ds and not any(d.signatures for d in ds), [d for d in ds if d.signatures];"
             "assert not m._bodies")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_scratch_is_reused_per_slot_and_thread(monkeypatch):
+    """The backward's gate-gradient buffers come from a per-thread workspace: the same memory call
+    after call, one buffer per slot, a new one when a call needs more, none kept past the cap."""
+    import threading
+
+    like = torch.zeros(1)
+    a = lstm_numba._scratch(0, (3, 2, 4), like)
+    b = lstm_numba._scratch(0, (2, 2, 4), like)
+    assert a.shape == (3, 2, 4) and b.shape == (2, 2, 4) and a.data_ptr() == b.data_ptr()
+    assert lstm_numba._scratch(1, (3, 2, 4), like).data_ptr() != a.data_ptr()
+    assert lstm_numba._scratch(0, (5, 2, 4), like).data_ptr() != a.data_ptr()  # grown
+    other = []
+    t = threading.Thread(target=lambda: other.append(lstm_numba._scratch(0, (3, 2, 4), like).data_ptr()))
+    t.start()
+    t.join()
+    assert other[0] != lstm_numba._scratch(0, (3, 2, 4), like).data_ptr()
+    monkeypatch.setattr(lstm_numba, "WORKSPACE_MAX_BYTES", 16)
+    big = lstm_numba._scratch(2, (2, 4), like)
+    assert big.shape == (2, 4) and (2, torch.float32, like.device) not in lstm_numba._workspace.buffers
+
+
+@pytest.mark.parametrize("cell", ["lstm", "layernorm"])
+def test_gradients_stay_right_when_backward_calls_share_the_workspace(cell):
+    """Two models of different sizes, backward one after the other twice, against the reference."""
+    torch.manual_seed(0)
+    runs = []
+    for T, B, H in ((5, 3, 7), (2, 4, 5), (5, 3, 7)):
+        fast = lstmkit.LSTM(4, H, cell=cell, backend="numba", bidirectional=True)
+        ref = lstmkit.LSTM(4, H, cell=cell, backend="reference", bidirectional=True)
+        ref.load_state_dict(fast.state_dict())
+        x = torch.randn(T, B, 4)
+        for m in (fast, ref):
+            out, _ = m(x)
+            (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        runs.append((fast, ref))
+    for fast, ref in runs:
+        for (name, p), q in zip(fast.named_parameters(), ref.parameters()):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
