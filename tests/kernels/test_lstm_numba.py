@@ -474,6 +474,7 @@ def test_scratch_is_reused_per_slot_and_thread(monkeypatch):
     after call, one buffer per slot, a new one when a call needs more, none kept past the cap."""
     import threading
 
+    monkeypatch.setattr(lstm_numba, "_workspace", lstm_numba._Workspace())  # empty, whatever ran before
     like = torch.zeros(1)
     a = lstm_numba._scratch(0, (3, 2, 4), like)
     b = lstm_numba._scratch(0, (2, 2, 4), like)
