@@ -499,16 +499,18 @@ def _rnn_fwd(a, h, relu, u0, u1):
 
 @njit(**JIT)
 def _row_stats(v, N):
-    """Mean and 1/sqrt(var + eps) of v[:N] (biased variance, as torch's layer norm)."""
-    s = 0.0
+    """Mean and 1/sqrt(var + eps) of v[:N] (biased variance, as torch's layer norm), summed in v's
+    dtype like the backward's sums."""
+    n = cast_like(N, v)
+    s = cast_like(0.0, v)
     for q in range(N):
         s += v[q]
-    mu = s / N
-    s2 = 0.0
+    mu = s / n
+    s2 = cast_like(0.0, v)
     for q in range(N):
         d = v[q] - mu
         s2 += d * d
-    return cast_like(mu, v), cast_like(1.0 / np.sqrt(s2 / N + LN_EPS), v)
+    return mu, cast_like(1.0 / np.sqrt(s2 / n + LN_EPS), v)
 
 
 # The layer-norm loops below write one array each (and the backward sums in the arrays' dtype):
