@@ -316,7 +316,6 @@ def _scratch(slot: int, shape: tuple[int, ...], like: Tensor) -> Tensor:
     return buf[:n].view(shape)
 
 
-
 def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gates, cs, hf, uh, acts, chat, stats,
               bs, p: dict[str, Tensor], dy, dhT, dcT):
     T, B, H, P, GH, code = s.T, s.B, s.H, s.P, s.GH, s.code
