@@ -41,7 +41,7 @@ from torch import Tensor
 from lstmkit.cells import CellSpec
 from lstmkit.kernels import lstm_numba_cells as K
 from lstmkit.kernels.onednn import linear
-from lstmkit.kernels.transposed import transposed
+from lstmkit.kernels.panels import panels
 from lstmkit.kernels.lstm_numba_cells import CELL_CODES, GRU, LAYERNORM, NUM_GATES, PEEPHOLE, UNIT_BLOCK
 
 CELLS = tuple(CELL_CODES)
@@ -264,12 +264,12 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     whr = p["weight_hr"].contiguous() if proj else dummy2
     ext = _ext(code, p, H, plan.width).contiguous()
     bs = _batch_sizes(batch_sizes, T, B)
-    # brgemm's row-major B operands: W_hh^T (P, GH), W_hr^T (H, P), W_ih^T (I, GH); W_hh^T is not
+    # brgemm's B operands as panels: W_hh^T (P, GH), W_hr^T (H, P), W_ih^T (I, GH); W_hh^T is not
     # read when every step takes the plain loops (a team of one, or the unit split, with few rows)
     loops_only = B <= K.SMALL_ROWS and (plan.units or plan.cols or plan.threads == 1)
-    wt = transposed(whh) if brg and not loops_only else dummy2
-    wrt = transposed(whr) if brg and proj else dummy2
-    wit = transposed(p["weight_ih"]) if fuse else dummy2
+    wt = panels(whh, transpose=True) if brg and not loops_only else dummy
+    wrt = panels(whr, transpose=True) if brg and proj else dummy
+    wit = panels(p["weight_ih"], transpose=True) if fuse else dummy
     arrays = [gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs, wt, wrt,
               x.contiguous() if fuse else dummy, wit, dummy2[0] if bias is None else bias.contiguous(), rows]
     ints = [code, T, B, H, P, int(reverse), int(save), int(proj), plan.width, _split_code(plan), int(fuse),
@@ -338,12 +338,18 @@ def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gate
     acc = x.new_zeros(plan.threads, 4, GH)
     whh, rows = _recurrent_weight(p["weight_hh"], plan, B, perm)
     whr = p["weight_hr"].contiguous() if s.proj else dummy2
+    brg = _brgemm_address(x.dtype)
+    # brgemm's B operands as panels: W_hh (GH, P), W_hr (P, H); W_hh is read by the plain loops
+    # instead when every step has few rows in the unit split or a team of one (but GRU's rows)
+    loops_only = B <= K.SMALL_ROWS and (plan.units or (plan.threads == 1 and code != GRU))
+    whp = panels(whh) if brg and not loops_only else dummy
+    whrp = panels(whr) if brg and s.proj else dummy
     ext = _ext(code, p, H, s.width).contiguous()
     c0_ = c0.contiguous() if lstm_family else dummy2
     arrays = [gates, cs, c0_, h0.contiguous(), y, hf, uh, acts, chat, stats, whh, whr,
-              dy, dh, dc, dg, dgh, part if plan.units else dhp, dhf, acc, ext, bs, rows]
+              dy, dh, dc, dg, dgh, part if plan.units else dhp, dhf, acc, ext, bs, rows, whp, whrp]
     ints = [code, T, B, H, P, int(s.reverse), 1, int(s.proj), plan.width, _split_code(plan)]
-    tab = K.Table(ints, arrays, _gemm_address(x.dtype), _brgemm_address(x.dtype))
+    tab = K.Table(ints, arrays, _gemm_address(x.dtype), brg)
     _run("backward", plan, code, tab, x.dtype)
 
     def natural(t: Tensor) -> Tensor:  # gate rows back from the blocked layout

@@ -292,6 +292,22 @@ def brgemm(fn, m, n, k, A, lda, B, ldb, C, ldc, add_c):
                 np.int64(1 if add_c else 0), A, B, C)
 
 
+@njit(**JIT)
+def brgemm_panels(fn, m, n, k, A, lda, bp, k0, c0, C, coff, ldc, add_c):
+    """brgemm with B = rows [k0, k0 + k), columns [c0, c0 + n) of a matrix held as panels bp
+    (lstmkit.kernels.panels): row-major C(m, n) = A(m, k) B (+ C if add_c), one call per panel;
+    C from element coff of array C."""
+    pw = bp.shape[2]
+    kk = bp.shape[1]
+    c = c0
+    while c < c0 + n:
+        q = c // pw
+        off = c - q * pw
+        w = min(pw - off, c0 + n - c)
+        brgemm(fn, m, w, k, A, lda, eptr(bp, (q * kk + k0) * pw + off), pw, eptr(C, coff + c - c0), ldc, add_c)
+        c += w
+
+
 # --- argument tables --------------------------------------------------------------------------
 # A kernel's arguments travel as one int64 table: a header, then (address, d0, d1, d2) per array.
 # This is what lets one C-ABI body (void f(void*)) serve GOMP_parallel.
@@ -317,7 +333,6 @@ def arr2(tab, i, z):
 def arr3(tab, i, z):
     b = HEADER + 4 * i
     return carray_(tab[b], z, (tab[b + 1], tab[b + 2], tab[b + 3]))
-
 
 
 @njit(**JIT)
@@ -356,7 +371,6 @@ def read_table(data):
 # ==============================================================================================
 # Kernels
 # ==============================================================================================
-
 
 
 LSTM, PEEPHOLE, CIFG, LAYERNORM, GRU, RNN_TANH, RNN_RELU = range(7)
@@ -1046,10 +1060,10 @@ def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg, c
     cs (T, B, H) c_t; hf (T, B, H) h_t before the projection; uh (T, B, GH) recurrent product
     (layer norm: normalised, GRU: [., ., U_n h + b_hn]); chat/stats: layer norm's; acts (1, B, GH):
     layer norm's scratch for one step's activations (the backward recomputes them).
-    brg: oneDNN's brgemm (float32), which reads wt = W_hh^T (P, GH) and wrt = W_hr^T (H, P); 0: torch's
-    BLAS on whh and whr.
+    brg: oneDNN's brgemm (float32), which reads W_hh^T (P, GH) and W_hr^T (H, P) as panels wt and wrt
+    (lstmkit.kernels.panels); 0: torch's BLAS on whh and whr.
     fuse (with brg): gates arrives empty and each step first forms its rows' input part,
-    gates[t] = bias + x_t W_ih^T from xs (T, B, I), wit = W_ih^T (I, GH) and bias (GH,) (if
+    gates[t] = bias + x_t W_ih^T from xs (T, B, I), W_ih^T (I, GH) as panels wit and bias (GH,) (if
     has_bias): the input GEMM split by rows like the rest, on each thread's own core, while x_t's
     rows are about to be used (instead of one multi-threaded GEMM over all T*B rows first).
     Fused without save, gates is one step's scratch (1, B, GH) that stays in cache.
@@ -1072,8 +1086,8 @@ def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg, c
                 for j in range(nb):
                     _copy_range(gates[tg, k + n * j], bias, 0, GH)
             I = xs.shape[2]
-            brgemm(brg, nb, GH, I, eptr(xs, (t * B + k) * I), n * I, eptr(wit, 0), GH,
-                   eptr(gates, (tg * B + k) * GH), n * GH, has_bias)
+            brgemm_panels(brg, nb, GH, I, eptr(xs, (t * B + k) * I), n * I, wit, 0, 0,
+                          gates, (tg * B + k) * GH, n * GH, has_bias)
         if cols:
             c0, c1 = _split_range(k, n, GH)
             _small_gates(whh, no_map, c0, c1 - c0, P, hst, b, uh[ts] if sep else gates[tg], 0.0 if sep else 1.0)
@@ -1081,8 +1095,10 @@ def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg, c
         elif 0 < nb <= SMALL_ROWS and n == 1:
             _small_gates(whh, no_map, 0, GH, P, hst, nb, uh[ts] if sep else gates[tg], 0.0 if sep else 1.0)
         elif brg != 0:
-            out = eptr(uh, (ts * B + k) * GH) if sep else eptr(gates, (tg * B + k) * GH)
-            brgemm(brg, nb, GH, P, eptr(hst, k * P), n * P, eptr(wt, 0), GH, out, n * GH, not sep)
+            if sep:
+                brgemm_panels(brg, nb, GH, P, eptr(hst, k * P), n * P, wt, 0, 0, uh, (ts * B + k) * GH, n * GH, False)
+            else:
+                brgemm_panels(brg, nb, GH, P, eptr(hst, k * P), n * P, wt, 0, 0, gates, (tg * B + k) * GH, n * GH, True)
         elif nb > 0:
             if sep:
                 gemm(gemm_fn, iw, fw, _T, _N, GH, nb, P, 1.0, eptr(whh, 0), P, eptr(hst, k * P), n * P,
@@ -1098,8 +1114,7 @@ def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg, c
                 _copy_range(y[t, r], h, 0, P)
         if proj and nb > 0:
             if brg != 0:
-                brgemm(brg, nb, P, H, eptr(hf, (ts * B + k) * H), n * H, eptr(wrt, 0), P, eptr(hst, k * P), n * P,
-                       False)
+                brgemm_panels(brg, nb, P, H, eptr(hf, (ts * B + k) * H), n * H, wrt, 0, 0, hst, k * P, n * P, False)
             else:
                 gemm(gemm_fn, iw, fw, _T, _N, P, nb, H, 1.0, eptr(whr, 0), H, eptr(hf, (ts * B + k) * H), n * H,
                      0.0, eptr(hst, k * P), n * P)
@@ -1117,7 +1132,7 @@ def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg, c
 @njit(**JIT)
 def backward_rows(k, n, cell, T, B, H, P, W, reverse, proj, gemm_fn, brg,
                   gates, cs, c0, h0, y, hf, uh, acts, chat, stats, whh, whr,
-                  dy, dh, dc, dg, dgh, dhp, dhf, acc, ext, bs):
+                  dy, dh, dc, dg, dgh, dhp, dhf, acc, ext, bs, whp, whrp):
     """Thread k of n: BPTT for rows k, k+n, ..., from the last step the forward ran back to the first.
 
     dh (B, P), dc (B, H): gradients w.r.t. the final state in, w.r.t. the initial state out.
@@ -1125,6 +1140,7 @@ def backward_rows(k, n, cell, T, B, H, P, W, reverse, proj, gemm_fn, brg,
     dgh: the recurrent side's where it differs (layer norm, GRU), else dg itself.
     dhp (T, B, P): dL/dh_t before the projection's transpose (for dW_hr); dhf (B, H): scratch.
     acc (n, 4, GH): this thread's sums for the bias and per-unit parameter gradients.
+    brg: oneDNN's brgemm (float32) on W_hh and W_hr as panels whp and whrp; 0: torch's BLAS.
     Rows past their length get zero gradients.
     """
     GH = gates.shape[2]
@@ -1147,7 +1163,7 @@ def backward_rows(k, n, cell, T, B, H, P, W, reverse, proj, gemm_fn, brg,
                 r = k + n * j
                 _copy_range(dhp[t, r], dh[r], 0, P)
             if brg != 0:
-                brgemm(brg, nb, H, P, eptr(dh, k * P), n * P, eptr(whr, 0), H, eptr(dhf, k * H), n * H, False)
+                brgemm_panels(brg, nb, H, P, eptr(dh, k * P), n * P, whrp, 0, 0, dhf, k * H, n * H, False)
             else:
                 gemm(gemm_fn, iw, fw, _N, _N, H, nb, P, 1.0, eptr(whr, 0), H, eptr(dh, k * P), n * P,
                      0.0, eptr(dhf, k * H), n * H)
@@ -1160,8 +1176,8 @@ def backward_rows(k, n, cell, T, B, H, P, W, reverse, proj, gemm_fn, brg,
         if 0 < nb <= SMALL_ROWS and n == 1 and cell != GRU:
             _small_dh(whh, no_map, 0, GH, P, dgh[t], nb, dh)
         elif brg != 0:
-            brgemm(brg, nb, P, GH, eptr(dgh, (t * B + k) * GH), n * GH, eptr(whh, 0), P, eptr(dh, k * P), n * P,
-                   cell == GRU)
+            brgemm_panels(brg, nb, P, GH, eptr(dgh, (t * B + k) * GH), n * GH, whp, 0, 0, dh, k * P, n * P,
+                          cell == GRU)
         elif nb > 0:
             gemm(gemm_fn, iw, fw, _N, _N, P, nb, GH, 1.0, eptr(whh, 0), P, eptr(dgh, (t * B + k) * GH), n * GH,
                  1.0 if cell == GRU else 0.0, eptr(dh, k * P), n * P)
@@ -1198,7 +1214,7 @@ def forward_units(k, n, cell, T, B, H, P, W, reverse, save, gemm_fn, barrier_fn,
                   gates, whh, hb, cst, y, cs, uh, ext, bs, wt, rows):
     """Thread k of n: units [u0, u1) of every row. hb (2, B, H): h0 in hb[0]; h_T ends in hb[T % 2].
 
-    brg: oneDNN's brgemm (float32) on the thread's columns of wt = W_hh^T (P, GH); 0: torch's BLAS.
+    brg: oneDNN's brgemm (float32) on the thread's columns of W_hh^T (P, GH), as panels wt; 0: torch's BLAS.
     rows: see _small_gates (only where every step has at most SMALL_ROWS rows).
     """
     GH = gates.shape[2]
@@ -1217,8 +1233,10 @@ def forward_units(k, n, cell, T, B, H, P, W, reverse, save, gemm_fn, barrier_fn,
         if 0 < b <= SMALL_ROWS:
             _small_gates(whh, rows, col0, m, P, cur, b, uh[ts] if sep else gates[t], 0.0 if sep else 1.0)
         elif brg != 0:
-            out = eptr(uh, ts * B * GH + col0) if sep else eptr(gates, t * B * GH + col0)
-            brgemm(brg, b, m, P, eptr(cur, 0), P, eptr(wt, col0), GH, out, GH, not sep)
+            if sep:
+                brgemm_panels(brg, b, m, P, eptr(cur, 0), P, wt, 0, col0, uh, ts * B * GH + col0, GH, False)
+            else:
+                brgemm_panels(brg, b, m, P, eptr(cur, 0), P, wt, 0, col0, gates, t * B * GH + col0, GH, True)
         elif m > 0 and b > 0:
             if sep:
                 gemm(gemm_fn, iw, fw, _T, _N, m, b, P, 1.0, eptr(whh, col0 * P), P, eptr(cur, 0), P,
@@ -1237,10 +1255,10 @@ def forward_units(k, n, cell, T, B, H, P, W, reverse, save, gemm_fn, barrier_fn,
 
 @njit(**JIT)
 def backward_units(k, n, cell, T, B, H, P, W, reverse, gemm_fn, barrier_fn, brg,
-                   gates, cs, c0, h0, y, uh, whh, dy, dh, dc, dg, dgh, part, acc, ext, bs, rows):
+                   gates, cs, c0, h0, y, uh, whh, dy, dh, dc, dg, dgh, part, acc, ext, bs, rows, whp):
     """Thread k of n: BPTT for units [u0, u1) of every row; dh (B, H), dc: final-state gradients in,
     initial-state gradients out; part (2 * nmax, B, H): the partial recurrent products, nmax >= n;
-    rows: see _small_gates."""
+    rows: see _small_gates; whp: W_hh as panels, for brgemm."""
     GH = gates.shape[2]
     G = GH // H
     iw = np.empty(8, np.int32)
@@ -1268,7 +1286,7 @@ def backward_units(k, n, cell, T, B, H, P, W, reverse, gemm_fn, barrier_fn, brg,
             _small_dh(whh, rows, col0, m, P, dgh[t], b, pk)
         elif b > 0:
             if brg != 0 and m > 0:
-                brgemm(brg, b, P, m, eptr(dgh, t * B * GH + col0), GH, eptr(whh, col0 * P), P, eptr(pk, 0), P, False)
+                brgemm_panels(brg, b, P, m, eptr(dgh, t * B * GH + col0), GH, whp, col0, 0, pk, 0, P, False)
             elif m > 0:
                 gemm(gemm_fn, iw, fw, _N, _N, P, b, m, 1.0, eptr(whh, col0 * P), P, eptr(dgh, t * B * GH + col0), GH,
                      0.0, eptr(pk, 0), P)
@@ -1303,8 +1321,8 @@ def forward_rows_thunk(k, n, tab, z, cell):
                  arr3(tab, i + 0, z), arr2(tab, i + 1, z), arr2(tab, i + 2, z), arr2(tab, i + 3, z),
                  arr2(tab, i + 4, z), arr3(tab, i + 5, z), arr3(tab, i + 6, z), arr3(tab, i + 7, z),
                  arr3(tab, i + 8, z), arr3(tab, i + 9, z), arr3(tab, i + 10, z), arr3(tab, i + 11, z),
-                 arr1(tab, i + 12, z), arr1(tab, i + 13, i), arr2(tab, i + 14, z), arr2(tab, i + 15, z),
-                 tab[17] != 0, arr3(tab, i + 16, z), arr2(tab, i + 17, z), arr1(tab, i + 18, z), tab[18] != 0)
+                 arr1(tab, i + 12, z), arr1(tab, i + 13, i), arr3(tab, i + 14, z), arr3(tab, i + 15, z),
+                 tab[17] != 0, arr3(tab, i + 16, z), arr3(tab, i + 17, z), arr1(tab, i + 18, z), tab[18] != 0)
 
 
 @njit(**JIT)
@@ -1315,7 +1333,7 @@ def forward_units_thunk(k, n, tab, z, cell):
     forward_units(k, n, cell, T, B, H, P, W, reverse, save, tab[4], tab[5], tab[6],
                   arr3(tab, i + 0, z), arr2(tab, i + 1, z), arr3(tab, i + 3, z), arr2(tab, i + 4, z),
                   arr3(tab, i + 5, z), arr3(tab, i + 6, z), arr3(tab, i + 8, z), arr1(tab, i + 12, z),
-                  arr1(tab, i + 13, i), arr2(tab, i + 14, z), arr1(tab, i + 19, i))
+                  arr1(tab, i + 13, i), arr3(tab, i + 14, z), arr1(tab, i + 19, i))
 
 
 @njit(**JIT)
@@ -1329,7 +1347,8 @@ def backward_rows_thunk(k, n, tab, z, cell):
                   arr3(tab, i + 8, z), arr3(tab, i + 9, z), arr2(tab, i + 10, z), arr2(tab, i + 11, z),
                   arr3(tab, i + 12, z), arr2(tab, i + 13, z), arr2(tab, i + 14, z),
                   arr3(tab, i + 15, z), arr3(tab, i + 16, z), arr3(tab, i + 17, z),
-                  arr2(tab, i + 18, z), arr3(tab, i + 19, z), arr1(tab, i + 20, z), arr1(tab, i + 21, i))
+                  arr2(tab, i + 18, z), arr3(tab, i + 19, z), arr1(tab, i + 20, z), arr1(tab, i + 21, i),
+                  arr3(tab, i + 23, z), arr3(tab, i + 24, z))
 
 
 @njit(**JIT)
@@ -1342,7 +1361,7 @@ def backward_units_thunk(k, n, tab, z, cell):
                    arr3(tab, i + 4, z), arr3(tab, i + 6, z), arr2(tab, i + 10, z), arr3(tab, i + 12, z),
                    arr2(tab, i + 13, z), arr2(tab, i + 14, z), arr3(tab, i + 15, z),
                    arr3(tab, i + 16, z), arr3(tab, i + 17, z), arr3(tab, i + 19, z),
-                   arr1(tab, i + 20, z), arr1(tab, i + 21, i), arr1(tab, i + 22, i))
+                   arr1(tab, i + 20, z), arr1(tab, i + 21, i), arr1(tab, i + 22, i), arr3(tab, i + 23, z))
 
 
 # The C-ABI bodies: void body(void *table), run by every thread of a GOMP_parallel team (or called

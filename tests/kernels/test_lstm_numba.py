@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import lstmkit
 from lstmkit.cells import CELLS as SPECS
 from lstmkit.kernels import BACKENDS, lstm_numba, reference, resolve_backend
-from lstmkit.kernels.transposed import transposed
+from lstmkit.kernels.panels import PANEL, panels
 
 CELLS = lstm_numba.CELLS
 LSTM_FAMILY = tuple(c for c in CELLS if SPECS[c].has_cell_state)
@@ -185,10 +185,11 @@ def test_layernorm_few_rows_share_columns(B, proj, lengths, threads):
     # 8 threads, 12 rows: the unit split, with more rows than the plain loops take (brgemm per block)
     ("lstm", 0, 8, True), ("peephole", 0, 8, True), ("gru", 0, 8, True), ("rnn_relu", 0, 8, True),
 ], indirect=["threads"])
-def test_float32_brgemm_matches_reference(cell, proj, threads, units, lengths):
-    """float32 runs its per-step GEMMs on oneDNN's brgemm (row-major, W_hh^T for the forward), in
+@pytest.mark.parametrize("H", [64, 37], ids=["H64", "H37"])  # 37: gate columns end in a part-filled panel
+def test_float32_brgemm_matches_reference(cell, proj, threads, units, lengths, H):
+    """float32 runs its per-step GEMMs on oneDNN's brgemm (its operands as 64-column panels), in
     both splits, with the active batch shrinking (PackedSequence) and backwards in time."""
-    T, B, I, H = 6, 12, 5, 64
+    T, B, I = 6, 12, 5
     assert lstm_numba._plan(lstm_numba.CELL_CODES[cell], B, H, bool(proj), brgemm=True).units == units
     p64 = make_params(cell, I, H, proj)
     x64, s64, bs = make_inputs(cell, T, B, I, H, proj, lengths=lengths)
@@ -422,23 +423,30 @@ def test_weights_changed_through_data_are_used(two_threads):
 
 
 @pytest.mark.skipif(not lstm_numba.K.BRGEMM, reason="torch exports no at::native::cpublas::brgemm")
-def test_reused_transposes_follow_data_writes(two_threads):
-    """brgemm's transposed weights are reused across calls only while the values are the same."""
+def test_reused_panels_follow_data_writes(two_threads):
+    """brgemm's weight panels are reused across calls only while the values are the same."""
     torch.manual_seed(0)
     m = lstmkit.LSTM(5, 24, proj_size=7, backend="numba")
     ref = lstmkit.LSTM(5, 24, proj_size=7, backend="reference")
     x = torch.randn(6, 12, 5)  # 12 rows on 2 threads: the row split, on brgemm
+    m(x)[0].sum().backward()
+    for p in m.parameters():
+        version = p._version
+        p.data.mul_(-0.5)
+        assert p._version == version  # what a version-keyed cache would miss
+    ref.load_state_dict(m.state_dict())
     with torch.no_grad():
-        m(x)
-        for p in m.parameters():
-            version = p._version
-            p.data.mul_(-0.5)
-            assert p._version == version  # what a version-keyed cache would miss
-        ref.load_state_dict(m.state_dict())
         torch.testing.assert_close(m(x)[0], ref(x)[0], rtol=1e-5, atol=1e-6)
-        wt = transposed(m.weight_hh_l0)
-        assert wt is transposed(m.weight_hh_l0)  # reused while unchanged
-        torch.testing.assert_close(wt, m.weight_hh_l0.t(), rtol=0, atol=0)
+    m.zero_grad()
+    m(x)[0].sum().backward()
+    ref(x)[0].sum().backward()
+    for (name, a), b in zip(m.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
+    wt = panels(m.weight_hh_l0, transpose=True)  # W_hh^T (7, 96): a full panel and a padded one
+    assert wt is panels(m.weight_hh_l0, transpose=True)  # reused while unchanged
+    w_t = m.weight_hh_l0.detach().t()
+    assert wt.shape == (2, 7, PANEL) and torch.equal(wt[0], w_t[:, :64]) and torch.equal(wt[1, :, :32], w_t[:, 64:])
+    assert not wt[1, :, 32:].any()
 
 
 def test_auto_picks_numba_on_cpu():

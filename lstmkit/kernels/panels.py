@@ -1,0 +1,99 @@
+"""Weights in the panel layout of oneDNN's brgemm, reused while the weights' values are unchanged.
+
+The numba LSTM kernels run their per-step products on oneDNN's brgemm micro-kernels, which read
+the B operand (K, N) row-major. Over a wide B they slow down badly once B outgrows the core's L2;
+cut into contiguous (K, 64) column panels, one call per panel, they run at their best. Measured on
+the 2-core Zen 4 machine of BENCHMARKS.md, one thread, float32, C(M, N) = A(M, K) B, GFLOP/s:
+
+    (M, N, K)           B row-major   B as 64-column panels
+    (16, 1024, 256)     69-76         108
+    (64, 2048, 512)     63-64         95-101
+    (64, 512, 2048)     80            100-102
+    (32, 4096, 1024)    26            88-94
+    (32, 1024, 4096)    14-15         56-59
+
+(32- and 128-column panels were no better.) So every brgemm B operand is laid out here as
+(ceil(N / PANEL), K, PANEL): panel q holds columns [q PANEL, (q + 1) PANEL), the last one padded
+with zeros. Making the layout is a strided copy, 0.2-0.5 ms for a 1 MB weight, cold after a
+forward: about 10% of a (T=35, B=32, H=256) LSTM forward.
+
+A layout is reused while the weight holds the same bits. The check compares contents
+because weights changed through `.data` keep their version counter, so a version-keyed cache
+would serve stale layouts. It compares bytes (libc's memcmp: 28 us for a 1 MB weight here,
+where torch.equal takes 140 us and the copy 250), which is also the exact test: torch.equal
+calls -0.0 and 0.0 equal and a NaN unequal to itself. In training the weights change every
+step: the check fails early and costs one copy of each weight per step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+from collections import OrderedDict
+
+import torch
+from torch import Tensor
+
+PANEL = 64  # columns per panel
+MAX_BYTES = 128 << 20  # a bound on what is kept (per weight: a copy of its values and its layout)
+
+_kept: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()
+_lock = threading.Lock()
+
+__all__ = ["PANEL", "panels"]
+
+
+def _libc_memcmp():
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c")).memcmp
+    except (OSError, AttributeError, TypeError):  # no C library to load: torch.equal it is
+        return None
+    fn.restype = ctypes.c_int
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+    return fn
+
+
+_MEMCMP = _libc_memcmp()
+
+
+def _same_bits(kept: Tensor, w: Tensor) -> bool:
+    """Whether w holds exactly the bits of `kept` (a contiguous copy of an earlier w)."""
+    w = w.contiguous()
+    if _MEMCMP is not None and w.device.type == "cpu":
+        return _MEMCMP(kept.data_ptr(), w.data_ptr(), w.numel() * w.element_size()) == 0
+    return torch.equal(kept.view(torch.uint8), w.view(torch.uint8))
+
+
+def _layout(b: Tensor) -> Tensor:
+    """The (K, N) matrix b as (ceil(N / PANEL), K, PANEL) panels, the last one zero-padded."""
+    K, N = b.shape
+    full, rest = divmod(N, PANEL)
+    out = b.new_empty(full + (rest > 0), K, PANEL)
+    out[:full].copy_(b[:, :full * PANEL].unflatten(1, (full, PANEL)).transpose(0, 1))  # (full, K, PANEL)
+    if rest:
+        out[full, :, :rest].copy_(b[:, full * PANEL:])
+        out[full, :, rest:].zero_()
+    return out
+
+
+def panels(w: Tensor, transpose: bool = False) -> Tensor:
+    """The brgemm B operand `w.t()` (transpose) or `w`, (K, N), as panels (see the module docstring),
+    reused from an earlier call while w holds the same bits."""
+    key = (w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, w.device, transpose)
+    with _lock:
+        hit = _kept.get(key)
+    if hit is not None and _same_bits(hit[0], w):
+        with _lock:
+            if key in _kept:
+                _kept.move_to_end(key)
+        return hit[1]
+    w = w.detach()
+    layout = _layout(w.t() if transpose else w)
+    with _lock:
+        _kept[key] = (w.clone(memory_format=torch.contiguous_format), layout)
+        total = sum(t.numel() * t.element_size() + p.numel() * p.element_size() for t, p in _kept.values())
+        while total > MAX_BYTES and len(_kept) > 1:
+            _, (old, old_layout) = _kept.popitem(last=False)
+            total -= old.numel() * old.element_size() + old_layout.numel() * old_layout.element_size()
+    return layout
