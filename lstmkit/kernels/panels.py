@@ -2,17 +2,10 @@
 
 The numba LSTM kernels run their per-step products on oneDNN's brgemm micro-kernels, which read
 the B operand (K, N) row-major. Over a wide B they slow down badly once B outgrows the core's L2;
-cut into contiguous (K, 64) column panels, one call per panel, they run at their best. Measured on
-the 2-core Zen 4 machine of BENCHMARKS.md, one thread, float32, C(M, N) = A(M, K) B, GFLOP/s:
-
-    (M, N, K)           B row-major   B as 64-column panels
-    (16, 1024, 256)     69-76         108
-    (64, 2048, 512)     63-64         95-101
-    (64, 512, 2048)     80            100-102
-    (32, 4096, 1024)    26            88-94
-    (32, 1024, 4096)    14-15         56-59
-
-(32- and 128-column panels were no better.) So every brgemm B operand is laid out here as
+cut into contiguous (K, 64) column panels, one call per panel, they run at their best. On the
+2-core Zen 4 machine of BENCHMARKS.md (`benchmarks/step_products.py`), one thread, float32, C(M, N)
+= A(M, K) B: (64, 2048, 512) 62-64 -> 99-106 GFLOP/s, (32, 4096, 1024) 24-25 -> 91-94; 32- and
+128-column panels are each worse somewhere. So every brgemm B operand is laid out here as
 (ceil(N / PANEL), K, PANEL): panel q holds columns [q PANEL, (q + 1) PANEL), the last one padded
 with zeros. Making the layout is a strided copy, 0.2-0.5 ms for a 1 MB weight, cold after a
 forward: about 10% of a (T=35, B=32, H=256) LSTM forward.
@@ -22,7 +15,8 @@ because weights changed through `.data` keep their version counter, so a version
 would serve stale layouts. It compares bytes (libc's memcmp: 28 us for a 1 MB weight here,
 where torch.equal takes 140 us and the copy 250), which is also the exact test: torch.equal
 calls -0.0 and 0.0 equal and a NaN unequal to itself. In training the weights change every
-step: the check fails early and costs one copy of each weight per step.
+step: the check fails early, and each weight costs a new layout (and the copy kept for the
+check) per step.
 """
 
 from __future__ import annotations
@@ -65,14 +59,14 @@ def _same_bits(kept: Tensor, w: Tensor) -> bool:
     return torch.equal(kept.view(torch.uint8), w.view(torch.uint8))
 
 
-def _layout(b: Tensor) -> Tensor:
-    """The (K, N) matrix b as (ceil(N / PANEL), K, PANEL) panels, the last one zero-padded."""
+def _layout(b: Tensor, width: int = PANEL) -> Tensor:
+    """The (K, N) matrix b as (ceil(N / width), K, width) panels, the last one zero-padded."""
     K, N = b.shape
-    full, rest = divmod(N, PANEL)
-    out = b.new_empty(full + (rest > 0), K, PANEL)
-    out[:full].copy_(b[:, :full * PANEL].unflatten(1, (full, PANEL)).transpose(0, 1))  # (full, K, PANEL)
+    full, rest = divmod(N, width)
+    out = b.new_empty(full + (rest > 0), K, width)
+    out[:full].copy_(b[:, :full * width].unflatten(1, (full, width)).transpose(0, 1))  # (full, K, width)
     if rest:
-        out[full, :, :rest].copy_(b[:, full * PANEL:])
+        out[full, :, :rest].copy_(b[:, full * width:])
         out[full, :, rest:].zero_()
     return out
 
