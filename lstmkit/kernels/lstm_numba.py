@@ -16,9 +16,10 @@ one of two ways (`_plan`):
     projection; the gate columns are then permuted into blocks of units (see the kernels).
   * rows: each thread owns a subset of the rows, which are independent sequences: no meeting at
     all. Used for layernorm (it reduces over all units of a row), projections, and tiny H.
-    The layer-norm forward with few rows (B < 2 x threads, B <= 4) also shares each step's
-    recurrent product by columns (`cols`): two meetings per step, but each thread streams only
-    its part of W_hh instead of idling or streaming all of it.
+    Layer norm with few rows (B < 2 x threads, B <= 4) also shares each step's recurrent product
+    by columns (`cols`): each thread streams only its part of W_hh instead of idling or streaming
+    all of it; two meetings per step in the forward, one in the backward (whose every thread runs
+    the pointwise pass).
 Under `torch.no_grad()` (or when nothing requires grad) the forward saves no activations.
 
 Importing this module compiles nothing; each kernel compiles on first use, one per (direction,
@@ -57,16 +58,16 @@ _bodies_lock = threading.Lock()
 _BODY_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
 
-def _body(direction: str, units: bool, code: int, dtype: torch.dtype):
+def _body(direction: str, split: int, code: int, dtype: torch.dtype):
     """The C-ABI kernel body, compiled (or loaded from numba's disk cache) on first use."""
-    key = (direction, units, code, dtype)
+    key = (direction, split, code, dtype)
     fn = _bodies.get(key)
     if fn is None:
         with _bodies_lock:
             fn = _bodies.get(key)
             if fn is None:
                 z = np.float32(0) if dtype == torch.float32 else np.float64(0)
-                py = K.make_body(direction, units, code, z)
+                py = K.make_body(direction, split, code, z)
                 cf = numba.cfunc("void(voidptr)", cache=True, error_model="numpy")(py)
                 fn = _BODY_TYPE(cf.address)
                 fn._numba_cfunc = cf  # keeps the compiled code alive
@@ -76,7 +77,7 @@ def _body(direction: str, units: bool, code: int, dtype: torch.dtype):
 
 def _run(direction: str, plan: _Plan, code: int, tab: K.Table, dtype: torch.dtype) -> None:
     """Run a kernel on `plan.threads` threads of torch's OpenMP pool, or in this thread."""
-    body = _body(direction, plan.units, code, dtype)
+    body = _body(direction, _split_code(plan), code, dtype)
     if plan.threads > 1:
         K.gomp_parallel(ctypes.cast(body, ctypes.c_void_p).value, tab.address, plan.threads, 0)
     else:
@@ -102,12 +103,13 @@ def _plan(code: int, B: int, H: int, proj: bool, brgemm: bool, width: int | None
     """
     threads = torch.get_num_threads() if K.HAVE_GOMP else 1
     blocks = -(-H // UNIT_BLOCK)
-    if width is None and code == LAYERNORM and 1 < threads and B < 2 * threads and B <= K.SMALL_ROWS:
+    if (code == LAYERNORM and 1 < threads and B < 2 * threads and B <= K.SMALL_ROWS
+            and (width is None or not proj)):
         # layer norm cannot split units, and a row split would leave threads idle while each
         # busy one streams all of W_hh per step (from L3 once it outgrows a core's L2): share
         # the product by columns instead. Measured at T=100, H=256, 2 threads: forward 1.1 vs
-        # 2.0 ms at B=1, 2.5 vs 3.2 at B=3. Not in the backward: its product shared by columns
-        # (axpy form, two meetings) measured no faster than the row split.
+        # 2.0 ms at B=1, 2.5 vs 3.2 at B=3. The backward (without a projection) too, with every
+        # thread running the pointwise pass (see backward_cols): its kernel 2.25-2.41 -> 1.25 ms at B=1.
         return _Plan(False, threads, H, cols=True)
     if width is None:
         # the unit split needs a unit-local cell, two threads with at least a block each, and
@@ -334,20 +336,20 @@ def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gate
     dgh = _scratch(1, (T, B, GH), x) if sep else dg
     dhp = x.new_empty(T, B, P) if s.proj else dummy
     dhf = x.new_empty(B, H) if s.proj else dummy2
-    part = x.new_empty(2 * plan.threads, B, H) if plan.units else dummy
+    part = x.new_empty(2 * plan.threads, B, P) if plan.units or plan.cols else dummy
     acc = x.new_zeros(plan.threads, 4, GH)
     whh, rows = _recurrent_weight(p["weight_hh"], plan, B, perm)
     whr = p["weight_hr"].contiguous() if s.proj else dummy2
     brg = _brgemm_address(x.dtype)
     # brgemm's B operands as panels: W_hh (GH, P), W_hr (P, H); W_hh is read by the plain loops
     # instead when every step has few rows in the unit split or a team of one (but GRU's rows)
-    loops_only = B <= K.SMALL_ROWS and (plan.units or (plan.threads == 1 and code != GRU))
+    loops_only = B <= K.SMALL_ROWS and (plan.units or plan.cols or (plan.threads == 1 and code != GRU))
     whp = panels(whh) if brg and not loops_only else dummy
     whrp = panels(whr) if brg and s.proj else dummy
     ext = _ext(code, p, H, s.width).contiguous()
     c0_ = c0.contiguous() if lstm_family else dummy2
     arrays = [gates, cs, c0_, h0.contiguous(), y, hf, uh, acts, chat, stats, whh, whr,
-              dy, dh, dc, dg, dgh, part if plan.units else dhp, dhf, acc, ext, bs, rows, whp, whrp]
+              dy, dh, dc, dg, dgh, part if plan.units or plan.cols else dhp, dhf, acc, ext, bs, rows, whp, whrp]
     ints = [code, T, B, H, P, int(s.reverse), 1, int(s.proj), plan.width, _split_code(plan)]
     tab = K.Table(ints, arrays, _gemm_address(x.dtype), brg)
     _run("backward", plan, code, tab, x.dtype)

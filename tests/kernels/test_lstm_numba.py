@@ -168,10 +168,13 @@ def threads(request):
 @pytest.mark.parametrize("threads", [2, 3], indirect=True)
 @pytest.mark.parametrize("B, proj, lengths", [(1, 0, None), (3, 0, [6, 5, 2]), (2, 7, [6, 3])])
 def test_layernorm_few_rows_share_columns(B, proj, lengths, threads):
-    """The layer-norm forward with few rows on several threads: the row split whose threads also
-    share each step's recurrent product by columns (two meetings per step), both directions in
-    time, float64 and float32."""
-    assert lstm_numba._plan(lstm_numba.CELL_CODES["layernorm"], B, 40, bool(proj), brgemm=True).cols
+    """Layer norm with few rows on several threads: the forward's row split whose threads also
+    share each step's recurrent product by columns (two meetings per step), and without a
+    projection the backward's (every thread runs the pointwise pass, one meeting per step); both
+    directions in time, float64 and float32."""
+    code = lstm_numba.CELL_CODES["layernorm"]
+    assert lstm_numba._plan(code, B, 40, bool(proj), brgemm=True).cols
+    assert lstm_numba._plan(code, B, 40, bool(proj), brgemm=True, width=40).cols == (not proj)
     for reverse in (False, True):
         compare_layer("layernorm", 6, B, 3, 40, proj, reverse=reverse, lengths=lengths)
     compare_layer_float32("layernorm", 6, B, 3, 40, 2e-4, proj, lengths)
