@@ -1,11 +1,11 @@
 """Time ratio lstmkit.LSTM(backend="numba") / torch.nn.LSTM, interleaved in one process.
 
-usage: NT=2 python benchmarks/numba_paired.py REPS CELLS SHAPES MODE
+usage: NT=2 python benchmarks/numba_paired.py REPS CELLS SHAPES MODE [dx]
   CELLS: comma list of lstmkit cells (each timed against nn.LSTM's standard cell)
   SHAPES: letters of SHAPES below; MODE: plain | packed (PackedSequence, lengths U[T/2, T],
-  unsorted) | proj (proj_size = H/2).
+  unsorted) | proj (proj_size = H/2); dx: the input needs its gradient too (as in `lstmkit bench`).
 fwd = forward under torch.no_grad(); fwd+bwd = forward then .sum().backward() (gradients of
-all parameters). Prints, over REPS interleaved repetitions: the median of the per-repetition ratios ("paired"),
+all parameters, and of the input with dx). Prints, over REPS interleaved repetitions: the median of the per-repetition ratios ("paired"),
 the ratio of the minima and the ratio of the medians; and the load average.
 """
 import os
@@ -23,6 +23,7 @@ cells = sys.argv[2].split(",") if len(sys.argv) > 2 else ["lstm"]
 SHAPES = {"a": (100, 32, 128, 256), "b": (50, 128, 256, 512), "c": (35, 32, 28, 256), "d": (100, 1, 64, 256)}
 shapes = sys.argv[3] if len(sys.argv) > 3 else "abcd"
 mode = sys.argv[4] if len(sys.argv) > 4 else "plain"
+input_grad = len(sys.argv) > 5 and sys.argv[5] == "dx"
 
 
 def timed(fn):
@@ -36,7 +37,7 @@ for key in shapes:
     torch.manual_seed(0)
     proj = H // 2 if mode == "proj" else 0
     ref = torch.nn.LSTM(I, H, proj_size=proj)
-    x = torch.randn(T, B, I)
+    x = torch.randn(T, B, I, requires_grad=input_grad)
     if mode == "packed":
         lengths = torch.randint(T // 2, T + 1, (B,))
         lengths[0] = T
@@ -66,7 +67,8 @@ for key in shapes:
             times[(n, "fwd")].append(timed(lambda: fwd(m)))
             times[(n, "fwdbwd")].append(timed(lambda: fwdbwd(m)))
     load = open("/proc/loadavg").read().split()[0]
-    line = f"[paired load {load}] {mode} T{T} B{B} I{I} H{H}" + (f" P{proj}" if proj else "") + ":"
+    label = f"{mode}{' dx' if input_grad else ''} T{T} B{B} I{I} H{H}" + (f" P{proj}" if proj else "")
+    line = f"[paired load {load}] {label}:"
     for cell in cells:  # median over repetitions of (ours / nn.LSTM in the same repetition)
         rf = statistics.median(a / b for a, b in zip(times[cell, "fwd"], times["nn", "fwd"]))
         rb = statistics.median(a / b for a, b in zip(times[cell, "fwdbwd"], times["nn", "fwdbwd"]))
@@ -74,8 +76,7 @@ for key in shapes:
     print(line, flush=True)
     for stat in ("min", "median"):
         v = {k: (min(t) if stat == "min" else statistics.median(t)) for k, t in times.items()}
-        line = (f"[{stat:6s} load {load}] {mode} T{T} B{B} I{I} H{H}" + (f" P{proj}" if proj else "")
-                + f": nn {v['nn', 'fwd'] * 1e3:.2f} / {v['nn', 'fwdbwd'] * 1e3:.2f} ms |")
+        line = f"[{stat:6s} load {load}] {label}: nn {v['nn', 'fwd'] * 1e3:.2f} / {v['nn', 'fwdbwd'] * 1e3:.2f} ms |"
         for cell in cells:
             line += f" {cell} {v[cell, 'fwd'] / v['nn', 'fwd']:.2f} / {v[cell, 'fwdbwd'] / v['nn', 'fwdbwd']:.2f}"
         print(line, flush=True)
