@@ -341,8 +341,9 @@ def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gate
     whh, rows = _recurrent_weight(p["weight_hh"], plan, B, perm)
     whr = p["weight_hr"].contiguous() if s.proj else dummy2
     brg = _brgemm_address(x.dtype)
-    # brgemm's B operands as panels: W_hh (GH, P), W_hr (P, H); W_hh is read by the plain loops
-    # instead when every step has few rows in the unit split or a team of one (but GRU's rows)
+    # brgemm's B operands as panels: W_hh (GH, P), W_hr (P, H); the plain loops read W_hh itself
+    # instead when every step has few rows in the unit split, the column share, or (but for GRU)
+    # a team of one
     loops_only = B <= K.SMALL_ROWS and (plan.units or plan.cols or (plan.threads == 1 and code != GRU))
     whp = panels(whh) if brg and not loops_only else dummy
     whrp = panels(whr) if brg and s.proj else dummy

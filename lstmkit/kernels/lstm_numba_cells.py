@@ -1213,10 +1213,10 @@ def backward_cols(k, n, T, B, H, P, reverse, barrier_fn, gates, cs, c0, uh, acts
     no_map = bs[:0]  # whh in the natural layout: see _small_gates
     dhk, dck = dh.copy(), dc.copy()
     if k == 0:
-        dgk, dghk, ak, ak_acts = dg, dgh, acc[0], acts[0]
+        dgk, dghk, ak, acts_k = dg, dgh, acc[0], acts[0]
     else:
         dgk, dghk = np.empty((1, B, GH), dg.dtype), np.empty((1, B, GH), dg.dtype)
-        ak, ak_acts = np.zeros((4, GH), acc.dtype), np.empty((B, GH), acts.dtype)
+        ak, acts_k = np.zeros((4, GH), acc.dtype), np.empty((B, GH), acts.dtype)
     for s in range(T):
         t = s if reverse else T - 1 - s
         tp = t + 1 if reverse else t - 1  # the step the forward ran just before t
@@ -1225,7 +1225,7 @@ def backward_cols(k, n, T, B, H, P, reverse, barrier_fn, gates, cs, c0, uh, acts
         tk = t if k == 0 else 0  # time index into this thread's dg, dgh
         for r in range(b):
             _add_range(dhk[r], dy[t, r], 0, P)
-            _layernorm_bwd(gates[t, r], uh[t, r], ak_acts[r], cs[t, r], cs[tp, r] if r < bp else c0[r],
+            _layernorm_bwd(gates[t, r], uh[t, r], acts_k[r], cs[t, r], cs[tp, r] if r < bp else c0[r],
                            chat[t, r], stats[t, r], dhk[r], dck[r], dgk[tk, r], dghk[tk, r], ext, ak, H)
         if k == 0:
             for r in range(b, B):
@@ -1359,9 +1359,9 @@ def backward_units(k, n, cell, T, B, H, P, W, reverse, gemm_fn, barrier_fn, brg,
 # Table thunks and the C-ABI bodies
 # ----------------------------------------------------------------------------------------------
 # Header ints: [7] cell, [8] T, [9] B, [10] H, [11] P, [12] reverse, [13] save, [14] projection,
-# [15] W (block width of the gate layout), [16] split: 0 rows, 1 units, 2 (forward only) rows
-# sharing the recurrent product by columns; forward only: [17] the
-# row split forms the input part of the gates itself, [18] with a bias.
+# [15] W (block width of the gate layout), [16] split: 0 rows, 1 units, 2 rows sharing the
+# recurrent product by columns (layer norm, few rows); forward only: [17] the row split forms the
+# input part of the gates itself, [18] with a bias.
 
 
 @njit(**JIT)
