@@ -3,7 +3,7 @@
 usage: python benchmarks/step_products.py [REPEATS]
 
 1. oneDNN's brgemm, C(M, N) += A(M, K) B(K, N), with B row-major (one call) against B laid out
-   as 64-, 32- and 128-column panels (one call per panel; `lstmkit.kernels.panels`), at the
+   as 32-, 64- and 128-column panels (one call per panel; `lstmkit.kernels.panels`), at the
    shapes one thread meets per step: (16, 1024, 256) at (T, B, H) = (35 or 100, 32, 256) forward,
    (64, 2048, 512) and (64, 512, 2048) at (50, 128, 512) forward and backward, and H=1024.
 2. The few-row product of the B <= 4 path (`_small_gates`, eight rows of W_hh per pass) for one

@@ -2,12 +2,13 @@
 
 The numba LSTM kernels run their per-step products on oneDNN's brgemm micro-kernels, which read
 the B operand (K, N) row-major. Over a wide B they slow down badly once B outgrows the core's L2;
-cut into contiguous (K, 64) column panels, one call per panel, they run at their best. On the
-2-core Zen 4 machine of BENCHMARKS.md (`benchmarks/step_products.py`), one thread, float32, C(M, N)
-= A(M, K) B: (64, 2048, 512) 62-64 -> 99-106 GFLOP/s, (32, 4096, 1024) 24-25 -> 91-94; 32- and
-128-column panels are each worse somewhere. So every brgemm B operand is laid out here as
-(ceil(N / PANEL), K, PANEL): panel q holds columns [q PANEL, (q + 1) PANEL), the last one padded
-with zeros. Making the layout is a strided copy, 0.2-0.5 ms for a 1 MB weight, cold after a
+cut into contiguous column panels of at most 512 KB, one call per panel, they run at their best.
+On the 2-core Zen 4 machine of BENCHMARKS.md (`benchmarks/step_products.py`), one thread,
+float32, C(M, N) = A(M, K) B, GFLOP/s: (64, 2048, 512) 62-64 -> 99-106 with 64-column panels,
+(32, 4096, 1024) 24-25 -> 91-94 with 64 (80-86 with 32), (32, 1024, 4096) 13-16 -> 77-79 with 32
+(65 with 64); 128-column panels were never better. So every brgemm B operand is laid out here as
+(ceil(N / w), K, w), w = `panel_width(K)`: panel q holds columns [q w, (q + 1) w), the last one
+padded with zeros. Making the layout is a strided copy, 0.2-0.5 ms for a 1 MB weight, cold after a
 forward: about 10% of a (T=35, B=32, H=256) LSTM forward.
 
 A layout is reused while the weight holds the same bits. The check compares contents
@@ -29,13 +30,14 @@ from collections import OrderedDict
 import torch
 from torch import Tensor
 
-PANEL = 64  # columns per panel
+PANEL = 64  # columns per panel, and half that for K > PANEL_MAX_K
+PANEL_MAX_K = 2048  # 64 columns of 2048 float32 rows: 512 KB
 MAX_BYTES = 128 << 20  # a bound on what is kept (per weight: a copy of its values and its layout)
 
 _kept: OrderedDict[tuple, tuple[Tensor, Tensor]] = OrderedDict()
 _lock = threading.Lock()
 
-__all__ = ["PANEL", "panels"]
+__all__ = ["PANEL", "panel_width", "panels"]
 
 
 def _libc_memcmp():
@@ -59,7 +61,12 @@ def _same_bits(kept: Tensor, w: Tensor) -> bool:
     return torch.equal(kept.view(torch.uint8), w.view(torch.uint8))
 
 
-def _layout(b: Tensor, width: int = PANEL) -> Tensor:
+def panel_width(K: int) -> int:
+    """Columns per panel of a B operand with K rows."""
+    return PANEL if K <= PANEL_MAX_K else PANEL // 2
+
+
+def _layout(b: Tensor, width: int) -> Tensor:
     """The (K, N) matrix b as (ceil(N / width), K, width) panels, the last one zero-padded."""
     K, N = b.shape
     full, rest = divmod(N, width)
@@ -83,7 +90,8 @@ def panels(w: Tensor, transpose: bool = False) -> Tensor:
                 _kept.move_to_end(key)
         return hit[1]
     w = w.detach()
-    layout = _layout(w.t() if transpose else w)
+    b = w.t() if transpose else w
+    layout = _layout(b, panel_width(b.shape[0]))
     with _lock:
         _kept[key] = (w.clone(memory_format=torch.contiguous_format), layout)
         total = sum(t.numel() * t.element_size() + p.numel() * p.element_size() for t, p in _kept.values())

@@ -188,7 +188,8 @@ def test_layernorm_few_rows_share_columns(B, proj, lengths, threads):
     # 8 threads, 12 rows: the unit split, with more rows than the plain loops take (brgemm per block)
     ("lstm", 0, 8, True), ("peephole", 0, 8, True), ("gru", 0, 8, True), ("rnn_relu", 0, 8, True),
 ], indirect=["threads"])
-@pytest.mark.parametrize("H", [64, 37], ids=["H64", "H37"])  # 37: gate columns end in a part-filled panel
+# 37: gate columns end in a part-filled panel; 520: the backward's W_hh (4H rows) in half-width panels
+@pytest.mark.parametrize("H", [64, 37, 520], ids=["H64", "H37", "H520"])
 def test_float32_brgemm_matches_reference(cell, proj, threads, units, lengths, H):
     """float32 runs its per-step GEMMs on oneDNN's brgemm (its operands as 64-column panels), in
     both splits, with the active batch shrinking (PackedSequence) and backwards in time."""

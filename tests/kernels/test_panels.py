@@ -13,13 +13,16 @@ def unpanel(p: torch.Tensor, n: int) -> torch.Tensor:
     return p.transpose(0, 1).flatten(1)[:, :n]
 
 
-@pytest.mark.parametrize("n", [1, 63, 64, 65, 130, 256])
+@pytest.mark.parametrize("k", [5, P.PANEL_MAX_K + 1], ids=["K5", "K-past-max"])
+@pytest.mark.parametrize("n", [1, 31, 63, 64, 65, 130, 256])
 @pytest.mark.parametrize("transpose", [False, True])
-def test_layout_holds_the_operand_in_column_panels(n, transpose):
-    w = torch.randn(n, 5) if transpose else torch.randn(5, n)
+def test_layout_holds_the_operand_in_column_panels(k, n, transpose):
+    w = torch.randn(n, k) if transpose else torch.randn(k, n)
     p = P.panels(w, transpose)
-    b = w.t() if transpose else w  # (5, n)
-    assert p.is_contiguous() and p.shape == (-(-n // P.PANEL), 5, P.PANEL)
+    b = w.t() if transpose else w  # (k, n)
+    width = P.PANEL if k <= P.PANEL_MAX_K else P.PANEL // 2  # at most 512 KB a panel
+    assert P.panel_width(k) == width
+    assert p.is_contiguous() and p.shape == (-(-n // width), k, width)
     assert torch.equal(unpanel(p, n), b)
     assert not p.transpose(0, 1).flatten(1)[:, n:].any()  # the padding is zeros
 
