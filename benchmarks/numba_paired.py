@@ -5,25 +5,34 @@ usage: NT=2 python benchmarks/numba_paired.py REPS CELLS SHAPES MODE [dx]
   SHAPES: letters of SHAPES below; MODE: plain | packed (PackedSequence, lengths U[T/2, T],
   unsorted) | proj (proj_size = H/2); dx: the input needs its gradient too (as in `lstmkit bench`).
 fwd = forward under torch.no_grad(); fwd+bwd = forward then .sum().backward() (gradients of
-all parameters, and of the input with dx). Prints, over REPS interleaved repetitions: the median of the per-repetition ratios ("paired"),
-the ratio of the minima and the ratio of the medians; and the load average.
+all parameters, and of the input with dx). Prints, over REPS interleaved repetitions: the median
+of the per-repetition ratios ("paired"), the ratio of the minima and the ratio of the medians;
+and the load average.
 """
+import argparse
 import os
 import statistics
-import sys
 import time
 
 import torch
 
 import lstmkit
 
-torch.set_num_threads(int(os.environ.get("NT", "2")))
-reps = int(sys.argv[1]) if len(sys.argv) > 1 else 15
-cells = sys.argv[2].split(",") if len(sys.argv) > 2 else ["lstm"]
 SHAPES = {"a": (100, 32, 128, 256), "b": (50, 128, 256, 512), "c": (35, 32, 28, 256), "d": (100, 1, 64, 256)}
-shapes = sys.argv[3] if len(sys.argv) > 3 else "abcd"
-mode = sys.argv[4] if len(sys.argv) > 4 else "plain"
-input_grad = len(sys.argv) > 5 and sys.argv[5] == "dx"
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+parser.add_argument("reps", type=int, nargs="?", default=15, help="interleaved repetitions (default 15)")
+parser.add_argument("cells", nargs="?", default="lstm", help="comma list of lstmkit cells (default lstm)")
+parser.add_argument("shapes", nargs="?", default="abcd",
+                    help="letters of " + ", ".join(f"{k}={v}" for k, v in SHAPES.items()) + " (T, B, I, H)")
+parser.add_argument("mode", nargs="?", default="plain", choices=["plain", "packed", "proj"])
+parser.add_argument("dx", nargs="?", choices=["dx"], help="the input needs its gradient too")
+args = parser.parse_args()
+if args.reps < 1:
+    parser.error(f"reps: expected >= 1, got {args.reps}")
+if not args.shapes or set(args.shapes) - set(SHAPES):
+    parser.error(f"shapes: expected letters of {''.join(SHAPES)}, got {args.shapes!r}")
+torch.set_num_threads(int(os.environ.get("NT", "2")))
+reps, cells, shapes, mode, input_grad = args.reps, args.cells.split(","), args.shapes, args.mode, bool(args.dx)
 
 
 def timed(fn):

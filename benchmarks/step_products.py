@@ -10,6 +10,7 @@ usage: python benchmarks/step_products.py [REPEATS]
    row, over slices of W_hh (H=256) of 128, 512 and 1024 gate columns: bound by reading the slice.
 Prints markdown tables; each figure is the median of REPEATS timings.
 """
+import argparse
 import statistics
 import sys
 import time
@@ -22,7 +23,6 @@ from lstmkit.kernels import lstm_numba_cells as K
 from lstmkit.kernels.panels import _layout
 
 torch.set_num_threads(1)
-repeats = int(sys.argv[1]) if len(sys.argv) > 1 else 7
 
 
 @njit(**K.JIT)
@@ -47,7 +47,7 @@ def _few_rows(whh, rows, m, h, out, reps):
         K._small_gates(whh, rows, 0, m, whh.shape[1], h, 1, out, 0.0)
 
 
-def per_call(fn, *args) -> float:
+def per_call(repeats: int, fn, *args) -> float:
     """Median seconds per call over `repeats` timings of enough calls to last ~20 ms."""
     fn(*args, 2)
     t0 = time.perf_counter()
@@ -62,6 +62,11 @@ def per_call(fn, *args) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("repeats", type=int, nargs="?", default=7, help="timings per figure, median taken (default 7)")
+    repeats = parser.parse_args().repeats
+    if repeats < 1:
+        parser.error(f"repeats: expected >= 1, got {repeats}")
     if not K.BRGEMM:
         sys.exit("torch exports no at::native::cpublas::brgemm: nothing to measure")
     rng = np.random.default_rng(0)
@@ -71,9 +76,9 @@ def main() -> None:
         a = rng.standard_normal((m, k), np.float32)
         b = rng.standard_normal((k, n), np.float32)
         c = np.zeros((m, n), np.float32)
-        row = [per_call(_row_major, K.BRGEMM, a, b, c)]
+        row = [per_call(repeats, _row_major, K.BRGEMM, a, b, c)]
         for width in (32, 64, 128):
-            row.append(per_call(_panels, K.BRGEMM, a, _layout(torch.from_numpy(b), width).numpy(), c))
+            row.append(per_call(repeats, _panels, K.BRGEMM, a, _layout(torch.from_numpy(b), width).numpy(), c))
         print(f"| ({m}, {n}, {k}) | " + " | ".join(f"{2 * m * n * k / s / 1e9:.0f}" for s in row) + " |")
     print()
     H = 256
@@ -83,7 +88,7 @@ def main() -> None:
     print("| few-row product, 1 row: W_hh columns (KB) | us per call | GB/s of W_hh read |")
     print("|---|---|---|")
     for cols in (128, 512, 1024):
-        s = per_call(_few_rows, whh, np.zeros(0, np.int64), cols, h, out)
+        s = per_call(repeats, _few_rows, whh, np.zeros(0, np.int64), cols, h, out)
         print(f"| {cols} ({cols * H * 4 // 1024}) | {s * 1e6:.2f} | {cols * H * 4 / s / 1e9:.0f} |")
 
 

@@ -269,7 +269,8 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     # brgemm's B operands as panels: W_hh^T (P, GH), W_hr^T (H, P), W_ih^T (I, GH); W_hh^T is not
     # read when every step takes the plain loops (a team of one, or the unit split, with few rows)
     loops_only = B <= K.SMALL_ROWS and (plan.units or plan.cols or plan.threads == 1)
-    wt = panels(whh, transpose=True) if brg and not loops_only else dummy
+    # (whh is a per-call copy when permuted: nothing to reuse)
+    wt = panels(whh, transpose=True, reuse=perm is None) if brg and not loops_only else dummy
     wrt = panels(whr, transpose=True) if brg and proj else dummy
     wit = panels(p["weight_ih"], transpose=True) if fuse else dummy
     arrays = [gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs, wt, wrt,
@@ -345,7 +346,7 @@ def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gate
     # instead when every step has few rows in the unit split, the column share, or (but for GRU)
     # a team of one
     loops_only = B <= K.SMALL_ROWS and (plan.units or plan.cols or (plan.threads == 1 and code != GRU))
-    whp = panels(whh) if brg and not loops_only else dummy
+    whp = panels(whh, reuse=perm is None) if brg and not loops_only else dummy
     whrp = panels(whr) if brg and s.proj else dummy
     ext = _ext(code, p, H, s.width).contiguous()
     c0_ = c0.contiguous() if lstm_family else dummy2

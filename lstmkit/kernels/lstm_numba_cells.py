@@ -1095,10 +1095,8 @@ def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg, c
         elif 0 < nb <= SMALL_ROWS and n == 1:
             _small_gates(whh, no_map, 0, GH, P, hst, nb, uh[ts] if sep else gates[tg], 0.0 if sep else 1.0)
         elif brg != 0:
-            if sep:
-                brgemm_panels(brg, nb, GH, P, eptr(hst, k * P), n * P, wt, 0, 0, uh, (ts * B + k) * GH, n * GH, False)
-            else:
-                brgemm_panels(brg, nb, GH, P, eptr(hst, k * P), n * P, wt, 0, 0, gates, (tg * B + k) * GH, n * GH, True)
+            dst, off = (uh, (ts * B + k) * GH) if sep else (gates, (tg * B + k) * GH)
+            brgemm_panels(brg, nb, GH, P, eptr(hst, k * P), n * P, wt, 0, 0, dst, off, n * GH, not sep)
         elif nb > 0:
             if sep:
                 gemm(gemm_fn, iw, fw, _T, _N, GH, nb, P, 1.0, eptr(whh, 0), P, eptr(hst, k * P), n * P,
@@ -1286,10 +1284,8 @@ def forward_units(k, n, cell, T, B, H, P, W, reverse, save, gemm_fn, barrier_fn,
         if 0 < b <= SMALL_ROWS:
             _small_gates(whh, rows, col0, m, P, cur, b, uh[ts] if sep else gates[t], 0.0 if sep else 1.0)
         elif brg != 0:
-            if sep:
-                brgemm_panels(brg, b, m, P, eptr(cur, 0), P, wt, 0, col0, uh, ts * B * GH + col0, GH, False)
-            else:
-                brgemm_panels(brg, b, m, P, eptr(cur, 0), P, wt, 0, col0, gates, t * B * GH + col0, GH, True)
+            dst, off = (uh, ts * B * GH + col0) if sep else (gates, t * B * GH + col0)
+            brgemm_panels(brg, b, m, P, eptr(cur, 0), P, wt, 0, col0, dst, off, GH, not sep)
         elif m > 0 and b > 0:
             if sep:
                 gemm(gemm_fn, iw, fw, _T, _N, m, b, P, 1.0, eptr(whh, col0 * P), P, eptr(cur, 0), P,

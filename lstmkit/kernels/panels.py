@@ -78,9 +78,17 @@ def _layout(b: Tensor, width: int) -> Tensor:
     return out
 
 
-def panels(w: Tensor, transpose: bool = False) -> Tensor:
+def _operand_layout(w: Tensor, transpose: bool) -> Tensor:
+    b = w.detach().t() if transpose else w.detach()
+    return _layout(b, panel_width(b.shape[0]))
+
+
+def panels(w: Tensor, transpose: bool = False, reuse: bool = True) -> Tensor:
     """The brgemm B operand `w.t()` (transpose) or `w`, (K, N), as panels (see the module docstring),
-    reused from an earlier call while w holds the same bits."""
+    reused from an earlier call while w holds the same bits. reuse=False: w is a copy made for
+    this call (a permuted weight), so its layout is neither looked up nor kept."""
+    if not reuse:
+        return _operand_layout(w, transpose)
     key = (w.data_ptr(), tuple(w.shape), tuple(w.stride()), w.dtype, w.device, transpose)
     with _lock:
         hit = _kept.get(key)
@@ -89,11 +97,9 @@ def panels(w: Tensor, transpose: bool = False) -> Tensor:
             if key in _kept:
                 _kept.move_to_end(key)
         return hit[1]
-    w = w.detach()
-    b = w.t() if transpose else w
-    layout = _layout(b, panel_width(b.shape[0]))
+    layout = _operand_layout(w, transpose)
     with _lock:
-        _kept[key] = (w.clone(memory_format=torch.contiguous_format), layout)
+        _kept[key] = (w.detach().clone(memory_format=torch.contiguous_format), layout)
         total = sum(t.numel() * t.element_size() + p.numel() * p.element_size() for t, p in _kept.values())
         while total > MAX_BYTES and len(_kept) > 1:
             _, (old, old_layout) = _kept.popitem(last=False)

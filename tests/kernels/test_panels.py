@@ -83,3 +83,10 @@ def test_what_is_kept_stays_bounded(monkeypatch):
         P.panels(w)
     assert sum(t.numel() * t.element_size() + p.numel() * p.element_size() for t, p in P._kept.values()) <= P.MAX_BYTES
     assert torch.equal(unpanel(P.panels(ws[0]), 10), ws[0])  # evicted ones are made again
+
+
+def test_a_per_call_copy_is_laid_out_but_not_kept():
+    P._kept.clear()
+    w = torch.randn(70, 6)
+    p = P.panels(w, transpose=True, reuse=False)
+    assert torch.equal(unpanel(p, 70), w.t()) and not P._kept
