@@ -240,11 +240,13 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     dummy = x.new_zeros(1, 1, 1)
     dummy2 = dummy[0]  # (1, 1): the 2-D placeholder
     brg = _brgemm_address(x.dtype)
-    # with brgemm the row split forms each step's input product in the kernel (see forward_rows)
-    fuse = bool(brg) and not plan.units and not plan.cols
+    # with brgemm the kernel forms the input part of the gates: the row split each step's, by rows
+    # (see forward_rows), the unit and column splits every step's up front, by gate columns
+    fuse = bool(brg)
+    by_rows = fuse and not plan.units and not plan.cols
     bias = _input_bias(code, p) if fuse else None
-    if fuse:  # without save, one step's scratch is enough
-        gates = x.new_empty(T if save else 1, B, GH)
+    if fuse:  # by rows without save, one step's scratch is enough
+        gates = x.new_empty(1 if by_rows and not save else T, B, GH)
     else:
         gates = _input_projection(code, x.reshape(T * B, I), p, perm).view(T, B, GH)
     if plan.units:

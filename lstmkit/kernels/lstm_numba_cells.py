@@ -1049,6 +1049,23 @@ def _split_range(k, n, N):
 
 
 @njit(**JIT)
+def _input_part(brg, xs, wit, bias, has_bias, gates, cn, cb, w):
+    """gates[:, :, cb:cb+w] = bias[cn:cn+w] + x W_ih^T[:, cn:cn+w] for every row x of xs (T, B, I):
+    w gate columns' input part for all steps at once, from natural column cn of W_ih^T (panels wit)."""
+    T, B, I = xs.shape
+    if w <= 0:
+        return
+    if has_bias:
+        src = bias[cn:cn + w]
+        for t in range(T):
+            for r in range(B):
+                dst = gates[t, r, cb:cb + w]  # sliced, not offset, indices: this loop vectorises
+                for j in range(w):
+                    dst[j] = src[j]
+    brgemm_panels(brg, T * B, w, I, eptr(xs, 0), I, wit, 0, cn, gates, cb, gates.shape[2], has_bias)
+
+
+@njit(**JIT)
 def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg, cols, barrier_fn,
                  gates, whh, whr, hst, cst, y, cs, hf, uh, acts, chat, stats, ext, bs, wt, wrt,
                  fuse, xs, wit, bias, has_bias):
@@ -1068,20 +1085,25 @@ def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg, c
     rows are about to be used (instead of one multi-threaded GEMM over all T*B rows first).
     Fused without save, gates is one step's scratch (1, B, GH) that stays in cache.
     cols (few rows, see _split_range): the threads also share each step's recurrent product by
-    columns, and meet twice per step.
+    columns, and meet twice per step; fused, each thread forms its columns' input part for every
+    step before the first (see forward_units).
     """
     GH = gates.shape[2]
     iw = np.empty(8, np.int32)
     fw = np.empty(2, gates.dtype)
     sep = cell == LAYERNORM or cell == GRU
     no_map = bs[:0]  # whh rows are the gate columns (natural layout): see _small_gates
+    by_rows = fuse and not cols  # else the input part is formed up front, by columns
+    if fuse and cols:
+        c0, c1 = _split_range(k, n, GH)
+        _input_part(brg, xs, wit, bias, has_bias, gates, c0, c0, c1 - c0)
     for s in range(T):
         t = T - 1 - s if reverse else s
         b = bs[t]
         nb = (b - k + n - 1) // n if b > k else 0
         ts = t if save else 0
-        tg = t if save or not fuse else 0  # gates' time index
-        if fuse and nb > 0:
+        tg = t if save or not by_rows else 0  # gates' time index
+        if by_rows and nb > 0:
             if has_bias:
                 for j in range(nb):
                     _copy_range(gates[tg, k + n * j], bias, 0, GH)
@@ -1262,11 +1284,15 @@ def _unit_range(k, n, H, W):
 
 @njit(**JIT)
 def forward_units(k, n, cell, T, B, H, P, W, reverse, save, gemm_fn, barrier_fn, brg,
-                  gates, whh, hb, cst, y, cs, uh, ext, bs, wt, rows):
+                  gates, whh, hb, cst, y, cs, uh, ext, bs, wt, rows, fuse, xs, wit, bias, has_bias):
     """Thread k of n: units [u0, u1) of every row. hb (2, B, H): h0 in hb[0]; h_T ends in hb[T % 2].
 
     brg: oneDNN's brgemm (float32) on the thread's columns of W_hh^T (P, GH), as panels wt; 0: torch's BLAS.
     rows: see _small_gates (only where every step has at most SMALL_ROWS rows).
+    fuse (with brg): gates (T, B, GH) arrives empty and each thread first forms the input part of
+    its own gate columns for every step, as forward_rows's fuse describes; no other thread reads
+    them, so no meeting. At B=1 this replaces a separate GEMM, the gather of W_ih's rows into the
+    blocked layout and their launches (~0.1 ms of a T=100, H=256 forward; most of a T=1 call).
     """
     GH = gates.shape[2]
     G = GH // H
@@ -1275,6 +1301,11 @@ def forward_units(k, n, cell, T, B, H, P, W, reverse, save, gemm_fn, barrier_fn,
     u0, u1 = _unit_range(k, n, H, W)
     col0, m = G * u0, G * (u1 - u0)
     sep = cell == GRU
+    if fuse:  # blocked column G*ub + g*w + j is natural column g*H + ub + j
+        for ub in range(u0, u1, W):
+            w = min(W, H - ub)
+            for g in range(G):
+                _input_part(brg, xs, wit, bias, has_bias, gates, g * H + ub, G * ub + g * w, w)
     for s in range(T):
         t = T - 1 - s if reverse else s
         b = bs[t]
@@ -1356,8 +1387,8 @@ def backward_units(k, n, cell, T, B, H, P, W, reverse, gemm_fn, barrier_fn, brg,
 # ----------------------------------------------------------------------------------------------
 # Header ints: [7] cell, [8] T, [9] B, [10] H, [11] P, [12] reverse, [13] save, [14] projection,
 # [15] W (block width of the gate layout), [16] split: 0 rows, 1 units, 2 rows sharing the
-# recurrent product by columns (layer norm, few rows); forward only: [17] the row split forms the
-# input part of the gates itself, [18] with a bias.
+# recurrent product by columns (layer norm, few rows); forward only: [17] with brgemm, the kernel
+# forms the input part of the gates itself (the row split per step, the others up front), [18] with a bias.
 
 
 @njit(**JIT)
@@ -1382,7 +1413,8 @@ def forward_units_thunk(k, n, tab, z, cell):
     forward_units(k, n, cell, T, B, H, P, W, reverse, save, tab[4], tab[5], tab[6],
                   arr3(tab, i + 0, z), arr2(tab, i + 1, z), arr3(tab, i + 3, z), arr2(tab, i + 4, z),
                   arr3(tab, i + 5, z), arr3(tab, i + 6, z), arr3(tab, i + 8, z), arr1(tab, i + 12, z),
-                  arr1(tab, i + 13, i), arr3(tab, i + 14, z), arr1(tab, i + 19, i))
+                  arr1(tab, i + 13, i), arr3(tab, i + 14, z), arr1(tab, i + 19, i),
+                  tab[17] != 0, arr3(tab, i + 16, z), arr3(tab, i + 17, z), arr1(tab, i + 18, z), tab[18] != 0)
 
 
 @njit(**JIT)

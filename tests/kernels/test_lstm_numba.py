@@ -91,14 +91,14 @@ def compare_layer(cell, T, B, I, H, proj=0, reverse=False, lengths=None, bias=Tr
     assert_all_close(got, want, rtol=1e-9, atol=1e-10)
 
 
-def compare_layer_float32(cell, T, B, I, H, atol, proj=0, lengths=None):
+def compare_layer_float32(cell, T, B, I, H, atol, proj=0, lengths=None, reverse=False, bias=True):
     """The float32 kernels against the float64 reference: outputs and every gradient within atol."""
-    p64 = make_params(cell, I, H, proj)
+    p64 = make_params(cell, I, H, proj, bias)
     x64, s64, bs = make_inputs(cell, T, B, I, H, proj, lengths=lengths)
-    want = run_layer(reference.layer, cell, x64, s64, p64, bs, False)
+    want = run_layer(reference.layer, cell, x64, s64, p64, bs, reverse)
     p32 = {n: t.detach().float().requires_grad_() for n, t in p64.items()}
     got = run_layer(lstm_numba.layer, cell, x64.detach().float().requires_grad_(),
-                    tuple(s.detach().float().requires_grad_() for s in s64), p32, bs, False)
+                    tuple(s.detach().float().requires_grad_() for s in s64), p32, bs, reverse)
     for name in want:
         torch.testing.assert_close(got[name].double(), want[name], rtol=0, atol=atol, msg=lambda m: f"{name}: {m}")
 
@@ -381,6 +381,19 @@ def test_float32_few_rows_match_reference(B, threads):
     """float32 at the few-row boundary: plain loops (a team of one, or the unit split) and brgemm
     (rows split between threads), forward and backward."""
     compare_layer_float32("lstm", 5, B, 3, 40, 2e-5)
+
+
+@pytest.mark.skipif(not lstm_numba.K.BRGEMM, reason="torch exports no at::native::cpublas::brgemm")
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("T, B, lengths, bias, reverse", [(1, 1, None, True, False), (7, 2, [7, 3], False, True)],
+                         ids=["T1B1", "packed-nobias-reverse"])
+def test_float32_input_part_by_columns_matches_reference(cell, T, B, lengths, bias, reverse, two_threads):
+    """With brgemm and few rows, the unit split (every cell but layer norm) and layer norm's column
+    split form the input part of their own gate columns for every step, in the kernel, before the
+    first step: blocked columns gathered from natural ones, a last block part-filled (H=37)."""
+    plan = lstm_numba._plan(lstm_numba.CELL_CODES[cell], B, 37, False, brgemm=True)
+    assert plan.cols if cell == "layernorm" else plan.units
+    compare_layer_float32(cell, T, B, 5, 37, 1e-4, lengths=lengths, reverse=reverse, bias=bias)
 
 
 @pytest.mark.skipif(not lstm_numba.K.BRGEMM, reason="torch exports no at::native::cpublas::brgemm")
