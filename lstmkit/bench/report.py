@@ -10,7 +10,12 @@ from lstmkit.bench.harness import MODES, BenchResult, Measurement
 from lstmkit.bench.impls import BASELINE, Shape
 
 # The bars: lstmkit time / nn.LSTM time (standard cell, 2 threads, both modes) by kind
-# of shape, and for the variants (fwd+bwd) against nn.LSTM's standard cell.
+# of shape, and for the variants (fwd+bwd) against nn.LSTM's standard cell, at the shapes
+# only (a bar set for one shape says nothing about another, e.g. a one-step T=1 call).
+CPU_BAR_SHAPES = (
+    "T100,B32,I128,H256", "T50,B128,I256,H512", "T35,B32,I28,H256", "T100,B1,I64,H256",
+    "T100,B32,I128,H256,packed", "T100,B32,I128,H256,P128",
+)
 BAR_STANDARD = 1.10
 BAR_BATCH1 = 0.70
 BAR_NO_ONEDNN = 0.60  # PackedSequence and proj_size, where nn.LSTM loses oneDNN
@@ -70,7 +75,7 @@ def bar_rows(result: BenchResult) -> list[tuple[str, str, str, float, float, boo
     rows = []
     for m in result.measurements:
         if not m.impl.startswith("lstmkit-") or m.impl.startswith("lstmkit-reference") \
-                or m.threads != threads or m.ratio is None:
+                or m.threads != threads or m.ratio is None or m.shape not in CPU_BAR_SHAPES:
             continue
         shape = Shape.parse(m.shape)
         if m.cell != "lstm":

@@ -19,10 +19,7 @@ from lstmkit.bench.impls import BASELINE, Shape, gpu_registry, registry
 HELP = ("Time every LSTM implementation (loops, TorchScript, torch.compile, nn.LSTM with and without "
         "oneDNN, each lstmkit backend and cell) side by side: ratios to nn.LSTM, GFLOP/s, a table and a plot.")
 
-DEFAULT_SHAPES = (
-    "T100,B32,I128,H256", "T50,B128,I256,H512", "T35,B32,I28,H256", "T100,B1,I64,H256",
-    "T100,B32,I128,H256,packed", "T100,B32,I128,H256,P128",
-)
+DEFAULT_SHAPES = report.CPU_BAR_SHAPES
 QUICK_SHAPES = ("T5,B3,I4,H8", "T5,B3,I4,H8,packed", "T5,B3,I4,H8,P3")
 # (full, --quick) values of the options left unset.
 PRESETS = {

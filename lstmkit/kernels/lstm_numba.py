@@ -1,8 +1,9 @@
 """`backend="numba"`: fused whole-sequence CPU kernels for every cell, forward and backward.
 
 The structure of the fast RNN libraries, per layer and direction:
-  1. the input projection for all T steps in one GEMM (torch, all threads), or, in the row split
-     with brgemm, each step's rows' part of it inside the kernel;
+  1. the input projection for all T steps in one GEMM (torch, all threads), or, with brgemm,
+     inside the kernel: in the row split each step's rows' part of it, in the unit and column
+     splits each thread's own gate columns for every step, before the first;
   2. the recurrence in one compiled call: per step one recurrent GEMM (oneDNN's brgemm in float32,
      torch's BLAS in float64) and one fused pointwise pass, no Python in the time loop
      (`lstm_numba_cells`);
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import threading
 from typing import NamedTuple
 
@@ -311,7 +313,7 @@ def _scratch(slot: int, shape: tuple[int, ...], like: Tensor) -> Tensor:
     forward+backward of the standard cell took 33,000 faults a call (130 MB), the layer-norm cell's
     63,000 (nn.LSTM's: 48,000). Kept per thread, so concurrent backward calls never share one.
     """
-    n = int(np.prod(shape))
+    n = math.prod(shape)
     if n * like.element_size() > WORKSPACE_MAX_BYTES:
         return like.new_empty(shape)
     key = (slot, like.dtype, like.device)
