@@ -213,6 +213,12 @@ def test_layer_without_bias_matches_reference(cell):
     compare_layer(cell, 4, 3, 4, 5, bias=False)
 
 
+@pytest.mark.parametrize("I", [lstm_numba.NARROW_INPUT, lstm_numba.NARROW_INPUT + 1], ids=["narrow", "wide"])
+def test_input_weight_gradient_in_both_forms(I):
+    """dW_ih directly as dG^T X, and for narrow inputs as (X^T dG)^T."""
+    compare_layer("lstm", 4, 3, I, 5)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "layernorm", "gru"])
 def test_layer_long_sequence_matches_reference(cell):
     compare_layer(cell, 1000, 2, 2, 3)
