@@ -1050,8 +1050,9 @@ def _split_range(k, n, N):
 
 @njit(**JIT)
 def _input_part(brg, xs, wit, bias, has_bias, gates, cn, cb, w):
-    """gates[:, :, cb:cb+w] = bias[cn:cn+w] + x W_ih^T[:, cn:cn+w] for every row x of xs (T, B, I):
-    w gate columns' input part for all steps at once, from natural column cn of W_ih^T (panels wit)."""
+    """gates[:, :, cb:cb+w] = x W_ih^T[:, cn:cn+w] (+ bias[cn:cn+w] if has_bias) for every row x of
+    xs (T, B, I): w gate columns' input part for all steps at once, from natural column cn of W_ih^T
+    (panels wit)."""
     T, B, I = xs.shape
     if w <= 0:
         return
