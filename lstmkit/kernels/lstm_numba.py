@@ -360,8 +360,8 @@ def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gate
     tab = K.Table(ints, arrays, _gemm_address(x.dtype), brg)
     _run("backward", plan, code, tab, x.dtype)
 
-    def natural(t: Tensor) -> Tensor:  # gate rows back from the blocked layout
-        return t if inv is None else t.index_select(0, inv)
+    def natural(t: Tensor) -> Tensor:  # gate rows back from the blocked layout, contiguous
+        return t.contiguous() if inv is None else t.index_select(0, inv)
 
     grads: dict[str, Tensor] = {}
     a = acc.sum(0)  # (4, GH)
@@ -403,7 +403,7 @@ NARROW_INPUT = 48  # inputs up to this size form dW_ih through its transpose (se
 
 
 def _input_weight_grad(dg2: Tensor, x2: Tensor) -> Tensor:
-    """dW_ih = dG^T X over all T*B rows: (G*H, I).
+    """dW_ih = dG^T X over all T*B rows: (G*H, I), possibly a transposed view.
 
     For a narrow input it is formed as (X^T dG)^T: torch's GEMMs run a (4H, I) result with I of
     16-48 columns 1.1-1.5x slower than its (I, 4H) transpose (2 threads, T*B = 320-6400 rows,
@@ -411,7 +411,7 @@ def _input_weight_grad(dg2: Tensor, x2: Tensor) -> Tensor:
     while from I=64 up the direct product is as fast or faster (1.9x at 100 rows, I=64).
     """
     if x2.shape[1] <= NARROW_INPUT:
-        return torch.mm(x2.t(), dg2).t().contiguous()
+        return torch.mm(x2.t(), dg2).t()  # made contiguous by the caller's (one) copy
     return torch.mm(dg2.t(), x2)
 
 
