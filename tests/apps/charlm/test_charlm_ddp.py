@@ -48,6 +48,9 @@ def _worker(rank: int, world: int, init: str, ids: torch.Tensor, out: str) -> No
         grads, params = run_steps(rank, world, ids, DistributedDataParallel)
         if rank == 0:
             save_file({**grads, **params}, out)
+        # leave together, as `lstmkit train` does: a rank that tears gloo down while the other
+        # still works can abort at exit ("terminate called without an active exception")
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
