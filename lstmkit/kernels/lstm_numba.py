@@ -8,7 +8,8 @@ The structure of the fast RNN libraries, per layer and direction:
      torch's BLAS in float64) and one fused pointwise pass, no Python in the time loop
      (`lstm_numba_cells`);
   3. backward: BPTT step by step in one compiled call, then the weight gradients as single
-     GEMMs over all T*B rows: dW_ih = dG^T X, dW_hh = dG^T H_prev, dX = dG W_ih (torch).
+     GEMMs over all T*B rows: dW_ih = dG^T X, dW_hh = dG^T H_prev, dX = dG W_ih (torch); with
+     brgemm the row split forms a narrow input's dX in the kernel instead, each step's rows' part.
 The compiled recurrence runs on the threads of torch's own OpenMP pool (`GOMP_parallel`), split
 one of two ways (`_plan`):
   * units (the persistent-RNN idea): each thread owns a slice of the hidden units for all rows,
@@ -44,7 +45,7 @@ from torch import Tensor
 from lstmkit.cells import CellSpec
 from lstmkit.kernels import lstm_numba_cells as K
 from lstmkit.kernels.onednn import linear
-from lstmkit.kernels.panels import panels
+from lstmkit.kernels.panels import PANEL, panels
 from lstmkit.kernels.lstm_numba_cells import CELL_CODES, GRU, LAYERNORM, NUM_GATES, PEEPHOLE, UNIT_BLOCK
 
 CELLS = tuple(CELL_CODES)
@@ -354,9 +355,15 @@ def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gate
     whrp = panels(whr) if brg and s.proj else dummy
     ext = _ext(code, p, H, s.width).contiguous()
     c0_ = c0.contiguous() if lstm_family else dummy2
+    # the row split forms a narrow input's gradient per step, W_ih read as it is (one panel): a
+    # (T*B, 4H, I) GEMM with I of a few tens runs at ~90 GFLOP/s after the kernel; in it, 0.2-0.5 ms
+    # comes off a 15-18 ms (35, 32, 28, 256) training call (layer norm 0.5-1.2), and I=64 breaks even
+    fuse_dx = bool(brg) and need_x and perm is None and not (plan.units or plan.cols) and x.shape[2] <= PANEL
+    dx = x.new_empty(x.shape) if fuse_dx else None
     arrays = [gates, cs, c0_, h0.contiguous(), y, hf, uh, acts, chat, stats, whh, whr,
-              dy, dh, dc, dg, dgh, part if plan.units or plan.cols else dhp, dhf, acc, ext, bs, rows, whp, whrp]
-    ints = [code, T, B, H, P, int(s.reverse), 1, int(s.proj), plan.width, _split_code(plan)]
+              dy, dh, dc, dg, dgh, part if plan.units or plan.cols else dhp, dhf, acc, ext, bs, rows, whp, whrp,
+              dx if fuse_dx else dummy, p["weight_ih"].contiguous() if fuse_dx else dummy2]
+    ints = [code, T, B, H, P, int(s.reverse), 1, int(s.proj), plan.width, _split_code(plan), int(fuse_dx)]
     tab = K.Table(ints, arrays, _gemm_address(x.dtype), brg)
     _run("backward", plan, code, tab, x.dtype)
 
@@ -380,7 +387,8 @@ def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gate
     dg2 = dg.view(T * B, GH)
     # dX = dG W_ih on oneDNN, W_ih read through its transpose: at (T*B, 4H, I) = (6400, 2048, 256),
     # 2 threads, 33 ms against MKL's 56 (3200 x 1024 x 128: 4.7 against 7.0)
-    dx = linear(dg2, w_ih.t()).view(T, B, -1) if need_x else None
+    if need_x and not fuse_dx:
+        dx = linear(dg2, w_ih.t()).view(T, B, -1)
     if needs.get("weight_ih"):
         grads["weight_ih"] = natural(_input_weight_grad(dg2, x.reshape(T * B, x.shape[2])))
     if needs.get("weight_hh"):

@@ -1153,7 +1153,7 @@ def forward_rows(k, n, cell, T, B, H, P, W, reverse, save, proj, gemm_fn, brg, c
 @njit(**JIT)
 def backward_rows(k, n, cell, T, B, H, P, W, reverse, proj, gemm_fn, brg,
                   gates, cs, c0, h0, y, hf, uh, acts, chat, stats, whh, whr,
-                  dy, dh, dc, dg, dgh, dhp, dhf, acc, ext, bs, whp, whrp):
+                  dy, dh, dc, dg, dgh, dhp, dhf, acc, ext, bs, whp, whrp, fuse_dx, dx, wih):
     """Thread k of n: BPTT for rows k, k+n, ..., from the last step the forward ran back to the first.
 
     dh (B, P), dc (B, H): gradients w.r.t. the final state in, w.r.t. the initial state out.
@@ -1162,6 +1162,9 @@ def backward_rows(k, n, cell, T, B, H, P, W, reverse, proj, gemm_fn, brg,
     dhp (T, B, P): dL/dh_t before the projection's transpose (for dW_hr); dhf (B, H): scratch.
     acc (n, 4, GH): this thread's sums for the bias and per-unit parameter gradients.
     brg: oneDNN's brgemm (float32) on W_hh and W_hr as panels whp and whrp; 0: torch's BLAS.
+    fuse_dx (with brg, a narrow input): each step also forms its rows' input gradient,
+    dx[t] = dg[t] W_ih, from wih (GH, I) read as it is (one panel): while dg[t] is in cache, instead
+    of one narrow GEMM over all T*B rows afterwards.
     Rows past their length get zero gradients.
     """
     GH = gates.shape[2]
@@ -1202,8 +1205,14 @@ def backward_rows(k, n, cell, T, B, H, P, W, reverse, proj, gemm_fn, brg,
         elif nb > 0:
             gemm(gemm_fn, iw, fw, _N, _N, P, nb, GH, 1.0, eptr(whh, 0), P, eptr(dgh, (t * B + k) * GH), n * GH,
                  1.0 if cell == GRU else 0.0, eptr(dh, k * P), n * P)
+        if fuse_dx:
+            I = dx.shape[2]
+            brgemm(brg, nb, I, GH, eptr(dg, (t * B + k) * GH), n * GH, eptr(wih, 0), I, eptr(dx, (t * B + k) * I),
+                   n * I, False)
         r = b + (k - b) % n
         while r < B:
+            if fuse_dx:
+                _zero_range(dx[t, r], 0, dx.shape[2])
             _zero_range(dg[t, r], 0, GH)
             if sep:
                 _zero_range(dgh[t, r], 0, GH)
@@ -1430,7 +1439,7 @@ def backward_rows_thunk(k, n, tab, z, cell):
                   arr3(tab, i + 12, z), arr2(tab, i + 13, z), arr2(tab, i + 14, z),
                   arr3(tab, i + 15, z), arr3(tab, i + 16, z), arr3(tab, i + 17, z),
                   arr2(tab, i + 18, z), arr3(tab, i + 19, z), arr1(tab, i + 20, z), arr1(tab, i + 21, i),
-                  arr3(tab, i + 23, z), arr3(tab, i + 24, z))
+                  arr3(tab, i + 23, z), arr3(tab, i + 24, z), tab[17] != 0, arr3(tab, i + 25, z), arr2(tab, i + 26, z))
 
 
 @njit(**JIT)

@@ -219,6 +219,17 @@ def test_input_weight_gradient_in_both_forms(I):
     compare_layer("lstm", 4, 3, I, 5)
 
 
+@pytest.mark.skipif(not lstm_numba.K.BRGEMM, reason="torch exports no at::native::cpublas::brgemm")
+@pytest.mark.parametrize("cell", ["lstm", "layernorm", "gru"])
+@pytest.mark.parametrize("I", [lstm_numba.PANEL, lstm_numba.PANEL + 1])
+def test_float32_input_gradient_in_kernel_and_after(cell, I, two_threads):
+    """float32, row split: dX per step in the backward kernel for inputs up to one panel wide,
+    after it as one GEMM for wider ones; packed, so rows past their length need zeros."""
+    assert not lstm_numba._plan(lstm_numba.CELL_CODES[cell], 6, 20, False, brgemm=True).units
+    compare_layer_float32(cell, 5, 6, I, 20, 1e-4, lengths=[5, 5, 4, 2, 2, 1])
+    compare_layer_float32(cell, 5, 6, I, 20, 1e-4, reverse=True)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "layernorm", "gru"])
 def test_layer_long_sequence_matches_reference(cell):
     compare_layer(cell, 1000, 2, 2, 3)
