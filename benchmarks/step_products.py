@@ -7,7 +7,9 @@ usage: python benchmarks/step_products.py [REPEATS]
    shapes one thread meets per step: (16, 1024, 256) at (T, B, H) = (35 or 100, 32, 256) forward,
    (64, 2048, 512) and (64, 512, 2048) at (50, 128, 512) forward and backward, and H=1024.
 2. The few-row product of the B <= 4 path (`_small_gates`, eight rows of W_hh per pass) for one
-   row, over slices of W_hh (H=256) of 128, 512 and 1024 gate columns: bound by reading the slice.
+   row, over slices of W_hh (H=256) of 128, 512 and 1024 gate columns, against a plain sum over
+   the same bytes (the rate at which this core's caches deliver them): the product is bound by
+   reading the slice. 512 columns is what each of 2 threads streams per step at B=1, H=256.
 Prints markdown tables; each figure is the median of REPEATS timings.
 """
 import argparse
@@ -39,6 +41,16 @@ def _panels(fn, a, bp, c, reps):
     n = c.shape[1]
     for _ in range(reps):
         K.brgemm_panels(fn, m, n, k, K.eptr(a, 0), k, bp, 0, 0, c, 0, n, True)
+
+
+@njit(cache=True, fastmath=True)
+def _read(w, out, reps):
+    """The sum of w (1-D): the rate at which reading alone goes."""
+    for _ in range(reps):
+        s = np.float32(0)
+        for j in range(w.shape[0]):
+            s += w[j]
+        out[0, 0] = s
 
 
 @njit(**K.JIT)
@@ -85,11 +97,13 @@ def main() -> None:
     whh = rng.standard_normal((4 * H, H), np.float32)
     h = rng.standard_normal((1, H), np.float32)
     out = np.zeros((1, 4 * H), np.float32)
-    print("| few-row product, 1 row: W_hh columns (KB) | us per call | GB/s of W_hh read |")
-    print("|---|---|---|")
+    print("| few-row product, 1 row: W_hh columns (KB) | us per call | GB/s of W_hh read | plain sum: us | GB/s |")
+    print("|---|---|---|---|---|")
     for cols in (128, 512, 1024):
         s = per_call(repeats, _few_rows, whh, np.zeros(0, np.int64), cols, h, out)
-        print(f"| {cols} ({cols * H * 4 // 1024}) | {s * 1e6:.2f} | {cols * H * 4 / s / 1e9:.0f} |")
+        r = per_call(repeats, _read, whh[:cols].ravel(), out)  # the same bytes
+        print(f"| {cols} ({cols * H * 4 // 1024}) | {s * 1e6:.2f} | {cols * H * 4 / s / 1e9:.0f} "
+              f"| {r * 1e6:.2f} | {cols * H * 4 / r / 1e9:.0f} |")
 
 
 if __name__ == "__main__":
