@@ -356,8 +356,8 @@ def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gate
     ext = _ext(code, p, H, s.width).contiguous()
     c0_ = c0.contiguous() if lstm_family else dummy2
     # the row split forms a narrow input's gradient per step, W_ih read as it is (one panel): a
-    # (T*B, 4H, I) GEMM with I of a few tens runs at ~90 GFLOP/s after the kernel; in it, 0.2-0.5 ms
-    # comes off a 15-18 ms (35, 32, 28, 256) training call (layer norm 0.5-1.2), and I=64 breaks even
+    # (T*B, 4H, I) GEMM with I of a few tens runs at ~80-90 GFLOP/s after the kernel; in it, 0.2-0.8 ms
+    # comes off a 14-18 ms (35, 32, 28, 256) training call (layer norm up to 1.2), and I=64 breaks even
     fuse_dx = bool(brg) and need_x and perm is None and not (plan.units or plan.cols) and x.shape[2] <= PANEL
     dx = x.new_empty(x.shape) if fuse_dx else None
     arrays = [gates, cs, c0_, h0.contiguous(), y, hf, uh, acts, chat, stats, whh, whr,

@@ -1397,8 +1397,9 @@ def backward_units(k, n, cell, T, B, H, P, W, reverse, gemm_fn, barrier_fn, brg,
 # ----------------------------------------------------------------------------------------------
 # Header ints: [7] cell, [8] T, [9] B, [10] H, [11] P, [12] reverse, [13] save, [14] projection,
 # [15] W (block width of the gate layout), [16] split: 0 rows, 1 units, 2 rows sharing the
-# recurrent product by columns (layer norm, few rows); forward only: [17] with brgemm, the kernel
-# forms the input part of the gates itself (the row split per step, the others up front), [18] with a bias.
+# recurrent product by columns (layer norm, few rows); forward: [17] with brgemm, the kernel
+# forms the input part of the gates itself (the row split per step, the others up front), [18] with a
+# bias; backward: [17] the row split forms a narrow input's dX per step (backward_rows's fuse_dx).
 
 
 @njit(**JIT)
