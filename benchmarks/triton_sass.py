@@ -1,7 +1,8 @@
 """Compile the persistent LSTM kernel for a GPU target without a GPU, and report what the
-compiled code costs per step: registers, local-memory spills, shared memory, and the mma
-(HMMA) instructions one warp issues per step with the longest chain of them that depend on
-each other through their accumulator (each link waits for the previous mma's result).
+compiled code costs per step: registers, local-memory spills, shared memory, the mma (HMMA)
+instructions one warp issues per step with the longest chain of them that depend on each other
+through their accumulator (each link waits for the previous mma's result), and the block-wide
+barriers (BAR.SYNC) per step, each a meeting of the program's warps.
 
 For kernel work on a machine without a GPU: Triton compiles to PTX and ptxas (bundled with
 triton) assembles it for the target; cuobjdump (also bundled) disassembles. Nothing runs.
@@ -46,6 +47,17 @@ def mma_chains(sass: str) -> tuple[int, int]:
     return count, longest
 
 
+def step_barriers(sass: str) -> int:
+    """BAR.SYNC instructions in the time loop: the widest span from a backward branch's target
+    to the branch (the polling loop nests inside it)."""
+    lines = [(int(m.group(1), 16), line) for line in sass.splitlines()
+             if (m := re.search(r"/\*([0-9a-f]{4,})\*/", line))]
+    spans = [(int(m.group(1), 16), addr) for addr, line in lines
+             if (m := re.search(r"\bBRA\b.*?0x([0-9a-f]+)", line)) and int(m.group(1), 16) < addr]
+    lo, hi = max(spans, key=lambda s: s[1] - s[0])
+    return sum("BAR.SYNC" in line for addr, line in lines if lo <= addr <= hi)
+
+
 def compile_persistent(H: int, sms: int, warps: int, capability: int) -> dict:
     """The kernel as `lstm_triton_persistent.forward` would launch it for the standard cell in
     fp32 (TF32 products), unpacked, forward, on a GPU with `sms` multiprocessors."""
@@ -74,7 +86,7 @@ def compile_persistent(H: int, sms: int, warps: int, capability: int) -> dict:
     mma, chain = mma_chains(sass)
     return dict(H=H, units=u, programs=triton.cdiv(H, u), regs=regs, stack_bytes=stack,
                 spill_ops=len(re.findall(r"\b(?:LDL|STL)\b", sass)), smem_bytes=k.metadata.shared,
-                mma_per_warp=mma, longest_chain=chain)
+                mma_per_warp=mma, longest_chain=chain, step_barriers=step_barriers(sass))
 
 
 def main(argv: list[str] | None = None) -> int:
