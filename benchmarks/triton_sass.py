@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import triton
 import triton.language as tl
@@ -75,13 +76,13 @@ def compile_persistent(H: int, sms: int, warps: int, capability: int) -> dict:
     k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts),
                        target=GPUTarget("cuda", capability, 32), options=dict(num_warps=warps))
     bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-    path = f"/tmp/lstmkit_persistent_{H}_{warps}.cubin"
-    with open(path, "wb") as f:
-        f.write(k.asm["cubin"])
-    sass = subprocess.run([os.path.join(bindir, "cuobjdump"), "-sass", path], check=True,
-                          capture_output=True, text=True).stdout
-    usage = subprocess.run([os.path.join(bindir, "cuobjdump"), "-res-usage", path], check=True,
-                           capture_output=True, text=True).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(k.asm["cubin"])
+        sass, usage = (subprocess.run([os.path.join(bindir, "cuobjdump"), flag, path], check=True,
+                                      capture_output=True, text=True).stdout
+                       for flag in ("-sass", "-res-usage"))
     regs, stack = (int(v) for v in re.search(r"REG:(\d+) STACK:(\d+)", usage).groups())
     mma, chain = mma_chains(sass)
     return dict(H=H, units=u, programs=triton.cdiv(H, u), regs=regs, stack_bytes=stack,
