@@ -12,6 +12,7 @@ Three groups:
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import subprocess
 import sys
@@ -229,6 +230,68 @@ def test_interp_inference_path_matches(cell):
         got = _triton_layer()(spec, x, state, params, bs, rev)
     torch.testing.assert_close(got[0], want[0])
     torch.testing.assert_close(got[1], want[1])
+
+
+@interp
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_interp_autocast(cell, dtype):
+    """Under autocast the GEMMs run in the low dtype while the pointwise math and the cell state
+    stay fp32 (the no-grad path included): no further from the fp32 reference than the
+    reference itself under autocast (three times its distance, at least 1e-3).
+
+    fp16: outputs and every gradient. bf16: outputs, and finite gradients only, because Triton's
+    interpreter rounds fp32 -> bf16 towards zero (a GPU rounds to nearest even): its errors are
+    biased and add up in the weight gradients' sums (bias gradients 5-18x the reference's
+    distance here). test_gpu_autocast_bf16 runs bf16 on a GPU."""
+    torch.manual_seed(0)
+    ref = _perturbed(lstmkit.LSTM(8, 20, cell=cell, backend="reference"), 0.1)
+    tri = lstmkit.LSTM(8, 20, cell=cell, backend="triton")
+    tri.load_state_dict(ref.state_dict())
+    x = torch.randn(16, 3, 8)
+
+    def run(m, autocast):
+        m.zero_grad()
+        with torch.autocast("cpu", dtype=dtype, enabled=autocast):
+            y, (h, c) = m(x)
+            (y.float().sum() + h.float().sum() + c.float().sum()).backward()
+            with torch.no_grad():
+                y_nograd, _ = m(x[:, :2].contiguous())
+        return [y, h, c, y_nograd], [p.grad.clone() for p in m.parameters()]
+
+    want, want_grads = run(ref, False)
+    near, near_grads = run(ref, True)
+    got, got_grads = run(tri, True)
+    assert got[0].dtype == dtype
+    pairs = list(zip(got, near, want))
+    if dtype == torch.float16:
+        pairs += list(zip(got_grads, near_grads, want_grads))
+    else:
+        assert all(torch.isfinite(g).all() for g in got_grads)
+    for k, (g, n, w) in enumerate(pairs):
+        budget = max(3 * (n.float() - w).abs().max().item(), 1e-3)
+        assert (g.float() - w).abs().max().item() < budget, (k, budget)
+
+
+@interp
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("grad", [False, True])  # the inference path, and the training path
+def test_interp_autocast_cell_state_stays_fp32(dtype, grad):
+    """c_t = f c_{t-1} + i g with f = 1 (in fp32) and i g = 1e-3 on c_0 = 10: in fp32 the
+    increments add up to 10.016 over 16 steps; a half-precision cell state (spacing 2^-7 or 2^-4
+    at 10) would keep 10. The module returns states in the parameters' dtype, so only their
+    values can tell."""
+    T, B, I, H = 16, 2, 3, 5
+    params = {"weight_ih": torch.zeros(4 * H, I), "weight_hh": torch.zeros(4 * H, H),
+              "bias_ih": torch.zeros(4 * H), "bias_hh": torch.zeros(4 * H)}
+    params["bias_ih"][H:2 * H] = 20.0  # f = sigmoid(20) = 1 in fp32
+    params["bias_ih"][2 * H:3 * H] = 2e-3  # g = tanh(2e-3); i = sigmoid(0) = 1/2
+    x, h0, c0 = torch.randn(T, B, I, requires_grad=grad), torch.zeros(B, H), torch.full((B, H), 10.0)
+    with torch.autocast("cpu", dtype=dtype):
+        y, (h, c) = _triton_layer()(SPECS["lstm"], x, (h0, c0), params, None, False)
+    assert y.dtype == dtype
+    g = math.tanh(torch.tensor(2e-3).to(dtype).item())  # the bias reaches the GEMM in `dtype`
+    torch.testing.assert_close(c, torch.full((B, H), 10.0 + T * 0.5 * g), rtol=0, atol=1e-5)
 
 
 @interp
