@@ -62,9 +62,7 @@ def step_barriers(sass: str) -> int:
 def compile_persistent(H: int, sms: int, warps: int, capability: int) -> dict:
     """The kernel as `lstm_triton_persistent.forward` would launch it for the standard cell in
     fp32 (TF32 products), unpacked, forward, on a GPU with `sms` multiprocessors."""
-    u = 4
-    while triton.cdiv(H, u) > sms:
-        u *= 2
+    u = pk.units_per_program(H, sms)
     kp = max(16, triton.next_power_of_2(H))
     pointers = {"BS": "*i32", "SYNC": "*i32"}
     scalars = ("T", "B", "H", "n_prog", "spin_limit")

@@ -169,16 +169,22 @@ def _num_sms(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
+def units_per_program(H: int, sms: int) -> int:
+    """The fewest hidden units a program owns (4, 8, ...) for which the grid fits one program per
+    multiprocessor."""
+    u = 4
+    while triton.cdiv(H, u) > sms:
+        u *= 2
+    return u
+
+
 def _plan(H: int, elem: int, device: torch.device) -> tuple[int, int, int] | None:
     """(units per program U, programs, padded K) or None when the slice does not fit on chip."""
     kp = max(16, _next_pow2(H))
     if INTERPRET or device.type != "cuda":
         u = max(4, _next_pow2(H))
         return u, 1, kp
-    sms = _num_sms(device.index if device.index is not None else torch.cuda.current_device())
-    u = 4
-    while triton.cdiv(H, u) > sms:
-        u *= 2
+    u = units_per_program(H, _num_sms(device.index if device.index is not None else torch.cuda.current_device()))
     if kp * 4 * u * elem > MAX_SLICE_BYTES:
         return None
     return u, triton.cdiv(H, u), kp
