@@ -277,21 +277,31 @@ def test_interp_autocast(cell, dtype):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("grad", [False, True])  # the inference path, and the training path
 def test_interp_autocast_cell_state_stays_fp32(dtype, grad):
-    """c_t = f c_{t-1} + i g with f = 1 (in fp32) and i g = 1e-3 on c_0 = 10: in fp32 the
-    increments add up to 10.016 over 16 steps; a half-precision cell state (spacing 2^-7 or 2^-4
-    at 10) would keep 10. The module returns states in the parameters' dtype, so only their
-    values can tell."""
+    """f = 1 (in fp32), i = 1/2, g = tanh(2^-9): c_t = c_{t-1} + ~1e-3. On c_0 = 10 the increments
+    add up to ~10.016 over 16 steps in fp32; a half-precision cell state (spacing 2^-7 or 2^-4 at
+    10) would keep 10. Backward, the same for dL/dc_{t-1} = dL/dc_t + ~1e-3 (from dL/dh_t = 2^-9)
+    on dL/dc_T = 10. The module returns states in the parameters' dtype, so only values can tell."""
     T, B, I, H = 16, 2, 3, 5
     params = {"weight_ih": torch.zeros(4 * H, I), "weight_hh": torch.zeros(4 * H, H),
               "bias_ih": torch.zeros(4 * H), "bias_hh": torch.zeros(4 * H)}
-    params["bias_ih"][H:2 * H] = 20.0  # f = sigmoid(20) = 1 in fp32
-    params["bias_ih"][2 * H:3 * H] = 2e-3  # g = tanh(2e-3); i = sigmoid(0) = 1/2
-    x, h0, c0 = torch.randn(T, B, I, requires_grad=grad), torch.zeros(B, H), torch.full((B, H), 10.0)
+    params["bias_ih"][H:2 * H] = 20.0  # sigmoid(20) rounds to 1 in fp32
+    params["bias_ih"][2 * H:3 * H] = 2.0 ** -9  # exact in fp16 and bf16
+    x, h0 = torch.randn(T, B, I), torch.zeros(B, H)
     with torch.autocast("cpu", dtype=dtype):
-        y, (h, c) = _triton_layer()(SPECS["lstm"], x, (h0, c0), params, None, False)
+        y, (h, c) = _triton_layer()(SPECS["lstm"], x.requires_grad_(grad), (h0, torch.full((B, H), 10.0)),
+                                    params, None, False)
     assert y.dtype == dtype
-    g = math.tanh(torch.tensor(2e-3).to(dtype).item())  # the bias reaches the GEMM in `dtype`
-    torch.testing.assert_close(c, torch.full((B, H), 10.0 + T * 0.5 * g), rtol=0, atol=1e-5)
+    torch.testing.assert_close(c, torch.full((B, H), 10.0 + T * 0.5 * math.tanh(2.0 ** -9)), rtol=0, atol=1e-5)
+    if grad:
+        def dc0(layer, dt, autocast):
+            c0 = torch.zeros(B, H, dtype=dt, requires_grad=True)
+            p = {k: v.to(dt) for k, v in params.items()}
+            with torch.autocast("cpu", dtype=dtype, enabled=autocast):
+                y, (_, c) = layer(SPECS["lstm"], x.detach().to(dt), (h0.to(dt), c0), p, None, False)
+            (10 * c.sum() + 2.0 ** -9 * y.sum()).backward()
+            return c0.grad
+        torch.testing.assert_close(dc0(_triton_layer(), torch.float32, True),
+                                   dc0(reference_layer, torch.float64, False).float(), rtol=0, atol=1e-5)
 
 
 @interp
