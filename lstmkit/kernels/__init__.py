@@ -11,7 +11,9 @@ LayerFn(spec, x, state, params, batch_sizes, reverse) -> (y, final_state)
     params:      {"weight_ih": (G*H, I), "weight_hh": (G*H, P or H), ["bias_ih", "bias_hh": (G*H,)],
                   ["weight_hr": (P, H)], extra params of the cell by their base names}
     batch_sizes: None, or a CPU int64 (T,) tensor: rows sorted by decreasing length, step t
-                 touches only the first batch_sizes[t] rows (PackedSequence's convention)
+                 touches only the first batch_sizes[t] rows (PackedSequence's convention); x's
+                 padding past them must be finite (the modules pad with zeros): the fused
+                 backends form dW_ih as one GEMM over all T*B rows, zero gradients times padding
     reverse:     run from t = T-1 down to 0
     y:           (T, B, P or H), zeros where a row is past its length
 """

@@ -46,6 +46,7 @@ from lstmkit.cells import CellSpec
 from lstmkit.kernels import lstm_numba_cells as K
 from lstmkit.kernels.onednn import linear
 from lstmkit.kernels.panels import PANEL, panels
+from lstmkit.kernels import reference
 from lstmkit.kernels.lstm_numba_cells import CELL_CODES, GRU, LAYERNORM, NUM_GATES, PEEPHOLE, UNIT_BLOCK
 
 CELLS = tuple(CELL_CODES)
@@ -447,33 +448,34 @@ def _weight_hh_grad(dgh: Tensor, y: Tensor, h0: Tensor, bs: Tensor, reverse: boo
 
 class _LayerFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, code, names, reverse, batch_sizes, x, h0, c0, *values):
+    def forward(ctx, spec, names, reverse, batch_sizes, x, h0, c0, *values):
         p = dict(zip(names, values))
-        y, hT, cT, (meta, buffers) = _forward(code, x, h0, c0, p, batch_sizes, reverse, save=True)
+        y, hT, cT, (meta, buffers) = _forward(CELL_CODES[spec.name], x, h0, c0, p, batch_sizes, reverse, save=True)
         ctx.meta = meta
-        ctx.names = names
+        ctx.spec, ctx.names, ctx.reverse, ctx.batch_sizes = spec, names, reverse, batch_sizes
         ctx.has_c = c0 is not None
         # inputs, the output and the kernel's activations: autograd frees them after the backward
         ctx.save_for_backward(x, h0, c0 if c0 is not None else x.new_zeros(0), y, *buffers, *values)
         return (y, hT) + ((cT,) if c0 is not None else ())
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, dy, dhT, *rest):
         x, h0, c0, y, gates, cs, hf, uh, acts, chat, stats, bs, *values = ctx.saved_tensors
         p = dict(zip(ctx.names, values))
+        if torch.is_grad_enabled():  # create_graph=True: a backward autograd can differentiate
+            state = (h0, c0) if ctx.has_c else (h0,)
+            dx, dstate, grads = reference.differentiable_grads(ctx.spec, x, state, p, ctx.batch_sizes, ctx.reverse,
+                                                               (dy, dhT, *rest))
+            return (None, None, None, None, dx, *dstate, *((None,) if not ctx.has_c else ()),
+                    *[grads[n] for n in ctx.names])
         needs = dict(zip(ctx.names, ctx.needs_input_grad[7:]))
-        dx, dh0, dc0, grads = _backward(ctx.meta, needs, ctx.needs_input_grad[4], x, h0, c0, y, gates, cs, hf, uh,
-                                        acts, chat, stats, bs, p, dy, dhT, rest[0] if ctx.has_c else None)
+        with torch.autocast("cpu", enabled=False):
+            dx, dh0, dc0, grads = _backward(ctx.meta, needs, ctx.needs_input_grad[4], x, h0, c0, y, gates, cs, hf,
+                                            uh, acts, chat, stats, bs, p, dy, dhT, rest[0] if ctx.has_c else None)
         return (None, None, None, None, dx, dh0, dc0, *[grads.get(n) if needs[n] else None for n in ctx.names])
 
 
 # --- the layer contract ---------------------------------------------------------------------------
-
-
-def _reference(spec, x, state, params, batch_sizes, reverse):
-    from lstmkit.kernels.reference import layer as reference_layer
-    return reference_layer(spec, x, state, params, batch_sizes, reverse)
 
 
 def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str, Tensor],
@@ -483,15 +485,21 @@ def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str
     if x.device.type != "cpu":
         raise ValueError(f"backend 'numba' runs on CPU tensors, got a {x.device.type} tensor")
     if x.dtype not in _DTYPES:  # half precision: the reference handles it
-        return _reference(spec, x, state, params, batch_sizes, reverse)
+        return reference.layer(spec, x, state, params, batch_sizes, reverse)
+    # the kernels and their GEMMs are chosen by x's dtype: any other tensor would be misread
+    for name, t in (*zip(("h0", "c0"), state), *params.items()):
+        if t.dtype != x.dtype:
+            raise TypeError(f"{name}: expected dtype {x.dtype} (the input's), got {t.dtype}")
     h0 = state[0]
     c0 = state[1] if spec.has_cell_state else None
     names = tuple(params)
     values = tuple(params[n] for n in names)
     tensors = (x, h0, *((c0,) if c0 is not None else ()), *values)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        outs = _LayerFunction.apply(code, names, reverse, batch_sizes, x, h0, c0, *values)
-        return outs[0], tuple(outs[1:])
-    with torch.no_grad():
-        y, hT, cT, _ = _forward(code, x, h0, c0, params, batch_sizes, reverse, save=False)
+    # the kernels compute in the parameters' dtype: autocast's casts would meet them half way
+    with torch.autocast("cpu", enabled=False):
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            outs = _LayerFunction.apply(spec, names, reverse, batch_sizes, x, h0, c0, *values)
+            return outs[0], tuple(outs[1:])
+        with torch.no_grad():
+            y, hT, cT, _ = _forward(code, x, h0, c0, params, batch_sizes, reverse, save=False)
     return y, ((hT, cT) if c0 is not None else (hT,))

@@ -47,8 +47,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from lstmkit.cells import CellSpec
+from lstmkit.cells import CellSpec, get_cell
 from lstmkit.cells.layernorm import LN_EPS
+from lstmkit.kernels import reference
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -431,14 +432,15 @@ def _compute_dtypes(x: Tensor, param_dtype: torch.dtype) -> tuple[torch.dtype, t
 
 
 def _extras(cfg: _Cfg, p: dict[str, Tensor], launch: _Launch) -> dict[str, Tensor]:
-    """The cell's own parameters as kernel arguments (a dummy for those it lacks)."""
+    """The cell's own parameters as kernel arguments (a dummy for those it lacks), contiguous:
+    the kernels index them with unit strides."""
     d = launch.dummy
     ext = dict(PI=d, PF=d, PO=d, LNWH=d, LNBH=d, LNWC=d, LNBC=d)
     if cfg.cell == "peephole":
         ext.update(PI=p["weight_ci"], PF=p["weight_cf"], PO=p["weight_co"])
     elif cfg.cell == "layernorm":
         ext.update(LNWH=p["ln_weight_hh"], LNBH=p["ln_bias_hh"], LNWC=p["ln_weight_c"], LNBC=p["ln_bias_c"])
-    return ext
+    return {k: v.contiguous() for k, v in ext.items()}
 
 
 # --------------------------------------------------------------------------------------
@@ -777,7 +779,7 @@ class _TritonLayer(torch.autograd.Function):
             # y is a view of hbuf when eager: saving hbuf here makes an in-place change of y an
             # error at backward (autograd's version check) instead of a silently wrong dW_hh
             extra = [res["hbuf"]] if entry is None else []
-            ctx.save_for_backward(x, *[t for t in params if t is not None], *extra)
+            ctx.save_for_backward(x, h0, c0, *[t for t in params if t is not None], *extra)
         pdt = params[0].dtype
         return y, hT.to(pdt), cT.to(pdt)
 
@@ -786,10 +788,19 @@ class _TritonLayer(torch.autograd.Function):
         cfg: _Cfg = ctx.cfg
         if not cfg.save:
             raise RuntimeError("lstmkit triton backend: this layer ran without saving for backward")
-        x, *params = ctx.saved_tensors
+        x, h0, c0, *params = ctx.saved_tensors
         if ctx.entry is None:
             ctx.saved["hbuf"] = params.pop()
         p = dict(zip(ctx.names, params))
+        if torch.is_grad_enabled():  # create_graph=True: a backward autograd can differentiate
+            if ctx.entry is not None:
+                ctx.entry.release(ctx.generation)
+            pdt = params[0].dtype
+            bs = torch.tensor(cfg.steps) if cfg.steps is not None else None
+            dx, dstate, grads = reference.differentiable_grads(
+                get_cell(cfg.cell), x.to(pdt), (h0.to(pdt), c0.to(pdt)), p, bs, cfg.reverse, (dy, dhT, dcT))
+            result = [None, None] + [g if g is None else g.to(dt) for g, dt in zip((dx, *dstate), ctx.in_dtypes)]
+            return tuple(result + [grads[n] if n in p else None for n in _PARAM_ORDER])
         n_fixed = 5  # cfg, mask, x, h0, c0
         need = {"x": ctx.needs_input_grad[2], "h0": ctx.needs_input_grad[3], "c0": ctx.needs_input_grad[4]}
         for k, n in enumerate(_PARAM_ORDER):

@@ -222,7 +222,7 @@ def forward(cell: str, x: Tensor, h0: Tensor, c0: Tensor, params: dict[str, Tens
     sync = torch.zeros(2, device=dev, dtype=torch.int32)
     bs = torch.tensor(steps, device=dev, dtype=torch.int32) if steps is not None else sync
     if cell == "peephole":
-        pi, pf, po = params["weight_ci"], params["weight_cf"], params["weight_co"]
+        pi, pf, po = (params[n].contiguous() for n in ("weight_ci", "weight_cf", "weight_co"))
     else:
         pi = pf = po = c0
     # measured on an H100 (BENCHMARKS.md): 4 warps beat 8 at every H (by 10-27% at H=1024, with

@@ -40,5 +40,6 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     if LINEAR is not None and x.dtype == torch.float32 and x.device.type == "cpu":
         if not (weight.is_contiguous() or weight.t().is_contiguous()):
             weight = weight.contiguous()
-        return LINEAR(x.contiguous(), weight, bias, "none", [], "")
+        # oneDNN reads the bias as contiguous whatever its strides
+        return LINEAR(x.contiguous(), weight, None if bias is None else bias.contiguous(), "none", [], "")
     return torch.mm(x, weight.t()) if bias is None else torch.addmm(bias, x, weight.t())

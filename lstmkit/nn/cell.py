@@ -38,6 +38,9 @@ class LSTMCell(nn.Module):
     def reset_parameters(self) -> None:
         init_parameters(self, self.spec, self.hidden_size)
 
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}, cell={self.cell!r}" + ("" if self.bias else ", bias=False")
+
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         dtype = self.weight_ih.dtype
         checks.float_tensor("input", input, dtype)
@@ -48,6 +51,9 @@ class LSTMCell(nn.Module):
         if hx is None:
             h = c = x.new_zeros(x.shape[0], self.hidden_size)
         else:
+            if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+                got = f"a {type(hx).__name__} of {len(hx)}" if isinstance(hx, (tuple, list)) else type(hx).__name__
+                raise TypeError(f"hx: expected a tuple (h, c) of two tensors, got {got}")
             h, c = hx
             for name, s in (("h", h), ("c", c)):
                 checks.float_tensor(name, s, dtype)

@@ -8,6 +8,9 @@ Inside everything is time-major `(T, B, ·)`; `batch_first` is handled here and 
 
 from __future__ import annotations
 
+import numbers
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -33,8 +36,12 @@ class RecurrentBase(nn.Module):
         self.hidden_size = checks.positive_int("hidden_size", hidden_size)
         self.num_layers = checks.positive_int("num_layers", num_layers)
         self.dropout = checks.dropout_rate(dropout)
-        if isinstance(proj_size, bool) or not isinstance(proj_size, int):
+        if self.dropout and self.num_layers == 1:
+            warnings.warn("dropout acts between layers, after all but the last, so it expects num_layers > 1, "
+                          f"got dropout={self.dropout} and num_layers=1", UserWarning, stacklevel=3)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, numbers.Integral):
             raise TypeError(f"proj_size: expected an int, got {type(proj_size).__name__}")
+        proj_size = int(proj_size)
         if proj_size < 0 or proj_size >= hidden_size:
             raise ValueError(f"proj_size: expected 0 <= proj_size < hidden_size={hidden_size}, got {proj_size}")
         if proj_size and not self.spec.has_cell_state:
@@ -76,6 +83,12 @@ class RecurrentBase(nn.Module):
 
     def flatten_parameters(self) -> None:
         """No-op, for code written against torch.nn.LSTM (cuDNN weight packing)."""
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        """Each layer and direction's parameters, in torch's order (then the cell's own)."""
+        return [list(self.layer_params(layer, d).values())
+                for layer in range(self.num_layers) for d in range(self.num_directions)]
 
     def layer_params(self, layer: int, direction: int) -> dict[str, Tensor]:
         """The parameters of one layer and direction by their base names (the backends' `params`)."""
@@ -124,6 +137,8 @@ class RecurrentBase(nn.Module):
                 x = input.unsqueeze(1)  # (T, 1, I)
             else:
                 x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I)
+        if x.shape[0] == 0:
+            raise ValueError(f"input: expected a sequence length > 0, got input of shape {tuple(input.shape)}")
         batch = x.shape[1]
         names = ["hx"] if not self.spec.has_cell_state else ["h_0", "c_0"]
         shapes = self._state_shapes(batch)
@@ -158,8 +173,8 @@ class RecurrentBase(nn.Module):
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)  # (T, B, D*H)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        # each (L*D, B, ·); one layer and direction: a view of the backend's fresh final state
-        final_state = [acc[0].unsqueeze(0) if len(acc) == 1 else torch.stack(acc) for acc in finals]
+        # each (L*D, B, ·), a tensor of its own (not a view) as torch's: h_n.detach_() must work
+        final_state = [torch.stack(acc) for acc in finals]
 
         if batch_sizes is not None:
             steps = batch_sizes.tolist()
@@ -192,7 +207,8 @@ class LSTM(RecurrentBase):
 
     def forward(self, input, hx: tuple[Tensor, Tensor] | None = None):
         if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
-            raise TypeError(f"hx: expected a tuple (h_0, c_0), got {type(hx).__name__}")
+            got = f"a {type(hx).__name__} of {len(hx)}" if isinstance(hx, (tuple, list)) else type(hx).__name__
+            raise TypeError(f"hx: expected a tuple (h_0, c_0) of two tensors, got {got}")
         output, (h_n, c_n) = self._forward(input, hx)
         return output, (h_n, c_n)
 

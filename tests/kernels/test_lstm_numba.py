@@ -292,6 +292,71 @@ def test_gradcheck_packed_reverse_projection(cell):
     assert torch.autograd.gradcheck(f, (x, *state, *params.values()))
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_double_backward_matches_reference(cell):
+    """create_graph=True (a gradient penalty): the backward is the reference's, differentiable,
+    so second derivatives equal the reference's; the first derivatives still come out right."""
+    proj = 2 if cell in LSTM_FAMILY else 0
+    params = make_params(cell, 3, 4, proj)
+    x, state, bs = make_inputs(cell, 4, 3, 3, 4, proj, lengths=[4, 2, 1])
+    inputs = [x, *state, *params.values()]
+
+    def second(layer_fn):
+        y, final = layer_fn(SPECS[cell], x, state, params, bs, True)
+        loss = y.pow(2).sum() + sum(s.pow(2).sum() for s in final)
+        first = torch.autograd.grad(loss, inputs, create_graph=True)
+        penalty = sum(g.pow(2).sum() for g in first)
+        return [*first, *torch.autograd.grad(penalty, inputs)]
+
+    for got, want in zip(second(lstm_numba.layer), second(reference.layer)):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_gradgradcheck(cell):
+    T, B, I, H = 3, 2, 2, 2
+    params = make_params(cell, I, H)
+    x, state, _ = make_inputs(cell, T, B, I, H)
+    names = list(params)
+
+    def f(x, *rest):
+        st, vals = rest[:len(state)], rest[len(state):]
+        y, final = lstm_numba.layer(SPECS[cell], x, st, dict(zip(names, vals)), None, False)
+        return (y, *final)
+
+    assert torch.autograd.gradgradcheck(f, (x, *state, *params.values()))
+
+
+def test_cpu_autocast_computes_in_float32():
+    """Under CPU autocast the kernels run in the parameters' float32, forward and backward (a
+    bf16 GEMM would meet the float32 kernel half way): the numbers of a run without autocast."""
+    torch.manual_seed(0)
+    lstm = lstmkit.LSTM(3, 5, num_layers=2, backend="numba")
+    x = torch.randn(4, 2, 3)
+
+    def run(autocast):
+        lstm.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y, _ = lstm(x)
+            y.sum().backward()
+        return [y, *(p.grad for p in lstm.parameters())]
+
+    for got, want in zip(run(True), run(False)):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_mixed_dtypes_raise():
+    """The kernels are chosen by x's dtype: any other tensor's dtype is an error, not a misread."""
+    params = make_params("lstm", 3, 4)
+    params["weight_hh"] = params["weight_hh"].float()
+    x, state, _ = make_inputs("lstm", 2, 2, 3, 4)
+    with pytest.raises(TypeError, match="weight_hh: expected dtype torch.float64 .the input's., got torch.float32"):
+        lstm_numba.layer(SPECS["lstm"], x, state, params)
+    with pytest.raises(TypeError, match="c0: expected dtype torch.float64"):
+        lstm_numba.layer(SPECS["lstm"], x, (state[0], state[1].float()), make_params("lstm", 3, 4))
+
+
 # --------------------------------------------------------------------------------------
 # the modules: multi-layer, bidirectional, projection, PackedSequence (unsorted)
 # --------------------------------------------------------------------------------------

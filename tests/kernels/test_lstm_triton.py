@@ -186,6 +186,35 @@ def test_interp_gradcheck(cell):
 
 
 @interp
+@pytest.mark.parametrize("cell", ["peephole", "layernorm"])
+def test_interp_strided_cell_parameters(cell):
+    """A cell's own vectors (peepholes, LN gains and biases) as strided views, the same values."""
+    spec, x, state, params, bs, reverse = _layer_case(cell, 3, 2, 3, 4)
+    want = _run_with_grads(reference_layer, spec, x, state, params, bs, reverse)
+    strided = {n: torch.stack([t, torch.full_like(t, 99.0)], -1)[..., 0] if t.dim() == 1 and n not in
+               ("bias_ih", "bias_hh") else t for n, t in params.items()}
+    assert any(not t.is_contiguous() for t in strided.values())
+    got = _run_with_grads(_triton_layer(), spec, x, state, strided, bs, reverse)
+    _assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@interp
+@pytest.mark.parametrize("cell", CELLS)
+def test_interp_double_backward_matches_reference(cell):
+    """create_graph=True (a gradient penalty): second derivatives equal the reference's."""
+    spec, x, state, params, bs, reverse = _layer_case(cell, 3, 3, 2, 3, packed=[3, 2, 1], reverse=True)
+    inputs = [x, *state, *params.values()]
+
+    def second(fn):
+        y, final = fn(spec, x, state, params, bs, reverse)
+        first = torch.autograd.grad(y.pow(2).sum() + sum(s.pow(2).sum() for s in final), inputs, create_graph=True)
+        return [*first, *torch.autograd.grad(sum(g.pow(2).sum() for g in first), inputs)]
+
+    for got, want in zip(second(_triton_layer()), second(reference_layer)):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@interp
 @pytest.mark.parametrize("cell", CELLS)
 def test_interp_module_packed_unsorted_bidirectional(cell):
     """lstmkit.LSTM(backend="triton"): 2 layers, bidirectional, PackedSequence with unsorted
@@ -313,7 +342,9 @@ def test_interp_persistent_kernel(cell, packed, reverse):
     params = {k: v.detach() for k, v in params.items()}
     with torch.no_grad():
         y, (h, c) = reference_layer(spec, x, (h0, c0), params, bs, rev)
-        y2, h2, c2 = pk.forward(cell, x, h0, c0, params, tuple(packed) if packed else None, rev,
+        # the peepholes as strided views (the kernel reads them with unit strides)
+        strided = {k: torch.stack([v, v + 99], -1)[..., 0] if k.startswith("weight_c") else v for k, v in params.items()}
+        y2, h2, c2 = pk.forward(cell, x, h0, c0, strided, tuple(packed) if packed else None, rev,
                                 torch.float64, torch.float64, False)
     torch.testing.assert_close(y2, y)
     torch.testing.assert_close(h2, h)

@@ -14,7 +14,8 @@ from lstmkit.kernels import resolve_backend
     (dict(input_size=3, hidden_size=-1), ValueError, "hidden_size: expected a positive int, got -1"),
     (dict(input_size=3, hidden_size=4, num_layers=0), ValueError, "num_layers"),
     (dict(input_size=3.0, hidden_size=4), TypeError, "input_size: expected an int, got float"),
-    (dict(input_size=3, hidden_size=4, dropout=1.0), ValueError, r"dropout: expected a float in \[0, 1\), got 1.0"),
+    (dict(input_size=3, hidden_size=4, num_layers=2, dropout=1.5), ValueError, r"dropout: expected a float in \[0, 1\], got 1.5"),
+    (dict(input_size=3, hidden_size=4, dropout="0.1"), TypeError, "dropout: expected a float in .* got str"),
     (dict(input_size=3, hidden_size=4, dropout=-0.1), ValueError, "dropout"),
     (dict(input_size=3, hidden_size=4, proj_size=4), ValueError, "proj_size: expected 0 <= proj_size < hidden_size=4, got 4"),
     (dict(input_size=3, hidden_size=4, cell="gru"), ValueError, "cell: expected one of"),
@@ -71,3 +72,31 @@ def test_unknown_backend_name_at_dispatch():
 def test_rnn_nonlinearity():
     with pytest.raises(ValueError, match="nonlinearity: expected 'tanh' or 'relu', got 'sigmoid'"):
         lstmkit.RNN(3, 4, nonlinearity="sigmoid")
+
+
+def test_constructor_takes_what_torch_takes():
+    """numpy scalars and dropout=1.0 as torch accepts them; dropout on one layer warns as torch does."""
+    import numpy as np
+    lstm = lstmkit.LSTM(np.int64(3), 4, num_layers=np.int64(2), dropout=np.float32(1.0), proj_size=np.int64(2))
+    assert (lstm.num_layers, lstm.dropout, lstm.proj_size) == (2, 1.0, 2)
+    with pytest.warns(UserWarning, match="expects num_layers > 1, got dropout=0.5 and num_layers=1"):
+        lstmkit.GRU(3, 4, dropout=0.5)
+
+
+def test_empty_sequence(lstm):
+    with pytest.raises(ValueError, match=r"input: expected a sequence length > 0, got input of shape \(0, 2, 3\)"):
+        lstm(torch.randn(0, 2, 3))
+
+
+def test_state_tuple_of_one(lstm):
+    with pytest.raises(TypeError, match=r"hx: expected a tuple \(h_0, c_0\) of two tensors, got a tuple of 1"):
+        lstm(torch.randn(5, 2, 3), (torch.zeros(2, 2, 4),))
+
+
+def test_lstm_cell_state_must_be_a_pair():
+    cell = lstmkit.LSTMCell(3, 4)
+    x = torch.randn(2, 3)
+    with pytest.raises(TypeError, match=r"hx: expected a tuple \(h, c\) of two tensors, got Tensor"):
+        cell(x, torch.zeros(2, 2, 4))  # a stacked (h, c) would otherwise unpack silently
+    with pytest.raises(TypeError, match=r"got a tuple of 1"):
+        cell(x, (torch.zeros(2, 4),))

@@ -159,3 +159,21 @@ def test_lstm_cell_matches_torch():
         torch.testing.assert_close(a, b)
     for a, b in zip(ours(x[0]), ref(x[0])):  # unbatched, default zero state
         torch.testing.assert_close(a, b)
+
+
+def test_module_attributes_match_torch():
+    ref = torch.nn.LSTM(I, H, 2, bidirectional=True, proj_size=3)
+    ours = lstmkit.LSTM(I, H, 2, bidirectional=True, proj_size=3)
+    assert [[w.shape for w in ws] for ws in ours.all_weights] == [[w.shape for w in ws] for ws in ref.all_weights]
+    assert [p for ws in ours.all_weights for p in ws] == list(ours.parameters())
+    assert repr(lstmkit.LSTMCell(I, H)) == "LSTMCell(5, 7, cell='lstm')"
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+def test_final_state_detaches_in_place(backend):
+    """h_n.detach_() between truncated-BPTT chunks, as with torch (h_n is not a view)."""
+    for module in (lstmkit.LSTM(I, H, backend=backend), lstmkit.GRU(I, H, backend=backend)):
+        _, state = module(torch.randn(T, B, I))
+        for s in (state if isinstance(state, tuple) else (state,)):
+            s.detach_()
+            assert not s.requires_grad
