@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 _TENSOR_KEY = "__tensor__"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK  # what open() would have given the file
 _META_KEY = "lstmkit"
 
 
@@ -29,6 +32,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp's 0600 would hide shared runs from their group
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -96,9 +100,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint: no file at {str(path)!r}")
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-        if _META_KEY not in metadata:
-            raise ValueError(f"checkpoint: {str(path)!r} is a safetensors file but not an lstmkit checkpoint")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            if _META_KEY not in metadata:
+                raise ValueError(f"checkpoint: {str(path)!r} is a safetensors file but not an lstmkit checkpoint")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except SafetensorError as e:  # truncated, corrupt, or not safetensors at all
+        raise ValueError(f"checkpoint: {str(path)!r} is not a readable safetensors file ({e})") from e
     return _merge(json.loads(metadata[_META_KEY]), tensors)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,19 @@ import numpy as np
 import torch
 
 from lstmkit.utils.checkpoint import atomic_write_json
+
+
+def make_out_dir(path: str | Path, flag: str = "--out") -> Path:
+    """Create an output directory (and its parents) up front, before any work that would be lost
+    if it could not be written: a ValueError naming `flag`, not an OSError later."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{flag}: cannot create directory {str(path)!r} ({e.strerror})") from e
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag}: directory {str(path)!r} is not writable")
+    return path
 
 
 def save_config(run_dir: str | Path, config: Any, name: str = "config.json") -> Path:

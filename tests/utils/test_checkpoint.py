@@ -59,7 +59,7 @@ def test_rejects_foreign_files(tmp_path):
     with pytest.raises(ValueError, match="not an lstmkit checkpoint"):
         load_checkpoint(tmp_path / "plain.safetensors")
     (tmp_path / "evil.pt").write_bytes(b"\x80\x04pickle")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="evil.pt' is not a readable safetensors file"):
         load_checkpoint(tmp_path / "evil.pt")
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.safetensors")
@@ -69,3 +69,20 @@ def test_unsupported_values_are_refused(tmp_path):
     with pytest.raises(TypeError, match="checkpoint state: expected tensors"):
         save_checkpoint(tmp_path / "x.safetensors", {"bad": object()})
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "c.safetensors"
+    save_checkpoint(path, {"w": torch.randn(100, 100)})
+    path.write_bytes(path.read_bytes()[:20000])
+    with pytest.raises(ValueError, match="c.safetensors' is not a readable safetensors file"):
+        load_checkpoint(path)
+
+
+def test_files_get_the_umask_mode_not_mkstemps(tmp_path):
+    """Runs shared with a group stay readable: open()'s mode, not mkstemp's 0600."""
+    save_checkpoint(tmp_path / "c.safetensors", {"w": torch.zeros(1)})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(tmp_path / "c.safetensors").st_mode & 0o777 == 0o666 & ~umask
+
