@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 from lstmkit.bench.harness import MODES, BenchResult, Measurement
-from lstmkit.bench.impls import BASELINE, Shape
+from lstmkit.bench.impls import Shape
 
 # The bars: lstmkit time / nn.LSTM time (standard cell, 2 threads, both modes) by kind
 # of shape, and for the variants (fwd+bwd) against nn.LSTM's standard cell, at the shapes

@@ -15,6 +15,8 @@ import torch
 
 from lstmkit.bench import harness, report
 from lstmkit.bench.impls import BASELINE, Shape, gpu_registry, registry
+from lstmkit.utils.options import check_number
+from lstmkit.utils.runs import make_out_dir
 
 HELP = ("Time every LSTM implementation (loops, TorchScript, torch.compile, nn.LSTM with and without "
         "oneDNN, each lstmkit backend and cell) side by side: ratios to nn.LSTM, GFLOP/s, a table and a plot.")
@@ -80,11 +82,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", action="store_true", help="list the implementations and why any cannot run, then exit")
 
 
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ValueError(f"--{name}: expected a positive number, got {value}")
-
-
 def run(args: argparse.Namespace) -> int:
     gpu = args.device == "cuda"
     if gpu and not torch.cuda.is_available():
@@ -96,12 +93,12 @@ def run(args: argparse.Namespace) -> int:
             setattr(args, name, quick if args.quick else full)
     shapes = [Shape.parse(s) for s in args.shapes]
     for n in args.threads:
-        _positive("threads", n)
-    _positive("repeats", args.repeats)
-    _positive("peak-size", args.peak_size)
-    _positive("max-impl-s", args.max_impl_s)
-    if args.warmup < 0 or args.min_sample_ms < 0:
-        raise ValueError(f"--warmup/--min-sample-ms: expected >= 0, got {args.warmup}/{args.min_sample_ms}")
+        check_number("--threads", n, 0, above=True)
+    check_number("--repeats", args.repeats, 0, above=True)
+    check_number("--peak-size", args.peak_size, 0, above=True)
+    check_number("--max-impl-s", args.max_impl_s, 0, above=True)
+    check_number("--warmup", args.warmup, 0)
+    check_number("--min-sample-ms", args.min_sample_ms, 0)
 
     impls, unavailable = gpu_registry() if gpu else registry(compile=args.compile)
     if args.list:
@@ -118,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         impls = [i for i in impls if i.name == BASELINE or any(fnmatch.fnmatch(i.name, p) for p in args.impls)]
         unavailable = {k: v for k, v in unavailable.items() if any(fnmatch.fnmatch(k, p) for p in args.impls)}
 
+    make_out_dir(args.out)  # before the minutes of timing that an unwritable --out would throw away
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     load_start = os.getloadavg()
     result = harness.run_bench(impls, shapes, args.threads, args.modes, args.repeats, args.warmup,

@@ -18,17 +18,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmkit.apps.charlm.corpus import load_run_corpus, preprocess
+    from lstmkit.apps.charlm.corpus import check_run_text, load_run_corpus, preprocess
     from lstmkit.apps.charlm.metrics import evaluate
-    from lstmkit.apps.charlm.runs import load_model
+    from lstmkit.apps.charlm.runs import MODEL, MODEL_FORMAT, load_training_state, model_from_state, read_run_file
     from lstmkit.apps.charlm.vocab import tokenize
     from lstmkit.data import CorpusError, read_text_file
+    from lstmkit.utils.runs import resolve_device
 
-    model, vocab, cfg, _ = load_model(args.run_dir, args.device)
+    device = resolve_device(args.device, "--device")
+    saved = read_run_file(args.run_dir, MODEL, MODEL_FORMAT)
+    model, vocab, cfg, _ = model_from_state(saved, device)
     if args.text is None:
+        check_run_text(cfg, args.run_dir, "put it back there to score its validation split, or pass "
+                                          "--text PATH to score a whole file")
         corpus = load_run_corpus(cfg)
-        if corpus.vocab != vocab:
-            raise ValueError(f"the run's corpus ({corpus.source}) changed since training; pass --text PATH")
+        # Model files written before they recorded the sha256 have it in the run's checkpoint.
+        run_sha256 = saved.get("corpus_sha256") or load_training_state(args.run_dir)["corpus_sha256"]
+        corpus.check_unchanged(run_sha256, args.run_dir, "; pass --text PATH to score a whole file instead")
         ids, what = corpus.val, f"validation split of {corpus.source}"
     else:
         text = preprocess(read_text_file(args.text), cfg.preprocess)
@@ -39,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if len(ids) < 2:
         raise CorpusError(f"{what}: needs at least 2 {cfg.level}s to evaluate, got {len(ids)}")
     m = evaluate(model, ids, char_lengths=vocab.char_lengths() if cfg.level == "word" else None,
-                 device=args.device)
+                 device=device)
     print(f"model: {args.run_dir}; text: {what}")
     print(m.line("evaluation"))
     return 0

@@ -63,7 +63,7 @@ def explain(config: costs.RNNConfig, seq_len: int, batch_size: int, dtype: str) 
     rows = [("tensor", "shape", "count")]
     rows += [(r.name, " x ".join(map(str, r.shape)), f"{r.numel:,}") for r in params]
     rows += [("total", "", f"{total:,}"),
-             (f"dense layer [x; h] -> H, same stack", "", f"{dense:,}")]
+             ("dense layer [x; h] -> H, same stack", "", f"{dense:,}")]
     out += _table(rows, right={2})
     out.append(f"  {config.cell} / dense = {total / dense:.2f}x: {spec.num_gates} gate row block(s) "
                f"({', '.join(spec.gates)}), each with the weights of one dense layer")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from lstmkit.apps.forecast.config import DEVICES, ForecastConfig
+from lstmkit.apps.forecast.config import DEVICES, RESUMABLE, ForecastConfig
 from lstmkit.cells import LSTM_CELLS
 from lstmkit.data.timeseries import DATASETS, GAP_POLICIES, slug
 from lstmkit.kernels import BACKEND_NAMES
@@ -15,8 +15,6 @@ HELP = ("Forecast a time series with an LSTM; score it against persistence, seas
 
 D = ForecastConfig()
 FIELDS = {f.name for f in dataclasses.fields(ForecastConfig)}
-# Settings --resume may change; every other one comes from the run's config.json.
-RESUMABLE = ("epochs", "max_time", "progress", "device", "backend")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -25,11 +25,17 @@ def run(args: argparse.Namespace) -> int:
     from lstmkit.apps.charlm.corpus import preprocess_prefix
     from lstmkit.apps.charlm.generate import generate
     from lstmkit.apps.charlm.runs import load_model
+    from lstmkit.utils.options import check_number, check_seed
+    from lstmkit.utils.runs import resolve_device
 
-    for name, low in (("length", 0), ("temperature", 0), ("top_k", 0)):
-        if getattr(args, name) < low:
-            raise ValueError(f"--{name.replace('_', '-')}: expected >= {low}, got {getattr(args, name)}")
-    model, vocab, cfg, _ = load_model(args.run_dir, args.device)
+    # Checked before the prefix is printed, under the flags' names; generate() would only
+    # refuse them, by its parameters' names, once the prefix is out.
+    for name in ("length", "temperature", "top_k"):
+        check_number(f"--{name.replace('_', '-')}", getattr(args, name), 0)
+    if args.seed is not None:
+        check_seed("--seed", args.seed)
+    device = resolve_device(args.device, "--device")
+    model, vocab, cfg, _ = load_model(args.run_dir, device)
     prefix = preprocess_prefix(cfg.sample_prefix if args.prefix is None else args.prefix, cfg.preprocess)
     vocab.encode(prefix, what="--prefix")  # fail before printing anything
     sys.stdout.write(prefix)
@@ -38,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(token)
         sys.stdout.flush()
 
-    generate(model, vocab, prefix, args.length, args.temperature, args.top_k, args.seed, args.device, on_token=emit)
+    generate(model, vocab, prefix, args.length, args.temperature, args.top_k, args.seed, device, on_token=emit)
     sys.stdout.write("\n")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from lstmkit.apps.longrange.config import LongRangeConfig
 from lstmkit.apps.longrange.models import LABELS, MATCHES, MODELS
@@ -105,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from lstmkit.apps.longrange.plots import plot_gradnorm, plot_task
     from lstmkit.apps.longrange.train import run_experiment
     from lstmkit.utils.checkpoint import atomic_write_bytes, atomic_write_json
-    from lstmkit.utils.runs import save_config
+    from lstmkit.utils.runs import make_out_dir, save_config
 
     cfg = LongRangeConfig(
         tasks=args.tasks, lengths=args.lengths, models=args.models, hidden_size=args.hidden_size, match=args.match,
@@ -115,9 +114,8 @@ def run(args: argparse.Namespace) -> int:
     ).validate()
     if args.jobs < 1:
         raise ValueError(f"--jobs: expected >= 1, got {args.jobs}")
-    out = Path(args.out)
+    out = make_out_dir(args.out)  # before training, which an unwritable --out would throw away
     result = run_experiment(cfg, jobs=args.jobs)
-    out.mkdir(parents=True, exist_ok=True)
     save_config(out, cfg)
     atomic_write_json(out / "results.json", result)
     md = results_table(result["runs"])

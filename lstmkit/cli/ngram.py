@@ -29,9 +29,9 @@ def run(args: argparse.Namespace) -> int:
     for n in args.order:
         if n < 1:
             raise ValueError(f"--order: expected n >= 1, got {n}")
-    # batch 1 x 1: any corpus with a validation split will do for counting.
-    cfg = CharLMConfig(**fields, batch_size=1, num_steps=1).validate()
+    cfg = CharLMConfig(**fields).validate()
     corpus = load_run_corpus(cfg)
+    corpus.require_train(2, "counting n-grams", "a smaller --val-fraction")
     print(f"data: {corpus.describe()}")
     char_lengths = corpus.vocab.char_lengths() if cfg.level == "word" else None
     best = None

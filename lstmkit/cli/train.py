@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from lstmkit.apps.charlm import config as C
 
@@ -87,7 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.HelpFormatter  # defaults are in the help texts
     parser.epilog = ("Writes to RUN_DIR: config.json, vocab.json, model.safetensors (best), "
                      "checkpoint.safetensors (latest), metrics.json, curves.png. The last line printed "
-                     "is the best validation perplexity and bits per character. Runs under "
+                     "is the best validation perplexity and bits per character. Ctrl-C stops training at "
+                     "the next step with a checkpoint (exit status 130) that --resume continues. Runs under "
                      "`torchrun --nproc_per_node=N -m lstmkit.cli.main train ...` too (DDP).")
     parser.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/charlm-<date>-<time>)")
     parser.add_argument("--resume", metavar="RUN_DIR",
@@ -106,9 +108,17 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--resume continues a run with its own settings; drop {', '.join(map(flag, fixed))}")
         if args.out is not None:
             raise ValueError("--resume writes into the run directory it continues; drop --out")
-        train(C.CharLMConfig(), resume=args.resume, overrides=fields)
-        return 0
-    if "text" in fields and "corpus" in fields:
-        raise ValueError("give --text PATH or --corpus NAME, not both")
-    train(C.CharLMConfig(**fields), out=args.out)
-    return 0
+        how = dict(cfg=C.CharLMConfig(), resume=args.resume, overrides=fields)
+    else:
+        if "text" in fields and "corpus" in fields:
+            raise ValueError("give --text PATH or --corpus NAME, not both")
+        how = dict(cfg=C.CharLMConfig(**fields), out=args.out)
+    # Ctrl-C during training makes train() checkpoint and return; one outside it (reading the
+    # text, the final sample, a second Ctrl-C while the stop is saved) leaves the last
+    # checkpoint as it was, atomic writes included, so a traceback would tell nothing more.
+    try:
+        result = train(**how)
+    except KeyboardInterrupt:
+        print("lstmkit train: interrupted", file=sys.stderr)
+        return 130
+    return 130 if result.interrupted else 0  # the shell's status for SIGINT

@@ -41,6 +41,21 @@ def tokenize(text: str) -> list[str]:
     return _WORD.findall(_BREAK.sub(" ", text.lower()))
 
 
+def _not_utf8(path: Path, error: UnicodeDecodeError) -> str:
+    """Where the first byte that is not UTF-8 is. The text reader decodes ahead in blocks, so the
+    line the csv reader had reached says nothing; decoding line by line finds it (a newline byte
+    is never part of a multi-byte character, so no character spans two lines)."""
+    offset = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return f"{path}: line {lineno}: not UTF-8 text ({e.reason} at byte {offset + e.start} of the file)"
+            offset += len(raw)
+    return f"{path}: not UTF-8 text ({error.reason})"  # the file changed since it failed to decode
+
+
 def load_imdb(path: str | os.PathLike = DEFAULT_PATH) -> dict[str, Reviews]:
     """{split: Reviews} from a reviews CSV file (see the module docstring for the format)."""
     path = Path(path)
@@ -53,8 +68,10 @@ def load_imdb(path: str | os.PathLike = DEFAULT_PATH) -> dict[str, Reviews]:
             header = next(reader)
         except StopIteration:
             raise IMDBFormatError(f"{path}: the file is empty") from None
-        except (csv.Error, UnicodeDecodeError) as e:
+        except csv.Error as e:
             raise IMDBFormatError(f"{path}: line 1: {e}") from None
+        except UnicodeDecodeError as e:
+            raise IMDBFormatError(_not_utf8(path, e)) from None
         missing = [c for c in REQUIRED if c not in header]
         if missing:
             raise IMDBFormatError(f"{path}: line 1: the header {header} lacks the column(s) {missing}")
@@ -78,7 +95,7 @@ def load_imdb(path: str | os.PathLike = DEFAULT_PATH) -> dict[str, Reviews]:
         except csv.Error as e:
             raise IMDBFormatError(f"{path}: line {line + 1}: {e}") from None
         except UnicodeDecodeError as e:
-            raise IMDBFormatError(f"{path}: not UTF-8 text ({e.reason}) after line {line}") from None
+            raise IMDBFormatError(_not_utf8(path, e)) from None
     if not out:
         raise IMDBFormatError(f"{path}: no reviews after the header")
     return out

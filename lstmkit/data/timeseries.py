@@ -23,6 +23,8 @@ downloading loaders are never used.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,7 @@ class Series:
     columns: list[str]  # the target first, then the other features
     source: str  # the file path or the dataset name
     report: dict = field(default_factory=dict)  # gaps filled, rows trimmed, time steps
+    sha256: str | None = None  # of the bytes the series was read from; None for a DataFrame given directly
 
     @property
     def target(self) -> str:
@@ -221,11 +224,12 @@ def _step_report(times: pd.DatetimeIndex) -> dict:
 
 
 def from_frame(df: pd.DataFrame, target: str, features: list[str] | None = None, *, time_col: str | None = None,
-               gaps: str = "error", max_gap: int = 0, source: str = "frame") -> Series:
+               gaps: str = "error", max_gap: int = 0, source: str = "frame", sha256: str | None = None) -> Series:
     """A `Series` from a DataFrame of raw columns (what `load_csv` reads), with every check applied.
 
     features: the input columns besides the target (the target is always an input);
     None or []: the target alone; ["all"]: every numeric column but the time column(s).
+    sha256: the hash of the bytes `df` was read from, kept in the Series (resumed runs compare it).
     """
     where = source
     times, time_cols = _time_index(df, time_col, where)
@@ -247,7 +251,7 @@ def from_frame(df: pd.DataFrame, target: str, features: list[str] | None = None,
     _check_order(times, where)
     times, values, report = apply_gap_policy(times, values, columns, gaps, max_gap, where)
     report.update(_step_report(times), rows=len(values), time_columns=time_cols)
-    return Series(times, values, columns, source, report)
+    return Series(times, values, columns, source, report, sha256)
 
 
 def load_csv(path: str | Path, target: str, features: list[str] | None = None, *, time_col: str | None = None,
@@ -256,13 +260,16 @@ def load_csv(path: str | Path, target: str, features: list[str] | None = None, *
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--csv: no file at {str(path)!r}")
+    # One read: the hash is of exactly the bytes parsed, even if the file changes meanwhile.
+    raw = path.read_bytes()
     try:
-        df = pd.read_csv(path, skipinitialspace=True)
+        df = pd.read_csv(io.BytesIO(raw), skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise TimeSeriesError(f"{path}: not a readable CSV file ({str(e).strip()})") from None
     if df.empty:
         raise TimeSeriesError(f"{path}: no data rows")
-    return from_frame(df, target, features, time_col=time_col, gaps=gaps, max_gap=max_gap, source=str(path))
+    return from_frame(df, target, features, time_col=time_col, gaps=gaps, max_gap=max_gap, source=str(path),
+                      sha256=hashlib.sha256(raw).hexdigest())
 
 
 def load_dataset(name: str, target: str | None = None, features: list[str] | None = None, *,
@@ -274,10 +281,12 @@ def load_dataset(name: str, target: str | None = None, features: list[str] | Non
     from vega_datasets import local_data  # the copy inside the package; never vega_datasets.data
 
     df = local_data.seattle_weather().drop(columns=["weather"])
+    # The packaged file's bytes: a vega_datasets upgrade that changes them changes the data too.
+    sha256 = hashlib.sha256(local_data.seattle_weather.raw()).hexdigest()
     target = target or "temp_max"
     if features is None:
         features = ["all"]
-    return from_frame(df, target, features, time_col="date", gaps=gaps, max_gap=max_gap, source=name)
+    return from_frame(df, target, features, time_col="date", gaps=gaps, max_gap=max_gap, source=name, sha256=sha256)
 
 
 def seasonal_period(series: Series) -> int:

@@ -27,6 +27,16 @@ def make_out_dir(path: str | Path, flag: str = "--out") -> Path:
     return path
 
 
+def resolve_device(name: str, flag: str = "device") -> torch.device:
+    """"auto": cuda when torch sees a GPU, else cpu. "cuda" without one is refused here, naming
+    `flag`, rather than by torch's AssertionError at the first tensor moved."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{flag}: cuda requested but torch sees no GPU")
+    return torch.device(name)
+
+
 def save_config(run_dir: str | Path, config: Any, name: str = "config.json") -> Path:
     """Write a dataclass config (already resolved: no 'auto' left in it) next to the run's outputs."""
     path = Path(run_dir) / name

@@ -82,14 +82,28 @@ def test_quick_run_writes_markdown_json_and_png(tmp_path, capsys):
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("argv, name", [
+@pytest.mark.parametrize("argv, message", [
     (["--impls", "no-such-impl"], "--impls"),
     (["--shapes", "T5,B3,I4"], "--shapes"),
     (["--repeats", "0"], "--repeats"),
+    (["--max-impl-s", "nan"], "--max-impl-s: expected a finite number > 0, got nan"),
+    (["--max-impl-s", "inf"], "--max-impl-s: expected a finite number > 0, got inf"),
+    (["--min-sample-ms", "nan"], "--min-sample-ms: expected a finite number >= 0, got nan"),
+    (["--warmup", "-1"], "--warmup: expected a finite number >= 0, got -1"),
+    (["--out", "{afile}"], "--out: cannot create directory '{afile}' (File exists)"),
+    (["--out", "{afile}/sub"], "--out: cannot create directory '{afile}/sub' (Not a directory)"),
 ])
-def test_bad_arguments_exit_2(tmp_path, capsys, argv, name):
-    assert main(["bench", "--quick", "--out", str(tmp_path), *argv]) == 2
-    assert name in capsys.readouterr().err
+def test_bad_arguments_exit_2_before_timing(tmp_path, capsys, monkeypatch, argv, message):
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timed before refusing bad input")
+
+    monkeypatch.setattr(harness, "run_bench", no_timing)
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    argv = [a.format(afile=afile) for a in argv]
+    assert main(["bench", "--quick", "--out", str(tmp_path / "out"), *argv]) == 2
+    assert message.format(afile=afile) in capsys.readouterr().err
+    assert afile.read_text() == "keep me\n"
 
 
 def test_bars_apply_to_fast_backends_at_the_issues_shapes_only():

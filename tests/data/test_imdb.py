@@ -58,3 +58,18 @@ def test_real_file():
     data = load_imdb(IMDB_CSV)
     assert {k: len(v) for k, v in data.items()} == {"train": 10000, "test": 5000}
     assert sum(data["test"].labels) == 2500
+
+
+@pytest.mark.parametrize("rows_before", [0, 1, 2000])  # 2000 rows: the bad byte lies past the reader's first block
+def test_not_utf8_names_the_right_line(tmp_path, rows_before):
+    good = "".join(f"train,pos,review number {k}\n" for k in range(rows_before))
+    path = tmp_path / "reviews.csv"
+    path.write_bytes(f"split,label,text\n{good}".encode() + b"train,neg,caf\xe9 film\ntest,pos,ok\n")
+    offset = path.read_bytes().index(b"\xe9")
+    with pytest.raises(IMDBFormatError) as e:
+        load_imdb(path)
+    assert str(e.value) == (f"{path}: line {rows_before + 2}: not UTF-8 text (invalid continuation byte "
+                            f"at byte {offset} of the file)")
+    path.write_bytes(b"split,label,te\xffxt\ntrain,pos,ok\n")
+    with pytest.raises(IMDBFormatError, match=r": line 1: not UTF-8 text"):
+        load_imdb(path)

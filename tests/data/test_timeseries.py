@@ -1,5 +1,6 @@
 """CSV time series: column checks, time order, the gap policy, the embedded dataset."""
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,13 @@ def test_inline_csv_target_first_then_features(tmp_path):
     assert s.report["missing_values"] == 0 and s.report["step"] == "1 days 00:00:00"
     assert load_csv(write(tmp_path, GOOD), "temp").columns == ["temp"]  # the target alone by default
     assert load_csv(write(tmp_path, GOOD), "temp", ["all"]).columns == ["temp", "wind"]  # numeric ones only
+
+
+def test_series_keep_the_sha256_of_the_bytes_read(tmp_path):
+    path = write(tmp_path, GOOD)
+    assert load_csv(path, "temp").sha256 == hashlib.sha256(GOOD.encode()).hexdigest()
+    assert load_csv(write(tmp_path, GOOD.replace("8.0", "8000.0")), "temp").sha256 != \
+        hashlib.sha256(GOOD.encode()).hexdigest()
 
 
 def test_missing_column_is_named(tmp_path):
@@ -151,5 +159,7 @@ def test_seattle_weather_embedded():
     assert len(s) == 1461 and s.columns == ["temp_max", "precipitation", "temp_min", "wind"]
     assert seasonal_period(s) == 365
     assert load_dataset("seattle-weather", "wind", []).columns == ["wind"]
+    from vega_datasets import local_data
+    assert s.sha256 == hashlib.sha256(local_data.seattle_weather.raw()).hexdigest()
     with pytest.raises(TimeSeriesError, match="dataset: expected one of"):
         load_dataset("nope")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -39,6 +40,29 @@ class Corpus:
     def describe(self) -> str:
         return (f"{self.source}: {len(self.train) + len(self.val):,} {self.vocab.level}s, vocabulary "
                 f"{len(self.vocab)}, train {len(self.train):,} / validation {len(self.val):,}")
+
+    def require_train(self, need: int, what: str, fix: str) -> None:
+        """A CorpusError unless the training split has `need` tokens for `what`; `fix` names the
+        options of the command at hand that would lower the need."""
+        if len(self.train) < need:
+            raise CorpusError(
+                f"{self.source}: too short: the training split has {len(self.train):,} {self.vocab.level}s, "
+                f"{what} needs {need:,}; use a longer text or {fix}")
+
+    def check_unchanged(self, run_sha256: str, who: str, fix: str = "") -> None:
+        """A CorpusError unless this is the text a run was trained on: an edit that keeps the
+        vocabulary still moves the train/validation split, and with it every number."""
+        if run_sha256 != self.sha256:
+            raise CorpusError(f"{who}: the corpus {self.source} changed since the run started "
+                              f"(sha256 {self.sha256[:12]}..., the run used {run_sha256[:12]}...){fix}")
+
+
+def check_run_text(cfg: CharLMConfig, run_dir: str | Path, fix: str) -> None:
+    """A FileNotFoundError unless the --text file named in a run's saved config is still there.
+    Without it `read_text_file` would blame --text, a flag the user did not give this time."""
+    if cfg.text is not None and not Path(cfg.text).is_file():
+        raise FileNotFoundError(f"the run's training text {cfg.text!r} (named in "
+                                f"{str(Path(run_dir) / 'config.json')!r}) is missing; {fix}")
 
 
 def read_config_text(cfg: CharLMConfig) -> tuple[str, str]:
@@ -73,16 +97,11 @@ def split_ids(ids: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, tor
 
 
 def load_run_corpus(cfg: CharLMConfig) -> Corpus:
-    """Everything training needs from the text, checked before anything is written."""
+    """The config's text, tokenised and split; reads only, so errors leave nothing written.
+    Whether the split is long enough depends on the command: see `Corpus.require_train`."""
     text, source = read_config_text(cfg)
     tokens = tokenize(text, cfg.level)
     vocab = Vocab.build(tokens, cfg.level)
     ids = torch.tensor([vocab.index[t] for t in tokens], dtype=torch.int64)
     train, val = split_ids(ids, cfg.val_fraction)
-    need = min_train_tokens(cfg.batch_size, cfg.num_steps)
-    if len(train) < need:
-        raise CorpusError(
-            f"{source}: too short: the training split has {len(train):,} {cfg.level}s, one batch of "
-            f"batch_size={cfg.batch_size} x num_steps={cfg.num_steps} needs {need:,}; use a longer "
-            "text or a smaller --batch-size / --num-steps")
     return Corpus(source, hashlib.sha256(text.encode()).hexdigest(), vocab, train, val)

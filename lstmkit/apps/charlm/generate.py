@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.apps.charlm.vocab import Vocab
+from lstmkit.utils.options import check_number, check_seed
 
 
 def sample_next(logits: Tensor, temperature: float, top_k: int, generator: torch.Generator) -> int:
@@ -35,8 +36,9 @@ def generate(model, vocab: Vocab, prefix: str, length: int, temperature: float =
         raise ValueError("prefix: expected at least one symbol to start from")
     if length < 0:
         raise ValueError(f"length: expected >= 0, got {length}")
-    if temperature < 0:
-        raise ValueError(f"temperature: expected >= 0 (0: greedy), got {temperature}")
+    check_number("temperature", temperature, 0)
+    if seed is not None:
+        check_seed("seed", seed)
     if top_k < 0:
         raise ValueError(f"top_k: expected >= 0 (0: no limit), got {top_k}")
     ids = vocab.encode(prefix, what="prefix")

@@ -2,7 +2,8 @@
 
     config.json              the resolved config
     vocab.json               the vocabulary (also inside both checkpoints)
-    model.safetensors        the best model so far: weights, config, vocab, its validation metrics
+    model.safetensors        the best model so far: weights, config, vocab, its validation metrics,
+                             the sha256 of the corpus it was trained on
     checkpoint.safetensors   the latest training state: model, optimizer, schedule, progress,
                              every rank's RNG state and carried LSTM state; `--resume` reads it
     metrics.json             per-epoch history and the best validation metrics
@@ -25,10 +26,10 @@ CHECKPOINT_FORMAT = "lstmkit.charlm.checkpoint/1"
 
 
 def save_model(run_dir: str | Path, model: CharLM, cfg: CharLMConfig, vocab: Vocab, metrics: dict,
-               epoch: float) -> None:
+               epoch: float, corpus_sha256: str) -> None:
     save_checkpoint(Path(run_dir) / MODEL, {
         "format": MODEL_FORMAT, "config": cfg.to_dict(), "vocab": vocab.to_dict(),
-        "model": model.state_dict(), "metrics": metrics, "epoch": epoch,
+        "model": model.state_dict(), "metrics": metrics, "epoch": epoch, "corpus_sha256": corpus_sha256,
     })
 
 
@@ -48,7 +49,12 @@ def read_run_file(run_dir: str | Path, name: str, fmt: str) -> dict:
 def load_model(run_dir: str | Path, device=None, backend: str | None = None
                ) -> tuple[CharLM, Vocab, CharLMConfig, dict]:
     """(model in eval mode, vocab, config, the saved model's metrics) of a run directory."""
-    state = read_run_file(run_dir, MODEL, MODEL_FORMAT)
+    return model_from_state(read_run_file(run_dir, MODEL, MODEL_FORMAT), device, backend)
+
+
+def model_from_state(state: dict, device=None, backend: str | None = None
+                     ) -> tuple[CharLM, Vocab, CharLMConfig, dict]:
+    """`load_model` for a model file already read (`read_run_file(run_dir, MODEL, MODEL_FORMAT)`)."""
     cfg = CharLMConfig.from_dict(state["config"])
     if backend is not None:
         cfg.backend = backend

@@ -4,14 +4,17 @@ One optimizer step per batch of truncated BPTT; validation at the end of every e
 learning-rate schedule, early stopping and the best-model file. A time or step budget
 (`max_time`, `max_steps`) interrupts training anywhere, mid-epoch included: the state is then
 checkpointed so that `--resume` continues with exactly the numbers an uninterrupted run would
-have produced (same batches, same dropout masks, same optimizer state).
+have produced (same batches, same dropout masks, same optimizer state). Ctrl-C (SIGINT) during
+training stops it the same way, at the next step.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +27,13 @@ from tqdm import tqdm
 from lstmkit.apps.charlm import runs
 from lstmkit.apps.charlm.batching import batches, num_batches
 from lstmkit.apps.charlm.config import CharLMConfig
-from lstmkit.apps.charlm.corpus import load_run_corpus, preprocess_prefix
+from lstmkit.apps.charlm.corpus import check_run_text, load_run_corpus, min_train_tokens, preprocess_prefix
 from lstmkit.apps.charlm.generate import generate
 from lstmkit.apps.charlm.metrics import Metrics, evaluate
 from lstmkit.apps.charlm.model import CharLM
 from lstmkit.data.prefetch import CUDAPrefetcher
 from lstmkit.utils.checkpoint import atomic_write_json
-from lstmkit.utils.runs import rng_state, save_config, seed_everything, set_rng_state
+from lstmkit.utils.runs import make_out_dir, resolve_device, rng_state, save_config, seed_everything, set_rng_state
 
 # --- processes ------------------------------------------------------------------------------
 
@@ -47,8 +50,7 @@ class Dist:
 
 def setup_dist(device: str) -> Dist:
     """One process, or one of torchrun's (WORLD_SIZE > 1): gloo on CPU, nccl on GPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device).type
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Dist(0, 1, torch.device(device))
@@ -85,6 +87,31 @@ def any_rank(flag: bool, d: Dist) -> bool:
     return bool(t.item())
 
 
+def catch_sigint(d: Dist) -> tuple[threading.Event, Callable[[], None]]:
+    """(an Event that SIGINT (Ctrl-C) sets from now on, a function that puts the previous handler
+    back). The Event replaces a KeyboardInterrupt, which could land mid-step and lose everything
+    since the last checkpoint: the training loop polls it before each step, through the same
+    all-ranks vote as its budgets, so every rank stops at the same step and the stop is
+    checkpointed like a budget's."""
+    stop = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+    # Signals reach the main thread only; a process told to ignore SIGINT keeps ignoring it.
+    if threading.current_thread() is not threading.main_thread() or previous is signal.SIG_IGN:
+        return stop, lambda: None
+
+    def handler(signum, frame):
+        stop.set()
+        # One process: a second Ctrl-C is the user insisting, so it interrupts at once. Under
+        # torchrun a second SIGINT is the agent forwarding the user's Ctrl-C that every rank
+        # already got from the terminal; the agent SIGKILLs ranks still running 30 s later,
+        # and the checkpoint on disk is then the previous one (files are replaced atomically).
+        if d.world == 1:
+            signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, handler)
+    return stop, lambda: signal.signal(signal.SIGINT, previous)
+
+
 # --- training -----------------------------------------------------------------------------
 
 @dataclass
@@ -114,6 +141,7 @@ class TrainResult:
     sample: str
     progress: Progress
     stopped: str  # why training ended in this invocation
+    interrupted: bool  # by SIGINT (Ctrl-C) in this process
 
 
 def make_optimizer(model: CharLM, cfg: CharLMConfig) -> torch.optim.Optimizer:
@@ -162,11 +190,14 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
         cfg.device = d.device.type
         if cfg.text is not None:
             cfg.text = str(Path(cfg.text).resolve())
+    else:
+        check_run_text(cfg, resume, "put it back there to resume the run")
     corpus = load_run_corpus(cfg)  # errors here leave nothing written
+    corpus.require_train(min_train_tokens(cfg.batch_size, cfg.num_steps),
+                         f"one batch of batch_size={cfg.batch_size} x num_steps={cfg.num_steps}",
+                         "a smaller --batch-size / --num-steps")
     if resume is not None:
-        if saved["corpus_sha256"] != corpus.sha256:
-            raise ValueError(f"--resume: the corpus {corpus.source} changed since the run started "
-                             f"(sha256 {corpus.sha256[:12]}..., the run used {saved['corpus_sha256'][:12]}...)")
+        corpus.check_unchanged(saved["corpus_sha256"], "--resume")
         if saved["world"] != d.world:
             raise ValueError(f"--resume: the run used {saved['world']} process(es), this is {d.world}; "
                              "resume with the same number")
@@ -174,6 +205,8 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
     if resume is None and (run_dir / runs.CHECKPOINT).exists():
         raise ValueError(f"--out: {str(run_dir)!r} already holds a run; continue it with "
                          f"--resume {run_dir} or pass another --out")
+    if d.main:  # before the model is built and trained, which an unwritable directory would waste
+        make_out_dir(run_dir, "--out" if resume is None else "--resume")
     bar = None
 
     def say(msg: str) -> None:  # rank 0 only; above the progress bar when there is one
@@ -211,19 +244,6 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
     steps_per_epoch = num_batches(len(corpus.train), cfg.batch_size, cfg.num_steps, cfg.partition)
     char_lengths = corpus.vocab.char_lengths() if cfg.level == "word" else None
     n_params = sum(t.numel() for t in model.parameters())
-    if d.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(run_dir, cfg)
-        atomic_write_json(run_dir / "vocab.json", corpus.vocab.to_dict())
-        say(f"data: {corpus.describe()}")
-        say(f"model: {'embedding ' + str(cfg.embedding_size) if cfg.embedding_size else 'one-hot'} -> "
-            f"LSTM(cell={cfg.cell}, {cfg.num_layers} x {cfg.hidden_size}"
-            f"{', proj ' + str(cfg.proj_size) if cfg.proj_size else ''}, backend={cfg.backend}) -> "
-            f"{len(corpus.vocab)}{' (tied)' if cfg.tie_weights else ''}; {n_params:,} parameters")
-        say(f"training: {cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}), batch {cfg.batch_size} x "
-            f"{cfg.num_steps} steps ({cfg.partition}), {steps_per_epoch} batches/epoch, {cfg.epochs} epochs, "
-            f"max time {cfg.max_time:g} s, {d.world} process(es) on {d.device.type}")
-        say(f"run directory: {run_dir}" + (f" (resuming at epoch {p.epoch + 1}, step {p.step:,})" if resume else ""))
 
     def checkpoint() -> None:
         rngs = gather(rng_state(), d)
@@ -243,7 +263,7 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
         if m.bpc < p.saved_bpc:
             p.saved_bpc, p.saved_metrics = m.bpc, m.to_dict()
             if d.main:
-                runs.save_model(run_dir, model, cfg, corpus.vocab, m.to_dict(), epoch)
+                runs.save_model(run_dir, model, cfg, corpus.vocab, m.to_dict(), epoch, corpus.sha256)
 
     def record(m: Metrics, epoch: float) -> None:
         train_loss = p.epoch_loss / max(1, p.epoch_tokens)
@@ -260,10 +280,6 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
     t_start = time.perf_counter()
     steps_at_start, tokens_at_start, time_at_start = p.step, p.tokens, p.train_time
     total_steps = cfg.epochs * steps_per_epoch
-    if d.main and cfg.progress:
-        bar = tqdm(total=total_steps, initial=min(p.step, total_steps), unit="step", dynamic_ncols=True,
-                   disable=None, file=sys.stderr,
-                   bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
     stopped = "the run had already finished" if p.done else ""
 
     def budget_left() -> str:
@@ -273,8 +289,25 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
             return f"--max-time {cfg.max_time:g} s reached"
         return ""
 
-    model.train()
+    interrupt, restore_sigint = catch_sigint(d)  # before "run directory:", which tells a watcher training began
     try:
+        if d.main:
+            save_config(run_dir, cfg)
+            atomic_write_json(run_dir / "vocab.json", corpus.vocab.to_dict())
+            say(f"data: {corpus.describe()}")
+            say(f"model: {'embedding ' + str(cfg.embedding_size) if cfg.embedding_size else 'one-hot'} -> "
+                f"LSTM(cell={cfg.cell}, {cfg.num_layers} x {cfg.hidden_size}"
+                f"{', proj ' + str(cfg.proj_size) if cfg.proj_size else ''}, backend={cfg.backend}) -> "
+                f"{len(corpus.vocab)}{' (tied)' if cfg.tie_weights else ''}; {n_params:,} parameters")
+            say(f"training: {cfg.optimizer} lr {cfg.lr:g} ({cfg.schedule}), batch {cfg.batch_size} x "
+                f"{cfg.num_steps} steps ({cfg.partition}), {steps_per_epoch} batches/epoch, {cfg.epochs} epochs, "
+                f"max time {cfg.max_time:g} s, {d.world} process(es) on {d.device.type}")
+            say(f"run directory: {run_dir}" + (f" (resuming at epoch {p.epoch + 1}, step {p.step:,})" if resume else ""))
+            if cfg.progress:
+                bar = tqdm(total=total_steps, initial=min(p.step, total_steps), unit="step", dynamic_ncols=True,
+                           disable=None, file=sys.stderr,
+                           bar_format="{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+        model.train()
         while not p.done and not stopped:
             epoch_batches = batches(cfg.partition, corpus.train, cfg.batch_size, cfg.num_steps,
                                     cfg.seed, p.epoch, d.rank, d.world)
@@ -283,9 +316,9 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
             t_epoch = time.perf_counter()
             # on a GPU, batch i+1 is copied (pinned, side stream) while batch i computes
             for i, x, y in CUDAPrefetcher(todo, d.device):
-                reason = budget_left()
+                reason = "interrupted (Ctrl-C)" if interrupt.is_set() else budget_left()
                 if any_rank(bool(reason), d):
-                    stopped = reason or "another process reached its budget"
+                    stopped = reason or "another process stopped (a budget or Ctrl-C)"
                     break
                 state = carry if cfg.partition == "sequential" else None
                 p.lr = scheduled_lr(cfg, p, steps_per_epoch)
@@ -339,6 +372,7 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
                 p.done, stopped = True, f"early stop: no improvement in {cfg.patience} epochs"
             checkpoint()
     finally:
+        restore_sigint()
         if bar is not None:
             bar.close()
 
@@ -350,7 +384,7 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
         if p.saved_metrics:
             s = p.saved_metrics
             metrics = Metrics(s["loss"] * s["tokens"], s["tokens"], s["chars"])
-        if cfg.sample_length and (run_dir / runs.MODEL).exists():
+        if cfg.sample_length and not interrupt.is_set() and (run_dir / runs.MODEL).exists():  # Ctrl-C asked to leave
             best = runs.load_model(run_dir, d.device)[0]
             prefix = preprocess_prefix(cfg.sample_prefix, cfg.preprocess)
             try:
@@ -366,4 +400,4 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
 
         dist.barrier()
         dist.destroy_process_group()
-    return TrainResult(run_dir if d.main else None, metrics, sample, p, stopped)
+    return TrainResult(run_dir if d.main else None, metrics, sample, p, stopped, interrupt.is_set())

@@ -12,16 +12,19 @@ from dataclasses import dataclass
 from lstmkit.cells import LSTM_CELLS
 from lstmkit.data.timeseries import DATASETS, GAP_POLICIES
 from lstmkit.kernels import BACKEND_NAMES
+from lstmkit.utils.options import check_number, check_seed
 from lstmkit.utils.runs import config_from_dict
 
 DEVICES = ("auto", "cpu", "cuda")
+# Settings --resume may change; every other one comes from the run's config.json.
+RESUMABLE = ("epochs", "max_time", "progress", "device", "backend")
 
 
 @dataclass
 class ForecastConfig:
     # --- data ---
     csv: str | None = None  # a CSV file; None: the embedded dataset below
-    dataset: str = "seattle-weather"
+    dataset: str = "seattle-weather"  # an embedded series (DATASETS), used without csv
     target: str | None = None  # the column to forecast; None: the dataset's default (temp_max)
     features: str | None = None  # comma-separated input columns besides the target; "all"; None: default
     time_col: str | None = None  # None: found by name (date, time, ...) or built from year/month/day/hour
@@ -31,26 +34,26 @@ class ForecastConfig:
     window: int = 30  # input time steps per example
     horizon: int = 1  # steps ahead predicted at once (multi-step output)
     val_fraction: float = 0.15  # chronological: train | validation | test, no window crosses a boundary
-    test_fraction: float = 0.15
+    test_fraction: float = 0.15  # the last rows; the scores are computed on them
     season: int = 0  # seasonal-naive period in rows; 0: from the time step (365 for daily, 24 hourly, ...)
     # --- model ---
-    hidden_size: int = 64
-    num_layers: int = 1
-    cell: str = "lstm"
+    hidden_size: int = 64  # LSTM hidden units per layer
+    num_layers: int = 1  # stacked LSTM layers
+    cell: str = "lstm"  # the LSTM variant (LSTM_CELLS)
     dropout: float = 0.0  # between stacked LSTM layers
     residual: bool = True  # the head predicts the change from the last observed target value
-    backend: str = "auto"
+    backend: str = "auto"  # lstmkit.LSTM backend
     # --- training ---
-    epochs: int = 60
+    epochs: int = 60  # maximum epochs in all, resumes included
     max_time: float = 0.0  # seconds of training in this invocation; 0: no limit
-    batch_size: int = 64
-    lr: float = 3e-3
-    weight_decay: float = 0.0
+    batch_size: int = 64  # training windows per optimizer step
+    lr: float = 3e-3  # Adam learning rate
+    weight_decay: float = 0.0  # Adam's L2 penalty
     clip: float = 1.0  # max global gradient norm; 0: no clipping
     patience: int = 12  # early stopping: epochs without a better validation RMSE; 0: never
-    seed: int = 0
-    device: str = "cpu"
-    progress: bool = True
+    seed: int = 0  # initialisation and batch order
+    device: str = "cpu"  # auto, cpu or cuda
+    progress: bool = True  # a progress bar per epoch
 
     def validate(self) -> "ForecastConfig":
         def one_of(name, allowed):
@@ -66,11 +69,11 @@ class ForecastConfig:
         one_of("backend", BACKEND_NAMES)
         one_of("device", DEVICES)
         for name in ("window", "horizon", "hidden_size", "num_layers", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+            check_number(name, getattr(self, name), 1)
         for name in ("max_gap", "season", "max_time", "weight_decay", "clip", "patience"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
+            check_number(name, getattr(self, name), 0)
+        check_number("lr", self.lr, 0, above=True)
+        check_seed("seed", self.seed)
         for name in ("val_fraction", "test_fraction"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"{name}: expected a fraction in (0, 1), got {getattr(self, name)}")
@@ -78,8 +81,6 @@ class ForecastConfig:
             raise ValueError(f"val_fraction + test_fraction: expected < 1, got {self.val_fraction + self.test_fraction}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a rate in [0, 1), got {self.dropout}")
-        if self.lr <= 0:
-            raise ValueError(f"lr: expected > 0, got {self.lr}")
         return self
 
     def to_dict(self) -> dict:

@@ -3,9 +3,10 @@
 A run directory holds:
 
     config.json              the resolved config
-    data.json                the series: source, columns, rows, gap report, split, scaler, season
+    data.json                the series: source, sha256, columns, rows, gap report, split, scaler, season
     model.safetensors        the best model so far (validation RMSE) with its config and scaler
-    checkpoint.safetensors   the latest training state; `--resume` continues from it
+    checkpoint.safetensors   the latest training state, its config and data's sha256; `--resume`
+                             continues from it on the same config and data only
     metrics.json             test MAE / RMSE / MASE of the LSTM and every baseline, history
     results.md               the same as a Markdown table
     predictions.csv          the test span: time, actual, each method's forecast (every step ahead)
@@ -30,13 +31,13 @@ import torch
 from tqdm.auto import tqdm
 
 from lstmkit.apps.forecast import baselines, plots
-from lstmkit.apps.forecast.config import ForecastConfig
+from lstmkit.apps.forecast.config import RESUMABLE, ForecastConfig
 from lstmkit.apps.forecast.metrics import scores, table
 from lstmkit.apps.forecast.model import Forecaster
 from lstmkit.apps.forecast.windows import Prepared, Scaler, prepare
 from lstmkit.data.timeseries import Series, load_csv, load_dataset, parse_columns, seasonal_period
 from lstmkit.utils.checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
-from lstmkit.utils.runs import rng_state, save_config, seed_everything, set_rng_state
+from lstmkit.utils.runs import make_out_dir, resolve_device, rng_state, save_config, seed_everything, set_rng_state
 
 MODEL = "model.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
@@ -82,7 +83,7 @@ class Data:
             "split": {part: {"rows": [a, b], "from": str(times[a]), "to": str(times[b - 1]),
                              "windows": len(self.prep.raw[part])}
                       for part, (a, b) in ((p, split.bounds(p)) for p in ("train", "val", "test"))},
-            "scaler": self.prep.scaler.to_dict(), "season": self.season,
+            "scaler": self.prep.scaler.to_dict(), "season": self.season, "sha256": s.sha256,
         }
 
 
@@ -98,14 +99,6 @@ def predict(model: Forecaster, x: np.ndarray, device, batch: int = 1024) -> np.n
     return np.concatenate(out).astype(np.float64)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda asked for but torch sees no CUDA device")
-    return torch.device(name)
-
-
 def check_run_dir(out: Path, resume: bool) -> None:
     if resume:
         if not (out / CHECKPOINT).is_file():
@@ -113,6 +106,25 @@ def check_run_dir(out: Path, resume: bool) -> None:
     elif out.exists() and (out / CHECKPOINT).exists():
         raise ValueError(f"--out: {str(out)!r} already holds a run; pass --resume to continue it or choose "
                          "another --out")
+
+
+def check_checkpoint(ck: dict, cfg: ForecastConfig, data_sha256: str, path: Path) -> None:
+    """Refuse to resume from a checkpoint of another config (its weights would not fit the model
+    built from config.json) or of other data (training would go on from a series scaled otherwise)."""
+    if ck.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"--resume: {path} is not a forecast checkpoint")
+    if "config" in ck:
+        saved = ForecastConfig.from_dict(ck["config"])
+        differ = [f"{k}={getattr(saved, k)!r} vs {getattr(cfg, k)!r}" for k in cfg.to_dict()
+                  if k not in RESUMABLE and getattr(saved, k) != getattr(cfg, k)]
+        if differ:
+            raise ValueError(f"--resume: {path} does not match the run's config.json "
+                             f"(checkpoint vs config: {', '.join(differ)})")
+    trained_on = ck.get("data_sha256")  # absent from checkpoints written before the hash was kept
+    if trained_on is not None and trained_on != data_sha256:
+        raise ValueError(f"--resume: {cfg.csv or cfg.dataset}: the data changed since the run started "
+                         f"(sha256 now {data_sha256[:12]}..., the run trained on {trained_on[:12]}...); "
+                         "resuming would mix the two; start a new run in another --out")
 
 
 def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = False,
@@ -123,6 +135,7 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
     check_run_dir(out, resume)
     device = resolve_device(cfg.device)
     data = Data(cfg)  # every check on the data happens here, before anything is written
+    make_out_dir(out)  # after the data's checks, so a refused file leaves no directory behind
     prep = data.prep
     summary = data.summary()
     rep = data.series.report
@@ -144,9 +157,12 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
              "best_model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
     if resume:
         ck = load_checkpoint(out / CHECKPOINT)
-        if ck.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"--resume: {out / CHECKPOINT} is not a forecast checkpoint")
-        model.load_state_dict(ck["model"])
+        check_checkpoint(ck, cfg, data.series.sha256, out / CHECKPOINT)
+        try:
+            model.load_state_dict(ck["model"])
+        except RuntimeError as e:  # a checkpoint older than the config stored inside it
+            raise ValueError(f"--resume: {out / CHECKPOINT} does not match the run's config.json "
+                             f"({str(e).splitlines()[-1].strip()})") from None
         opt.load_state_dict(ck["optimizer"])
         set_rng_state(ck["rng"])
         state = {k: ck[k] for k in state}
@@ -154,7 +170,6 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
             state["done"] = False  # more epochs asked for than the finished run had
         log(f"resumed from epoch {state['epoch']} (best validation RMSE {state['best_val']:.4f}, scaled)")
 
-    out.mkdir(parents=True, exist_ok=True)
     save_config(out, cfg)
     atomic_write_json(out / "data.json", summary)
 
@@ -197,7 +212,8 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
             state["done"] = "early_stop"
         elif epoch >= cfg.epochs:
             state["done"] = "epochs"
-        save_checkpoint(out / CHECKPOINT, {"format": CHECKPOINT_FORMAT, "model": model.state_dict(),
+        save_checkpoint(out / CHECKPOINT, {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(),
+                                           "data_sha256": data.series.sha256, "model": model.state_dict(),
                                            "optimizer": opt.state_dict(), "rng": rng_state(), **state})
         bar.update(1)
         bar.set_postfix(train=f"{total / n:.4f}", val_rmse=f"{val_rmse:.4f}", best=f"{state['best_val']:.4f}")

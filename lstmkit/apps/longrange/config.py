@@ -8,27 +8,28 @@ from dataclasses import dataclass, field
 from lstmkit.apps.longrange.models import MATCHES, MODELS
 from lstmkit.apps.longrange.tasks import DEFAULT_LENGTHS, TASKS
 from lstmkit.kernels import BACKEND_NAMES
+from lstmkit.utils.options import check_number, check_seed
 
 
 @dataclass
 class LongRangeConfig:
-    tasks: list[str] = field(default_factory=lambda: ["adding"])
+    tasks: list[str] = field(default_factory=lambda: ["adding"])  # names from TASKS
     lengths: list[int] | None = None  # None: each task's defaults (DEFAULT_LENGTHS)
-    models: list[str] = field(default_factory=lambda: list(MODELS))
+    models: list[str] = field(default_factory=lambda: list(MODELS))  # names from MODELS, all trained alike
     hidden_size: int = 64  # the LSTM's; see `match`
     match: str = "params"  # "params": RNN/GRU get the hidden size with the LSTM's parameter count
     steps: int = 2000  # optimizer steps per model, task and length: the shared budget
-    batch_size: int = 128
-    lr: float = 1e-2
+    batch_size: int = 128  # fresh random examples per step
+    lr: float = 1e-2  # Adam learning rate
     clip: float = 1.0  # max global gradient norm; 0: none
     forget_bias: float = 1.0  # initial forget-gate bias of the LSTMs
-    eval_every: int = 100
+    eval_every: int = 100  # steps between held-out evaluations
     eval_size: int = 1000  # fixed held-out examples per task and length
     stop_when_solved: bool = True  # stop a model early once its held-out metric reaches the task's "solved"
-    seed: int = 0
-    backend: str = "auto"
+    seed: int = 0  # weights, examples and held-out sets
+    backend: str = "auto"  # lstmkit.LSTM backend of the LSTMs
     gradnorm: bool = True  # plot |dL/dx_t| per step, Elman RNN vs LSTM
-    progress: bool = True
+    progress: bool = True  # a progress bar
 
     def lengths_of(self, task: str) -> list[int]:
         return list(self.lengths) if self.lengths else list(DEFAULT_LENGTHS[task])
@@ -54,12 +55,11 @@ class LongRangeConfig:
         if self.backend not in BACKEND_NAMES:
             raise ValueError(f"backend: expected one of {list(BACKEND_NAMES)}, got {self.backend!r}")
         for name in ("hidden_size", "steps", "batch_size", "eval_every", "eval_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ValueError(f"lr: expected > 0, got {self.lr}")
-        if self.clip < 0:
-            raise ValueError(f"clip: expected >= 0, got {self.clip}")
+            check_number(name, getattr(self, name), 1)
+        check_number("lr", self.lr, 0, above=True)
+        check_number("clip", self.clip, 0)
+        check_number("forget_bias", self.forget_bias)
+        check_seed("seed", self.seed)
         return self
 
     def to_dict(self) -> dict:

@@ -17,13 +17,13 @@ import dataclasses
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
 from lstmkit.utils.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
-from lstmkit.utils.runs import save_config, set_rng_state
+from lstmkit.utils.runs import make_out_dir, save_config, set_rng_state
 
 MODEL = "model.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
@@ -32,11 +32,12 @@ RESUMABLE = {"epochs", "max_time", "device", "threads", "progress", "backend"}
 
 
 def new_run_dir(out: str | None, task: str) -> Path:
+    """The run directory of a fresh run, made before the data is read: an --out that cannot be
+    written fails at once, not after minutes of loading vectors."""
     path = Path(out) if out else Path("runs") / f"sentiment-{task}-{datetime.now():%Y%m%d-%H%M%S}"
-    if path.exists() and any(path.iterdir()):
+    if path.is_dir() and any(path.iterdir()):
         raise ValueError(f"--out: {str(path)!r} exists and is not empty (use --resume to continue a run)")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return make_out_dir(path)
 
 
 def write_config(run_dir: Path, cfg) -> None:
@@ -56,14 +57,6 @@ def intra_op_threads(n: int):
             torch.set_num_threads(before)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device: cuda requested but torch sees no GPU")
-    return torch.device(name)
-
-
 def save_model(run_dir: Path, fmt: str, model: nn.Module, cfg, vocab: list[str], metrics: dict) -> None:
     save_checkpoint(run_dir / MODEL, {"format": fmt, "config": cfg.to_dict(), "vocab": vocab,
                                       "model": model.state_dict(), "metrics": metrics})
@@ -73,12 +66,11 @@ def save_state(run_dir: Path, fmt: str, state: dict) -> None:
     save_checkpoint(run_dir / CHECKPOINT, {"format": fmt, **state})
 
 
-def begin(state: dict | None, run_dir: Path | None, out: str | None, task: str, cfg, model: nn.Module,
-          opt: torch.optim.Optimizer, vocab: list[str], metric: str) -> tuple[Path, list[dict], dict, int]:
-    """Start a run (a new run directory with its config and vocabulary) or restore a resumed one's
-    model, optimizer and RNG. Returns (run_dir, history, best, first epoch to run)."""
+def begin(state: dict | None, run_dir: Path, cfg, model: nn.Module, opt: torch.optim.Optimizer,
+          vocab: list[str], metric: str) -> tuple[list[dict], dict, int]:
+    """Start a run (its config and vocabulary into `run_dir`) or restore a resumed one's model,
+    optimizer and RNG. Returns (history, best, first epoch to run)."""
     if state is None:
-        run_dir = new_run_dir(out, task)
         history, best, start_epoch = [], {metric: -1.0, "epoch": 0}, 1
         atomic_write_json(run_dir / "vocab.json", vocab)
     else:
@@ -87,7 +79,7 @@ def begin(state: dict | None, run_dir: Path | None, out: str | None, task: str, 
         set_rng_state(state["rng"])
         history, best, start_epoch = state["history"], state["best"], int(state["epoch"]) + 1
     write_config(run_dir, cfg)
-    return run_dir, history, best, start_epoch
+    return history, best, start_epoch
 
 
 def end_epoch(run_dir: Path, formats: tuple[str, str], cfg, model: nn.Module, opt: torch.optim.Optimizer,
@@ -222,10 +214,13 @@ def write_metrics(run_dir: Path, metrics: dict) -> None:
     atomic_write_json(run_dir / "metrics.json", metrics)
 
 
-def open_run(cls, cfg, resume: str | None, overrides: dict | None, fmt: str):
-    """(config, checkpoint state, run dir) of a fresh run (state and dir None) or of one resumed."""
+def open_run(cls, cfg, resume: str | None, overrides: dict | None, fmt: str, out: str | None,
+             task: Callable[[Any], str]):
+    """(config, checkpoint state, run dir) of a fresh run (state None, a new run dir named by `out`
+    or by task(config)) or of one resumed."""
     if resume is None:
-        return (cfg or cls()).validate(), None, None
+        cfg = (cfg or cls()).validate()
+        return cfg, None, new_run_dir(out, task(cfg))
     state = read_run_file(resume, CHECKPOINT, fmt)
     return resume_config(cls, state, overrides or {}), state, Path(resume)
 

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from lstmkit.kernels import BACKEND_NAMES
+from lstmkit.utils.options import check_number, check_seed
 
 SST_TASKS = ("fine", "binary")
 MODES = ("fold", "eager", "recursive")
@@ -33,11 +34,9 @@ class _Config:
         if getattr(self, name) not in allowed:
             raise ValueError(f"{name}: expected one of {list(allowed)}, got {getattr(self, name)!r}")
 
-    def _at_least(self, names, low) -> None:
+    def _bounded(self, names, low, above: bool = False) -> None:
         for name in names:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < low:
-                raise ValueError(f"{name}: expected a number >= {low}, got {v!r}")
+            check_number(name, getattr(self, name), low, above=above)
 
     def _rate(self, names) -> None:
         for name in names:
@@ -57,36 +56,35 @@ class SSTConfig(_Config):
     min_freq: int = 1  # words seen fewer times in train are <unk>
     # --- model ---
     embedding_size: int = 100  # set from the vectors file when one is given
-    hidden_size: int = 100
+    hidden_size: int = 100  # Tree-LSTM hidden units
     dropout: float = 0.5  # on every node's h before the classifier
-    freeze_embeddings: bool = False
+    freeze_embeddings: bool = False  # keep the embeddings fixed (useful with vectors)
     mode: str = "fold"  # how trees are batched: fold, eager (debugging) or recursive (reference)
     # --- training ---
-    epochs: int = 10
+    epochs: int = 10  # passes over the training trees (at most)
     max_time: float = 240.0  # seconds of training (0: no limit); the run then evaluates and stops
     batch_size: int = 25  # trees per optimizer step
-    optimizer: str = "adagrad"
-    lr: float = 0.05
+    optimizer: str = "adagrad"  # adagrad, adam or sgd
+    lr: float = 0.05  # learning rate of everything but the embeddings
     embedding_lr: float = 0.1  # learning rate of the embedding matrix
     weight_decay: float = 1e-4  # L2, not on the embeddings
     clip: float = 5.0  # max global gradient norm (0: off)
     all_nodes: bool = True  # loss on every labelled node (Tai et al.); off: roots only
-    seed: int = 0
-    device: str = "auto"
+    seed: int = 0  # initialisation, order, dropout
+    device: str = "auto"  # auto, cpu or cuda
     threads: int = 0  # torch intra-op threads (0: torch's default)
-    progress: bool = True
+    progress: bool = True  # progress bars
 
     def validate(self) -> "SSTConfig":
         self._one_of("task", SST_TASKS)
         self._one_of("mode", MODES)
         self._one_of("optimizer", OPTIMIZERS)
         self._one_of("device", DEVICES)
-        self._at_least(("embedding_size", "hidden_size", "epochs", "batch_size", "min_freq"), 1)
-        self._at_least(("train_limit", "max_time", "weight_decay", "clip", "threads"), 0)
+        self._bounded(("embedding_size", "hidden_size", "epochs", "batch_size", "min_freq"), 1)
+        self._bounded(("train_limit", "max_time", "weight_decay", "clip", "threads"), 0)
+        self._bounded(("lr", "embedding_lr"), 0, above=True)
         self._rate(("dropout",))
-        for name in ("lr", "embedding_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: expected > 0, got {getattr(self, name)}")
+        check_seed("seed", self.seed)
         return self
 
 
@@ -99,38 +97,38 @@ class IMDBConfig(_Config):
     val_fraction: float = 0.1  # of the training reviews, held out to pick the best epoch
     max_len: int = 200  # keep the first N tokens of a review (0: all)
     vocab_size: int = 20000  # the most frequent training tokens, plus <pad> and <unk>
-    min_freq: int = 2
+    min_freq: int = 2  # tokens seen fewer times in training become <unk>
     vectors: str | None = None  # GloVe-format text file; None: random init
     # --- model ---
     embedding_size: int = 64  # set from the vectors file when one is given
     hidden_size: int = 64  # per direction
-    num_layers: int = 1
+    num_layers: int = 1  # stacked bidirectional layers
     dropout: float = 0.3  # on the pooled features, and between stacked layers
     backend: str = "auto"  # lstmkit.LSTM's backend
     # --- training ---
-    epochs: int = 3
+    epochs: int = 3  # passes over the training reviews (at most)
     max_time: float = 240.0  # seconds of training (0: no limit); the run then evaluates and stops
-    batch_size: int = 64
-    optimizer: str = "adam"
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    clip: float = 5.0
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 0
-    progress: bool = True
+    batch_size: int = 64  # reviews per optimizer step
+    optimizer: str = "adam"  # adagrad, adam or sgd
+    lr: float = 2e-3  # learning rate
+    weight_decay: float = 0.0  # L2 weight decay
+    clip: float = 5.0  # max global gradient norm (0: off)
+    seed: int = 0  # initialisation, subsets, order, dropout
+    device: str = "auto"  # auto, cpu or cuda
+    threads: int = 0  # torch intra-op threads (0: torch's default)
+    progress: bool = True  # progress bars
 
     def validate(self) -> "IMDBConfig":
         self._one_of("optimizer", OPTIMIZERS)
         self._one_of("device", DEVICES)
         self._one_of("backend", BACKEND_NAMES)
-        self._at_least(("embedding_size", "hidden_size", "num_layers", "epochs", "batch_size",
-                        "vocab_size", "min_freq"), 1)
-        self._at_least(("train_limit", "test_limit", "max_len", "max_time", "weight_decay", "clip",
-                        "threads"), 0)
+        self._bounded(("embedding_size", "hidden_size", "num_layers", "epochs", "batch_size",
+                       "vocab_size", "min_freq"), 1)
+        self._bounded(("train_limit", "test_limit", "max_len", "max_time", "weight_decay", "clip",
+                       "threads"), 0)
+        self._bounded(("lr",), 0, above=True)
         self._rate(("dropout",))
-        if not 0.0 < self.val_fraction < 0.5:
+        if not 0.0 < self.val_fraction < 0.5:  # NaN fails this too
             raise ValueError(f"val_fraction: expected a fraction in (0, 0.5), got {self.val_fraction}")
-        if not self.lr > 0:
-            raise ValueError(f"lr: expected > 0, got {self.lr}")
+        check_seed("seed", self.seed)
         return self

@@ -22,7 +22,7 @@ from lstmkit.apps.sentiment.config import IMDBConfig
 from lstmkit.apps.sentiment.models import ReviewClassifier
 from lstmkit.apps.sentiment.vocab import Vocab, load_vectors
 from lstmkit.data.imdb import CLASSES, load_imdb, tokenize
-from lstmkit.utils.runs import rng_state, seed_everything
+from lstmkit.utils.runs import resolve_device, rng_state, seed_everything
 
 MODEL_FORMAT = "lstmkit.sentiment.imdb.model/1"
 CHECKPOINT_FORMAT = "lstmkit.sentiment.imdb.checkpoint/1"
@@ -49,6 +49,11 @@ def load_data(cfg: IMDBConfig, vocab: Vocab | None = None) -> tuple[dict[str, Ex
     test = subset("test", cfg.test_limit)
     rng.shuffle(train)
     n_val = max(1, int(round(cfg.val_fraction * len(train))))
+    if n_val >= len(train):
+        raise ValueError(f"{cfg.data}: {len(train)} training review(s)"
+                         + (f" (--train-limit {cfg.train_limit})" if cfg.train_limit else "")
+                         + f" leave none to train on once --val-fraction {cfg.val_fraction} holds out {n_val} "
+                         "for validation; expected at least 2")
     val, train = train[:n_val], train[n_val:]
 
     def tokens(rows):
@@ -106,13 +111,14 @@ def build_model(cfg: IMDBConfig, vocab: Vocab) -> ReviewClassifier:
 def train_imdb(cfg: IMDBConfig | None = None, out: str | None = None, resume: str | None = None,
                overrides: dict | None = None, log=print) -> dict:
     """Train (or resume) a run; returns its metrics (also written to metrics.json)."""
-    cfg, state, run_dir = common.open_run(IMDBConfig, cfg, resume, overrides, CHECKPOINT_FORMAT)
+    cfg, state, run_dir = common.open_run(IMDBConfig, cfg, resume, overrides, CHECKPOINT_FORMAT, out,
+                                          lambda cfg: "imdb")
     with common.intra_op_threads(cfg.threads):
-        return _train(cfg, state, run_dir, out, log)
+        return _train(cfg, state, run_dir, log)
 
 
-def _train(cfg: IMDBConfig, state: dict | None, run_dir: Path | None, out: str | None, log) -> dict:
-    device = common.resolve_device(cfg.device)
+def _train(cfg: IMDBConfig, state: dict | None, run_dir: Path, log) -> dict:
+    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
 
     data, vocab = load_data(cfg, Vocab.from_list(state["vocab"]) if state else None)
@@ -127,8 +133,7 @@ def _train(cfg: IMDBConfig, state: dict | None, run_dir: Path | None, out: str |
     model.to(device)
     opt = common.make_optimizer(cfg, model)
 
-    run_dir, history, best, start_epoch = common.begin(state, run_dir, out, "imdb", cfg, model, opt,
-                                                       vocab.to_list(), "val_accuracy")
+    history, best, start_epoch = common.begin(state, run_dir, cfg, model, opt, vocab.to_list(), "val_accuracy")
 
     train_ids, train_labels = data["train"]
     lengths = [len(x) for x in train_ids]

@@ -22,7 +22,7 @@ from lstmkit.apps.sentiment.models import TreeSentiment
 from lstmkit.apps.sentiment.vocab import Vocab, load_vectors
 from lstmkit.data.sst import BINARY_CLASSES, FINE_CLASSES, load_splits, to_binary
 from lstmkit.fold import Tree
-from lstmkit.utils.runs import rng_state, seed_everything
+from lstmkit.utils.runs import resolve_device, rng_state, seed_everything
 
 MODEL_FORMAT = "lstmkit.sentiment.sst.model/1"
 CHECKPOINT_FORMAT = "lstmkit.sentiment.sst.checkpoint/1"
@@ -40,6 +40,10 @@ def load_data(cfg: SSTConfig, vocab: Vocab | None = None) -> tuple[dict[str, lis
         splits = {k: to_binary(v) for k, v in splits.items()}
     if cfg.train_limit:
         splits["train"] = splits["train"][: cfg.train_limit]
+    for k, trees in splits.items():
+        if not trees:  # files are never empty (load_splits), but the binary task can drop every tree
+            raise ValueError(f"{Path(cfg.data_dir) / f'{k}.txt'}: no tree with a non-neutral root, nothing "
+                             "for --task binary (it drops sentences whose root is neutral)")
     norm = str.lower if cfg.lowercase else (lambda w: w)
     for k, trees in splits.items():
         for i, t in enumerate(trees):
@@ -80,13 +84,14 @@ def build_model(cfg: SSTConfig, vocab: Vocab) -> TreeSentiment:
 def train_sst(cfg: SSTConfig | None = None, out: str | None = None, resume: str | None = None,
               overrides: dict | None = None, log=print) -> dict:
     """Train (or resume) a run; returns its metrics (also written to metrics.json)."""
-    cfg, state, run_dir = common.open_run(SSTConfig, cfg, resume, overrides, CHECKPOINT_FORMAT)
+    cfg, state, run_dir = common.open_run(SSTConfig, cfg, resume, overrides, CHECKPOINT_FORMAT, out,
+                                          lambda cfg: f"sst-{cfg.task}")
     with common.intra_op_threads(cfg.threads):
-        return _train(cfg, state, run_dir, out, log)
+        return _train(cfg, state, run_dir, log)
 
 
-def _train(cfg: SSTConfig, state: dict | None, run_dir: Path | None, out: str | None, log) -> dict:
-    device = common.resolve_device(cfg.device)
+def _train(cfg: SSTConfig, state: dict | None, run_dir: Path, log) -> dict:
+    device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
 
     data, vocab = load_data(cfg, Vocab.from_list(state["vocab"]) if state else None)
@@ -103,8 +108,7 @@ def _train(cfg: SSTConfig, state: dict | None, run_dir: Path | None, out: str | 
     model.to(device)
     opt = common.make_optimizer(cfg, model, model.embedding, cfg.embedding_lr)
 
-    run_dir, history, best, start_epoch = common.begin(state, run_dir, out, f"sst-{cfg.task}", cfg, model, opt,
-                                                       vocab.to_list(), "dev_accuracy")
+    history, best, start_epoch = common.begin(state, run_dir, cfg, model, opt, vocab.to_list(), "dev_accuracy")
 
     train, dev, test = data["train"], data["dev"], data["test"]
     log(f"SST {cfg.task}: {len(train)} train / {len(dev)} dev / {len(test)} test trees, "

@@ -71,9 +71,16 @@ def load_vectors(path: str | os.PathLike, vocab: Vocab, lowercase_fallback: bool
     rows: dict[int, list[float]] = {}
     exact: set[int] = set()
     dim = None
-    with open(path, encoding="utf-8", errors="strict") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.rstrip("\n").rstrip(" ").split(" ")
+    # Bytes, decoded line by line: a text reader decodes ahead in blocks, and its error would
+    # name neither the file nor the line.
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}: line {lineno}: not UTF-8 text ({e.reason} at byte {e.start} "
+                                 "of the line)") from None
+            parts = line.rstrip("\r\n").rstrip(" ").split(" ")
             if lineno == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
                 continue  # word2vec text header: count and dimension
             if len(parts) < 2:

@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -109,6 +111,40 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(tiny_text, tmp_
     # ... and training goes on from it.
     result, _ = quiet(CharLMConfig(), resume=out, overrides={"max_steps": 15})
     assert result.progress.step == 15
+
+
+
+def test_ctrl_c_checkpoints_where_training_stood_and_exits_130(tiny_text, tmp_path):
+    long_text = tmp_path / "long.txt"  # an epoch of ~1,700 steps: the signal lands mid-epoch
+    long_text.write_text(tiny_text.read_text() * 20)
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "lstmkit.cli.main", "train", "--text", str(long_text), "--out", str(out),
+            "--hidden-size", "16", "--embedding-size", "8", "--batch-size", "4", "--num-steps", "8",
+            "--epochs", "3", "--max-time", "0", "--no-progress", "--backend", "reference"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not lines or not lines[-1].startswith("run directory:"):  # printed as training begins
+            line = proc.stdout.readline()
+            assert line, f"train ended early: {proc.communicate()[1][-3000:]}"
+            lines.append(line)
+        time.sleep(0.5)  # some steps; wherever the signal lands, the checks below hold
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    stopped = next(line for line in rest.splitlines() if line.startswith("stopped:"))
+    assert stopped.startswith("stopped: interrupted (Ctrl-C)") and f"lstmkit train --resume {out}" in stopped
+    assert "sample" not in rest
+    progress = load_checkpoint(out / "checkpoint.safetensors")["progress"]
+    assert not progress["done"] and f"step {progress['step']:,}," in stopped
+    # ... and --resume goes on from exactly there.
+    result, lines = quiet(CharLMConfig(), resume=out, overrides={"max_steps": progress["step"] + 3})
+    assert f"step {progress['step']:,})" in next(line for line in lines if line.startswith("run directory:"))
+    assert result.progress.step == progress["step"] + 3 and not result.interrupted
 
 
 def test_generation_is_deterministic_and_streams_the_state(tiny_text, tmp_path):

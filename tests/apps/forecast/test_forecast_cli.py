@@ -1,11 +1,13 @@
 """`lstmkit forecast` end to end on a tiny CSV, --resume, and bad input that writes nothing."""
 
+import hashlib
 import json
 
 import numpy as np
 import pytest
 
 from lstmkit.cli.main import main
+from lstmkit.utils.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = ["--window", "6", "--hidden-size", "8", "--batch-size", "32", "--backend", "reference", "--no-progress",
         "--season", "12"]
@@ -107,3 +109,66 @@ def test_bad_options(tmp_path, capsys):
     assert main(["forecast", "--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "has no config.json" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--clip", "nan"), ("--lr", "inf"), ("--weight-decay", "nan"),
+                                         ("--max-time", "nan")])
+def test_nan_and_inf_options_are_refused(tmp_path, csv, capsys, flag, value):
+    out = tmp_path / "o"
+    assert main(["forecast", "--csv", str(csv), "--target", "temp", "--out", str(out), *TINY, flag, value]) == 2
+    err = capsys.readouterr().err
+    assert f"{flag[2:].replace('-', '_')}: expected a finite number" in err and f"got {value}" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under a file"])
+def test_out_that_is_a_file_is_a_clear_error(tmp_path, csv, capsys, where):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    out = afile if where == "file" else afile / "run"
+    assert main(["forecast", "--csv", str(csv), "--target", "temp", "--epochs", "1", "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert f"--out: cannot create directory {str(out)!r}" in err and err.count("\n") == 1
+    assert afile.read_text() == "keep me\n"
+
+
+def _resume(out, capsys):
+    code = main(["forecast", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"])
+    return code, capsys.readouterr().err
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, csv, capsys):
+    runs = {}
+    for hidden in (8, 16):
+        runs[hidden] = tmp_path / f"h{hidden}"
+        assert main(["forecast", "--csv", str(csv), "--target", "temp", "--epochs", "1", *TINY,
+                     "--hidden-size", str(hidden), "--out", str(runs[hidden])]) == 0
+    capsys.readouterr()
+    ck = runs[8] / "checkpoint.safetensors"
+    ck.write_bytes((runs[16] / "checkpoint.safetensors").read_bytes())
+    before = (runs[8] / "config.json").read_text()
+    code, err = _resume(runs[8], capsys)
+    assert code == 2 and "does not match the run's config.json" in err and "hidden_size=16 vs 8" in err
+    assert (runs[8] / "config.json").read_text() == before
+    # A checkpoint written before the config was kept inside it: its weights' shapes tell.
+    state = load_checkpoint(ck)
+    del state["config"]
+    save_checkpoint(ck, state)
+    code, err = _resume(runs[8], capsys)
+    assert code == 2 and "does not match the run's config.json" in err and "size mismatch" in err
+
+
+def test_resume_refuses_data_that_changed(tmp_path, csv, capsys):
+    out = tmp_path / "run"
+    assert main(["forecast", "--csv", str(csv), "--target", "temp", "--epochs", "1", *TINY, "--out", str(out)]) == 0
+    capsys.readouterr()
+    data = json.loads((out / "data.json").read_text())
+    assert data["sha256"] == hashlib.sha256(csv.read_bytes()).hexdigest()
+    lines = csv.read_text().splitlines()
+    scaled = [lines[0]] + [f"{d},{float(a) * 1000},{b}" for d, a, b in (line.split(",") for line in lines[1:])]
+    csv.write_text("\n".join(scaled) + "\n")
+    code, err = _resume(out, capsys)
+    assert code == 2 and f"{csv}: the data changed since the run started" in err
+    assert json.loads((out / "data.json").read_text()) == data  # nothing rewritten
+    csv.write_text("\n".join(lines) + "\n")  # the same bytes again: resuming goes on
+    assert _resume(out, capsys)[0] == 0

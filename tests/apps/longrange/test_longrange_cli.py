@@ -45,3 +45,29 @@ def test_bad_names_are_refused(capsys):
     assert e.value.code == 2 and "expected a comma-separated list from" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["longrange", "--lengths", "0,5"])
+
+
+def _no_training(*args, **kwargs):
+    raise AssertionError("trained before refusing bad input")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--clip", "nan"], "clip: expected a finite number >= 0, got nan"),
+    (["--forget-bias", "nan"], "forget_bias: expected a finite number, got nan"),
+    (["--forget-bias", "inf"], "forget_bias: expected a finite number, got inf"),
+    (["--lr", "inf"], "lr: expected a finite number > 0, got inf"),
+    (["--out", "{afile}"], "--out: cannot create directory '{afile}' (File exists)"),
+    (["--out", "{afile}/run"], "--out: cannot create directory '{afile}/run' (Not a directory)"),
+])
+def test_bad_input_is_refused_before_training(tmp_path, capsys, monkeypatch, extra, message):
+    import lstmkit.apps.longrange.train as train
+
+    monkeypatch.setattr(train, "run_experiment", _no_training)
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    extra = [a.format(afile=afile) for a in extra]
+    argv = ["longrange", "--lengths", "3", "--steps", "2", "--no-progress", "--out", str(tmp_path / "lr"), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message.format(afile=afile) in err and err.count("\n") == 1
+    assert afile.read_text() == "keep me\n"

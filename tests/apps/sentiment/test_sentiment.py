@@ -11,6 +11,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 
 from lstmkit.apps.sentiment.common import confusion_matrix, format_confusion
+from lstmkit.apps.sentiment.config import IMDBConfig, SSTConfig
 from lstmkit.apps.sentiment.models import ReviewClassifier, TreeSentiment, packed_mean
 from lstmkit.apps.sentiment.vocab import Vocab, load_vectors
 from lstmkit.cli.main import main
@@ -64,6 +65,22 @@ def test_vocab_and_vectors(tmp_path):
     path.write_text("the 1 2 3\nfilm 4 5\n", encoding="utf-8")
     with pytest.raises(ValueError, match="line 2: 2 values"):
         load_vectors(path, vocab)
+    path.write_bytes(b"the 1 2 3\r\nfilm 4 5 6\r\n")  # Windows line ends
+    assert load_vectors(path, vocab)[0][4].tolist() == [4, 5, 6]
+    path.write_bytes(b"the 1 2 3\nfilm\xff 4 5 6\n")
+    with pytest.raises(ValueError, match=f"{path}: line 2: not UTF-8 text"):
+        load_vectors(path, vocab)
+
+
+@pytest.mark.parametrize("cls, field, value", [
+    (SSTConfig, "weight_decay", float("nan")), (SSTConfig, "clip", float("nan")),
+    (SSTConfig, "max_time", float("nan")), (SSTConfig, "embedding_lr", float("inf")),
+    (SSTConfig, "lr", float("nan")), (IMDBConfig, "clip", float("inf")), (IMDBConfig, "max_time", float("nan")),
+    (IMDBConfig, "weight_decay", float("-inf")), (IMDBConfig, "val_fraction", float("nan")),
+])
+def test_nan_and_inf_settings_are_refused(cls, field, value):
+    with pytest.raises(ValueError, match=f"{field}: expected .*, got {value}"):
+        cls(**{field: value}).validate()
 
 
 def test_confusion_matrix():
@@ -127,7 +144,32 @@ def test_sst_command_errors(sst_dir, tmp_path, capsys):
         main(["sentiment", "sst", "--task", "ternary"])
 
 
-def test_imdb_command_end_to_end(tmp_path, capsys):
+def test_sst_bad_options_and_out_write_nothing(sst_dir, tmp_path, capsys):
+    run = ["sentiment", "sst", "--data-dir", str(sst_dir), "--epochs", "1", "--hidden-size", "4",
+           "--embedding-size", "4", "--threads", "1", "--no-progress"]
+    out = tmp_path / "r"
+    assert main([*run, "--out", str(out), "--weight-decay", "nan"]) == 2
+    assert "weight_decay: expected a finite number >= 0, got nan" in capsys.readouterr().err
+    assert not out.exists()
+    afile = tmp_path / "afile"
+    afile.write_text("keep me\n")
+    for bad in (afile, afile / "run"):
+        assert main([*run, "--out", str(bad)]) == 2
+        assert f"--out: cannot create directory {str(bad)!r}" in capsys.readouterr().err
+    assert afile.read_text() == "keep me\n"
+    (out / "notes.txt").parent.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    assert main([*run, "--out", str(out)]) == 2
+    assert "exists and is not empty (use --resume" in capsys.readouterr().err
+    # The binary task drops neutral-rooted sentences: a split left empty is refused before any file.
+    (sst_dir / "dev.txt").write_text("(2 (2 a) (2 film))\n", encoding="utf-8")
+    assert main([*run, "--task", "binary", "--out", str(tmp_path / "bin")]) == 2
+    assert f"{sst_dir / 'dev.txt'}: no tree with a non-neutral root" in capsys.readouterr().err
+    assert list((tmp_path / "bin").iterdir()) == []
+
+
+@pytest.fixture
+def reviews(tmp_path):
     rng = random.Random(0)
     good, bad = "great fun wonderful superb loved".split(), "awful boring terrible hated bad".split()
     rows = ["split,label,rating,id,text"]
@@ -137,8 +179,12 @@ def test_imdb_command_end_to_end(tmp_path, capsys):
         rows.append(f"{'train' if k < 40 else 'test'},{'pos' if label else 'neg'},0,{k},\"{' '.join(words)}<br />\"")
     csv = tmp_path / "reviews.csv"
     csv.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return csv
+
+
+def test_imdb_command_end_to_end(reviews, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["sentiment", "imdb", "--data", str(csv), "--out", str(out), "--epochs", "3",
+    assert main(["sentiment", "imdb", "--data", str(reviews), "--out", str(out), "--epochs", "3",
                  "--embedding-size", "8", "--hidden-size", "8", "--batch-size", "8", "--lr", "0.02",
                  "--backend", "reference", "--threads", "1", "--no-progress"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -147,3 +193,16 @@ def test_imdb_command_end_to_end(tmp_path, capsys):
     assert "IMDB: test accuracy" in capsys.readouterr().out
     assert main(["sentiment", "imdb", "--data", str(tmp_path / "none.csv"), "--no-progress"]) == 2
     assert "no file" in capsys.readouterr().err
+
+
+def test_imdb_split_left_empty_is_refused_before_any_file(reviews, tmp_path, capsys):
+    out = tmp_path / "run"
+    run = ["sentiment", "imdb", "--data", str(reviews), "--out", str(out), "--epochs", "1", "--embedding-size", "4",
+           "--hidden-size", "4", "--backend", "reference", "--threads", "1", "--no-progress"]
+    assert main([*run, "--train-limit", "1"]) == 2
+    err = capsys.readouterr().err
+    assert (f"{reviews}: 1 training review(s) (--train-limit 1) leave none to train on once --val-fraction 0.1 "
+            "holds out 1 for validation; expected at least 2") in err
+    assert list(out.iterdir()) == []  # so the retry below is not refused as a non-empty --out
+    assert main([*run, "--train-limit", "2"]) == 0
+    assert json.loads((out / "config.json").read_text())["train_limit"] == 2
