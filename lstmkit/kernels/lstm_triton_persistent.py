@@ -59,10 +59,12 @@ def _persistent_lstm_kernel(
     pid = tl.program_id(0)
     N: tl.constexpr = 4 * U
     GH = NG * H
-    # this program's gate columns: slot q (gate), unit j; column n = q*U + (j - pid*U)
+    # this program's gate columns, unit-major: unit j, slot q (gate); column n = 4*(j - pid*U) + q,
+    # so a unit's four gates are neighbours and come apart by tl.split, without the cross-warp
+    # reductions (block-wide barriers) a gate-major order needs
     cols = tl.arange(0, N)
-    slot = cols // U
-    unit = pid * U + cols % U
+    slot = cols % 4
+    unit = pid * U + cols // 4
     col_ok = (unit < H) & (slot < NG)
     wrow = slot * H + unit
     ks = tl.arange(0, KP)
@@ -82,12 +84,11 @@ def _persistent_lstm_kernel(
         p_i = tl.load(PI + ju, mask=ju < H, other=0.0).to(ACC)[None, :]
         p_f = tl.load(PF + ju, mask=ju < H, other=0.0).to(ACC)[None, :]
         p_o = tl.load(PO + ju, mask=ju < H, other=0.0).to(ACC)[None, :]
-    sl = tl.arange(0, 4)[None, :, None]
     k_mask = row_ok[:, None] & k_ok[None, :]
     x_mask = row_ok[:, None] & col_ok[None, :]
     hty = HX.dtype.element_ty
     stalled = 0
-    # the input projection of the first step; each later one is fetched before the barrier
+    # the input projection of the first step; each later one is fetched during the barrier
     t0 = T - 1 if REVERSE else 0
     xw = tl.load(XW + t0 * B * GH + rows[:, None] * GH + wrow[None, :], mask=x_mask, other=0.0)
     for s in range(T):
@@ -104,17 +105,16 @@ def _persistent_lstm_kernel(
         hk = tl.load(HX + (s % 2) * B * H + rows[:, None] * H + ks[None, :], mask=k_mask, other=0.0,
                      cache_modifier=".cg")
         acc = tl.dot(hk, w, input_precision=PREC, out_dtype=ACC)
-        pre = tl.reshape(acc + xw.to(ACC), (BB, 4, U))
-        a0 = tl.sum(tl.where(sl == 0, pre, 0.0), axis=1)
-        a1 = tl.sum(tl.where(sl == 1, pre, 0.0), axis=1)
-        a2 = tl.sum(tl.where(sl == 2, pre, 0.0), axis=1)
+        pre = tl.reshape(acc + xw.to(ACC), (BB, U, 2, 2))  # [b, j, q // 2, q % 2]
+        even, odd = tl.split(pre)  # (BB, U, 2) each: slots 0, 2 and 1, 3
+        a0, a2 = tl.split(even)  # (BB, U)
+        a1, a3 = tl.split(odd)
         if CELL == 2:
             f = _sigmoid(a0)
             i = 1.0 - f
             g = _tanh(a1)
             a_o = a2
         else:
-            a3 = tl.sum(tl.where(sl == 3, pre, 0.0), axis=1)
             if CELL == 1:
                 a0 += p_i * c
                 a1 += p_f * c
@@ -131,8 +131,6 @@ def _persistent_lstm_kernel(
         h = tl.where(act, h_new, h)
         tl.store(Y + t * B * H + s_off, tl.where(act, h_new, 0.0).to(Y.dtype.element_ty), mask=own)
         tl.store(HX + ((s + 1) % 2) * B * H + s_off, h.to(hty), mask=own)
-        # independent of the other programs: start it before waiting for them
-        xw = tl.load(XW + t_next * B * GH + rows[:, None] * GH + wrow[None, :], mask=x_mask, other=0.0)
         # grid barrier: every program has written its slice of h_t before anyone reads it.
         # Arrive with a release atomic, poll with acquire loads (ld.acquire.gpu: no
         # read-modify-write traffic on the counter, and the load that sees the count orders the
@@ -140,6 +138,9 @@ def _persistent_lstm_kernel(
         # and orders with one acquire atomic (one L2 round trip more per step).
         tl.debug_barrier()
         tl.atomic_add(SYNC, 1, sem="release", scope="gpu")
+        # the next step's projection is independent of the other programs: fetched while waiting
+        # for them, and after the release (whose fence would otherwise wait for this load too)
+        xw = tl.load(XW + t_next * B * GH + rows[:, None] * GH + wrow[None, :], mask=x_mask, other=0.0)
         target = (s + 1) * n_prog
         spins = 0
         limit = tl.where(stalled > 0, 0, spin_limit)  # after one timeout, never wait again
