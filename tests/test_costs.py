@@ -6,7 +6,9 @@ import itertools
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+import lstmkit
 from lstmkit import costs
 from lstmkit.costs import RNNConfig
 
@@ -80,6 +82,24 @@ def test_flops_match_the_usual_lstm_count():
     # The shapes of the performance notes: forward GEMMs = 2*T*B*(I+H)*4H.
     T, B, I, H = 100, 32, 128, 256
     assert costs.sequence_flops(RNNConfig(I, H), T, B).forward_gemm == 2 * T * B * (I + H) * 4 * H
+
+
+@pytest.mark.parametrize("config", [
+    RNNConfig(5, 7), RNNConfig(5, 7, cell="cifg"), RNNConfig(5, 7, cell="gru"),
+    RNNConfig(5, 7, num_layers=2, bidirectional=True, proj_size=3),
+], ids=lambda c: f"{c.cell}-L{c.num_layers}-bi{int(c.bidirectional)}-P{c.proj_size}")
+def test_forward_gemm_flops_equal_torchs_count(config):
+    # torch's FlopCounterMode counts the matrix products the reference backend really runs.
+    T, B = 3, 2
+    kwargs = {"num_layers": config.num_layers, "bidirectional": config.bidirectional, "backend": "reference"}
+    if config.cell == "gru":
+        module = lstmkit.GRU(config.input_size, config.hidden_size, **kwargs)
+    else:
+        module = lstmkit.LSTM(config.input_size, config.hidden_size, cell=config.cell, proj_size=config.proj_size,
+                              **kwargs)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(torch.randn(T, B, config.input_size))
+    assert costs.sequence_flops(config, T, B).forward_gemm == counter.get_total_flops()
 
 
 def test_activation_memory_by_hand():

@@ -4,7 +4,8 @@ For each thread count the sgemm peak is measured first (torch.mm of two n x n fp
 Then, for each shape and mode, every runner is warmed up, and the timed repetitions go round
 robin over the implementations (the starting implementation rotates each repetition), so a
 noisy neighbour on the shared machine hits all of them alike. A sample is the mean of `number`
-calls, with `number` chosen from the warm-up so that a sample lasts at least `min_sample_s`.
+calls, with `number` chosen from the last warm-up call so that a sample lasts at least
+`min_sample_s` (hence at least one warm-up call).
 An implementation much slower than the rest gets fewer repetitions (at least 3) once its timed
 samples would pass `max_impl_s`, and less warm-up: its ratio does not need the precision.
 
@@ -13,7 +14,8 @@ and then `torch.autograd.grad` of the output against a fixed gradient for the in
 parameter (dX and all weight gradients).
 
 On a GPU every call ends with `torch.cuda.synchronize()`, so a sample is the latency of whole
-calls, and the peak is torch.mm's on that GPU (fp32, with TF32 exactly when cuDNN's RNN uses it).
+calls, and the peak is torch.mm's on that GPU (fp32, with TF32 exactly when cuDNN's RNN uses it);
+the CPU rows (`cpu:`) are measured against the CPU's sgemm peak at the same thread count.
 `time_data_path` measures what overlapping host-to-device copies (`CUDAPrefetcher`) saves.
 """
 
@@ -25,6 +27,7 @@ import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from numbers import Integral
 from typing import Callable
 
 import torch
@@ -33,6 +36,20 @@ from lstmkit import costs
 from lstmkit.bench.impls import BASELINE, Case, Impl, Runner, Shape, make_case
 
 MODES = ("fwd", "fwd+bwd")
+# The CPU's sgemm peak in a GPU run: 2048 already saturates a CPU, and the GPU's 8192 would take
+# seconds per call there.
+CPU_PEAK_SIZE = 2048
+
+
+def cpu_peak_size(peak_size: int) -> int:
+    return min(peak_size, CPU_PEAK_SIZE)
+
+
+def check_warmup(name: str, value: object) -> None:
+    """A ValueError naming `name` unless `value` is an int >= 1: the last warm-up call sizes the samples."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name}: expected an int >= 1 (the last warm-up call also sizes the samples), "
+                         f"got {value!r}")
 
 
 @dataclass
@@ -45,10 +62,11 @@ class Measurement:
     number: int  # calls per sample
     times_ms: list[float]  # one per repetition, ms per call
     gemm_flops: int  # GEMM FLOPs of one call, from lstmkit.costs
+    warmup_calls: int = 0  # untimed calls made (fewer than asked for a slow implementation)
     median_ms: float = 0.0
     spread: float = 0.0  # interquartile range / median
     gflops: float = 0.0
-    peak_fraction: float = 0.0  # gflops / the sgemm peak at this thread count (the better of start and end)
+    peak_fraction: float = 0.0  # gflops / its device's GEMM peak at this thread count (the better of start and end)
     ratio: float | None = None  # median / nn.LSTM's median, same shape, threads and mode
 
     def finish(self, peak_gflops: float) -> None:
@@ -65,6 +83,8 @@ class BenchResult:
     measurements: list[Measurement] = field(default_factory=list)
     peak_gflops: dict[int, float] = field(default_factory=dict)  # threads -> GFLOP/s, before the shapes
     peak_gflops_end: dict[int, float] = field(default_factory=dict)  # threads -> GFLOP/s, after them
+    cpu_peak_gflops: dict[int, float] = field(default_factory=dict)  # the CPU's, for the CPU rows of a GPU run
+    cpu_peak_gflops_end: dict[int, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # "impl @ shape mode threads" -> message
     unavailable: dict[str, str] = field(default_factory=dict)  # impl -> why it did not run
     impls: dict[str, str] = field(default_factory=dict)  # impl -> description
@@ -79,6 +99,8 @@ class BenchResult:
             "data_path": self.data_path,
             "peak_gflops": {str(k): v for k, v in self.peak_gflops.items()},
             "peak_gflops_end": {str(k): v for k, v in self.peak_gflops_end.items()},
+            "cpu_peak_gflops": {str(k): v for k, v in self.cpu_peak_gflops.items()},
+            "cpu_peak_gflops_end": {str(k): v for k, v in self.cpu_peak_gflops_end.items()},
             "impls": self.impls,
             "unavailable": self.unavailable,
             "errors": self.errors,
@@ -164,16 +186,32 @@ def run_bench(
     device: str = "cpu",
 ) -> BenchResult:
     """Time every implementation that supports each shape; see the module docstring."""
+    check_warmup("warmup", warmup)
     result = BenchResult(impls={i.name: i.description for i in impls}, device=device)
+    on_host = {i.name for i in impls if i.device == "cpu"} if device != "cpu" else set()
+
+    def best_peak(m: Measurement) -> float:  # the better of start and end: load only lowers a peak
+        start, end = ((result.cpu_peak_gflops, result.cpu_peak_gflops_end) if m.impl in on_host
+                      else (result.peak_gflops, result.peak_gflops_end))
+        return max(start[m.threads], end.get(m.threads, 0.0))
+
+    def measure_peaks(n: int, at_end: bool) -> None:
+        peaks, cpu_peaks, when = ((result.peak_gflops_end, result.cpu_peak_gflops_end, " at the end") if at_end
+                                  else (result.peak_gflops, result.cpu_peak_gflops, ""))
+        peaks[n] = measure_peak(peak_size, device=device)
+        log(f"threads={n}: {device} GEMM peak {peaks[n]:.1f} GFLOP/s{when}")
+        if on_host:
+            cpu_peaks[n] = measure_peak(cpu_peak_size(peak_size))
+            log(f"threads={n}: cpu sgemm peak {cpu_peaks[n]:.1f} GFLOP/s{when}")
+
     saved_threads = torch.get_num_threads()
     try:
         for n in threads:
             torch.set_num_threads(n)
-            result.peak_gflops[n] = peak = measure_peak(peak_size, device=device)
-            log(f"threads={n}: {device} GEMM peak {peak:.1f} GFLOP/s")
+            measure_peaks(n, at_end=False)
             for shape in shapes:
                 cases = {"": make_case(shape, seed, device)}
-                if any(i.device == "cpu" for i in impls) and device != "cpu":
+                if on_host:
                     cases["cpu"] = make_case(shape, seed)
                 runners: dict[str, tuple[Impl, Runner]] = {}
                 for impl in impls:
@@ -188,18 +226,17 @@ def run_bench(
                     group = _time_group(cases, runners, mode, n, repeats, warmup, min_sample_s, max_impl_s,
                                         result)
                     for m in group:
-                        m.finish(peak)
+                        m.finish(best_peak(m))
                     base = next((m for m in group if m.impl == BASELINE), None)
                     for m in group:
                         m.ratio = m.median_ms / base.median_ms if base else None
                     result.measurements += group
                     log(f"  {shape.label} {mode} ({time.perf_counter() - t0:.1f} s): " + ", ".join(
                         f"{m.impl} {m.median_ms:.3g} ms" for m in group))
-            result.peak_gflops_end[n] = end = measure_peak(peak_size, device=device)
-            log(f"threads={n}: {device} GEMM peak {end:.1f} GFLOP/s at the end")
-            for m in result.measurements:  # against the better of the two: load only lowers a peak
+            measure_peaks(n, at_end=True)
+            for m in result.measurements:
                 if m.threads == n:
-                    m.finish(max(peak, end))
+                    m.finish(best_peak(m))
     finally:
         torch.set_num_threads(saved_threads)
     return result
@@ -213,17 +250,20 @@ def _time_group(cases: dict[str, Case], runners: dict[str, tuple[Impl, Runner]],
     calls: dict[str, Callable[[], None]] = {}
     numbers: dict[str, int] = {}
     counts: dict[str, int] = {}
+    warmups: dict[str, int] = {}
     for name, (impl, runner) in runners.items():
         if mode not in impl.modes:
             continue
         try:
             call = _call(cases.get(impl.device, case), runner, mode)
             elapsed = spent = 0.0
-            for _ in range(max(1, warmup)):
+            warmups[name] = 0
+            for _ in range(warmup):
                 t0 = time.perf_counter()
                 call()
                 elapsed = time.perf_counter() - t0
                 spent += elapsed
+                warmups[name] += 1
                 if spent > max_impl_s / 2:
                     break
         except Exception as e:  # noqa: BLE001
@@ -251,7 +291,7 @@ def _time_group(cases: dict[str, Case], runners: dict[str, tuple[Impl, Runner]],
     finally:
         gc.enable()
     return [Measurement(name, runners[name][0].cell, case.shape.label, mode, threads, numbers[name], times[name],
-                        gemm_flops(case, runners[name][0], mode)) for name in calls]
+                        gemm_flops(case, runners[name][0], mode), warmup_calls=warmups[name]) for name in calls]
 
 
 def time_data_path(shape: Shape, batches: int = 8, repeats: int = 5, device: str = "cuda",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import statistics
 from pathlib import Path
 
-from lstmkit.bench.harness import MODES, BenchResult, Measurement
+from lstmkit.bench.harness import MODES, BenchResult, Measurement, cpu_peak_size
 from lstmkit.bench.impls import Shape
+from lstmkit.utils.checkpoint import atomic_write_bytes
 
 # The issue's bars: lstmkit time / nn.LSTM time (standard cell, 2 threads, both modes) by kind
 # of shape, and for the variants (fwd+bwd) against nn.LSTM's standard cell, at the issue's shapes
@@ -45,6 +47,11 @@ def _cell(m: Measurement | None) -> str:
     ratio = f"{m.ratio:.2f}x" if m.ratio is not None else "n/a"
     ms = f"{m.median_ms:.3g}" if m.median_ms < 100 else f"{m.median_ms:.0f}"
     return f"{ratio} · {ms} ms · {m.gflops:.3g} ({100 * m.peak_fraction:.0f}%)"
+
+
+def _peaks(start: dict[int, float], end: dict[int, float]) -> str:
+    return ", ".join(f"{v:.0f} GFLOP/s with {k} thread{'s' if k > 1 else ''}"
+                     f" ({end.get(k, float('nan')):.0f} at the end)" for k, v in start.items())
 
 
 def bar_threads(result: BenchResult) -> int:
@@ -101,22 +108,28 @@ def markdown(result: BenchResult, command: str) -> str:
     out = [f"`{command}`", ""]
     fewer = (f" (down to 3 for an implementation whose samples would take over {c.get('max_impl_s')} s)"
              if c.get("repeats", 0) > 3 else "")
+    warmups = [m.warmup_calls for m in ms] or [c.get("warmup")]
+    fewer_warmups = (f" (down to {min(warmups)} for an implementation whose warm-up took over half of "
+                     f"{c.get('max_impl_s')} s)" if min(warmups) != max(warmups) else "")
     out.append(f"{c.get('date', '')}, {c.get('machine', '')}, torch {c.get('torch', '')}, "
-               f"medians of {c.get('repeats')} interleaved repetitions{fewer} after {c.get('warmup')} warm-up call(s), "
-               f"load average {c.get('loadavg_start', '?')} at the start and {c.get('loadavg_end', '?')} at the end.")
+               f"medians of {c.get('repeats')} interleaved repetitions{fewer} after {max(warmups)} warm-up "
+               f"call(s){fewer_warmups}, load average {c.get('loadavg_start', '?')} at the start and "
+               f"{c.get('loadavg_end', '?')} at the end.")
     gpu = result.device == "cuda"
     n = c.get("peak_size", 2048)
     if gpu:
         peaks = ", ".join(f"{v:.0f} GFLOP/s ({result.peak_gflops_end.get(k, float('nan')):.0f} at the end)"
                           for k, v in result.peak_gflops.items())
         out.append(f"GPU: {c.get('gpu', '?')}. GEMM peak in this run (torch.mm {n}x{n} fp32 on the GPU, TF32 as "
-                   f"cuDNN's RNN uses it, before the shapes and after them): {peaks}. CPU rows (`cpu:`) ran with "
-                   f"{', '.join(str(k) for k in result.peak_gflops)} thread(s) on the same case in host memory.")
+                   f"cuDNN's RNN uses it, before the shapes and after them): {peaks}.")
+        if result.cpu_peak_gflops:
+            size = cpu_peak_size(n)
+            out.append(f"CPU rows (`cpu:`) ran on the same case in host memory; their percent is of the CPU's sgemm "
+                       f"peak (torch.mm {size}x{size} fp32, before the shapes and after them): "
+                       f"{_peaks(result.cpu_peak_gflops, result.cpu_peak_gflops_end)}.")
     else:
-        peaks = ", ".join(f"{v:.0f} GFLOP/s with {k} thread{'s' if k > 1 else ''}"
-                          f" ({result.peak_gflops_end.get(k, float('nan')):.0f} at the end)"
-                          for k, v in result.peak_gflops.items())
-        out.append(f"sgemm peak in this run (torch.mm {n}x{n} fp32, before the shapes and after them): {peaks}.")
+        out.append(f"sgemm peak in this run (torch.mm {n}x{n} fp32, before the shapes and after them): "
+                   f"{_peaks(result.peak_gflops, result.peak_gflops_end)}.")
     if ms:
         spreads = [m.spread for m in ms]
         out.append(f"Noise: the interquartile range of the repetitions is {100 * statistics.median(spreads):.0f}% "
@@ -173,8 +186,8 @@ def markdown(result: BenchResult, command: str) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def plot(result: BenchResult, path: Path) -> None:
-    """Ratio to nn.LSTM per implementation (bars) per shape (groups), one panel per threads x mode."""
+def plot(result: BenchResult) -> bytes:
+    """A PNG: ratio to nn.LSTM per implementation (bars) per shape (groups), one panel per threads x mode."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -209,15 +222,23 @@ def plot(result: BenchResult, path: Path) -> None:
     if panels:
         axes[0, 0].legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    png = io.BytesIO()
+    try:
+        fig.savefig(png, format="png", dpi=110)
+    finally:
+        plt.close(fig)
+    return png.getvalue()
 
 
 def write(result: BenchResult, out_dir: Path, command: str) -> str:
-    """Write bench.md, bench.json and bench.png under `out_dir`; return the markdown."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write bench.md, bench.json and bench.png under `out_dir`; return the markdown.
+
+    All three are rendered before the first is written, so a failing plot leaves the previous
+    run's files as they were, not a mix of two runs.
+    """
     text = markdown(result, command)
-    (out_dir / "bench.md").write_text(text)
-    (out_dir / "bench.json").write_text(json.dumps(result.to_json(), indent=1) + "\n")
-    plot(result, out_dir / "bench.png")
+    files = {"bench.md": text.encode(), "bench.json": (json.dumps(result.to_json(), indent=1) + "\n").encode(),
+             "bench.png": plot(result)}
+    for name, data in files.items():
+        atomic_write_bytes(out_dir / name, data)
     return text

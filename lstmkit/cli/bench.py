@@ -15,7 +15,7 @@ import torch
 
 from lstmkit.bench import harness, report
 from lstmkit.bench.impls import BASELINE, Shape, gpu_registry, registry
-from lstmkit.utils.options import check_number
+from lstmkit.utils.options import check_number, check_seed
 from lstmkit.utils.runs import make_out_dir
 
 HELP = ("Time every LSTM implementation (loops, TorchScript, torch.compile, nn.LSTM with and without "
@@ -57,7 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=unset,
                    help="timed repetitions per implementation; the median is reported (default: 7)")
     p.add_argument("--warmup", type=int, default=unset,
-                   help="untimed calls per implementation before timing (default: 3)")
+                   help="untimed calls per implementation before timing, at least 1: the last one also sizes "
+                        "the samples (default: 3)")
     p.add_argument("--min-sample-ms", type=float, default=unset,
                    help="a sample repeats a short call until it lasts this long (default: 20)")
     p.add_argument("--max-impl-s", type=float, default=unset,
@@ -91,14 +92,18 @@ def run(args: argparse.Namespace) -> int:
         if not hasattr(args, name):
             full, quick = GPU_PRESETS.get(name, (full, quick)) if gpu else (full, quick)
             setattr(args, name, quick if args.quick else full)
-    shapes = [Shape.parse(s) for s in args.shapes]
+    shapes = [_parse_shape(s) for s in args.shapes]
+    cores = os.cpu_count() or 1
     for n in args.threads:
         check_number("--threads", n, 0, above=True)
+        if n > cores:  # torch.set_num_threads crashes the process far above the core count
+            raise ValueError(f"--threads: expected at most {cores} (os.cpu_count()), got {n}")
     check_number("--repeats", args.repeats, 0, above=True)
     check_number("--peak-size", args.peak_size, 0, above=True)
     check_number("--max-impl-s", args.max_impl_s, 0, above=True)
-    check_number("--warmup", args.warmup, 0)
+    harness.check_warmup("--warmup", args.warmup)
     check_number("--min-sample-ms", args.min_sample_ms, 0)
+    check_seed("--seed", args.seed)
 
     impls, unavailable = gpu_registry() if gpu else registry(compile=args.compile)
     if args.list:
@@ -141,6 +146,16 @@ def run(args: argparse.Namespace) -> int:
     print(report.write(result, args.out, command.strip()), end="")
     print(f"wrote {args.out / 'bench.md'}, bench.json, bench.png", file=sys.stderr)
     return 0
+
+
+def _parse_shape(text: str) -> Shape:
+    """Shape.parse, with the errors of Shape's own field checks also naming the flag."""
+    try:
+        return Shape.parse(text)
+    except ValueError as e:
+        if str(e).startswith("--shapes:"):
+            raise
+        raise ValueError(f"--shapes: {text!r}: {e}") from None
 
 
 def _argv_after(command: str) -> list[str]:

@@ -5,8 +5,11 @@ No timed assertions: timings on a shared machine prove nothing in a test.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 
+import matplotlib.figure
 import pytest
 import torch
 
@@ -68,6 +71,7 @@ def test_quick_run_writes_markdown_json_and_png(tmp_path, capsys):
     printed = capsys.readouterr().out
     md = (out / "bench.md").read_text()
     assert printed == md
+    assert "after 1 warm-up call(s)" in md
     assert "### fwd, 1 thread" in md and "### fwd+bwd, 1 thread" in md and "| loop-precomp |" in md
     data = json.loads((out / "bench.json").read_text())
     rows = {(m["impl"], m["shape"], m["mode"]) for m in data["measurements"]}
@@ -89,7 +93,13 @@ def test_quick_run_writes_markdown_json_and_png(tmp_path, capsys):
     (["--max-impl-s", "nan"], "--max-impl-s: expected a finite number > 0, got nan"),
     (["--max-impl-s", "inf"], "--max-impl-s: expected a finite number > 0, got inf"),
     (["--min-sample-ms", "nan"], "--min-sample-ms: expected a finite number >= 0, got nan"),
-    (["--warmup", "-1"], "--warmup: expected a finite number >= 0, got -1"),
+    (["--warmup", "-1"], "--warmup: expected an int >= 1 (the last warm-up call also sizes the samples), got -1"),
+    (["--warmup", "0"], "--warmup: expected an int >= 1 (the last warm-up call also sizes the samples), got 0"),
+    (["--seed", "99999999999999999999"], "--seed: expected an integer in [0, 2**32), got 99999999999999999999"),
+    (["--seed", "-1"], "--seed: expected an integer in [0, 2**32), got -1"),
+    (["--threads", "100000"], f"--threads: expected at most {os.cpu_count()} (os.cpu_count()), got 100000"),
+    (["--shapes", "T0,B3,I4,H8"], "--shapes: 'T0,B3,I4,H8': shape T: expected a positive int, got 0"),
+    (["--shapes", "T1,B1,I1,H4,P4"], "--shapes: 'T1,B1,I1,H4,P4': shape P (proj_size): expected 0 <= P < H=4"),
     (["--out", "{afile}"], "--out: cannot create directory '{afile}' (File exists)"),
     (["--out", "{afile}/sub"], "--out: cannot create directory '{afile}/sub' (Not a directory)"),
 ])
@@ -104,6 +114,82 @@ def test_bad_arguments_exit_2_before_timing(tmp_path, capsys, monkeypatch, argv,
     assert main(["bench", "--quick", "--out", str(tmp_path / "out"), *argv]) == 2
     assert message.format(afile=afile) in capsys.readouterr().err
     assert afile.read_text() == "keep me\n"
+
+
+def test_warmup_calls_made_are_the_ones_reported(monkeypatch):
+    calls = []
+    real_call = harness._call
+
+    def counting(case, runner, mode):
+        call = real_call(case, runner, mode)
+        return lambda: (calls.append(1), call())
+
+    monkeypatch.setattr(harness, "_call", counting)
+    nn_lstm = [i for i in IMPLS if i.name == BASELINE]
+    result = harness.run_bench(nn_lstm, [Shape(2, 1, 2, 2)], [1], ["fwd"], repeats=3, warmup=2, min_sample_s=0.0,
+                               peak_size=64)
+    (m,) = result.measurements
+    assert m.warmup_calls == 2 and len(calls) == 2 + 3 * m.number
+    assert "after 2 warm-up call(s)," in report.markdown(result, "lstmkit bench")
+    with pytest.raises(ValueError, match="^warmup: expected an int >= 1"):
+        harness.run_bench(nn_lstm, [Shape(2, 1, 2, 2)], [1], ["fwd"], repeats=3, warmup=0)
+
+    slow = dataclasses.replace(m, impl="loop-8mm", warmup_calls=1)
+    result = harness.BenchResult(measurements=[m, slow], config={"warmup": 2, "max_impl_s": 8.0})
+    assert "after 2 warm-up call(s) (down to 1 for an implementation whose warm-up took over half of 8.0 s)," \
+        in report.markdown(result, "lstmkit bench")
+
+
+def test_cpu_rows_of_a_gpu_run_are_judged_against_the_cpu_peak(monkeypatch):
+    # A GPU run simulated on the CPU: the peaks are fixed numbers and the cases stay in host memory.
+    peaks = {"cuda": iter([50000.0, 40000.0]), "cpu": iter([8.0, 10.0])}
+    sizes = []
+
+    def fake_peak(size=2048, repeats=5, device="cpu"):
+        sizes.append((device, size))
+        return next(peaks[device])
+
+    real_case = harness.make_case
+    monkeypatch.setattr(harness, "measure_peak", fake_peak)
+    monkeypatch.setattr(harness, "make_case", lambda shape, seed=0, device="cpu": real_case(shape, seed))
+    nn_lstm = next(i for i in IMPLS if i.name == BASELINE)
+    impls = [nn_lstm, dataclasses.replace(nn_lstm, name="cpu:nn.LSTM", device="cpu")]
+    result = harness.run_bench(impls, [Shape(4, 3, 5, 6)], [1], ["fwd"], repeats=2, warmup=1, min_sample_s=0.0,
+                               peak_size=8192, device="cuda")
+    assert sizes == [("cuda", 8192), ("cpu", 2048), ("cuda", 8192), ("cpu", 2048)]
+    assert result.peak_gflops == {1: 50000.0} and result.cpu_peak_gflops == {1: 8.0}
+    by_impl = {m.impl: m for m in result.measurements}
+    assert by_impl[BASELINE].peak_fraction == pytest.approx(by_impl[BASELINE].gflops / 50000.0)
+    assert by_impl["cpu:nn.LSTM"].peak_fraction == pytest.approx(by_impl["cpu:nn.LSTM"].gflops / 10.0)
+    data = result.to_json()
+    assert data["cpu_peak_gflops"] == {"1": 8.0} and data["cpu_peak_gflops_end"] == {"1": 10.0}
+    result.config = {"peak_size": 8192}
+    md = report.markdown(result, "lstmkit bench --device cuda")
+    assert "(torch.mm 8192x8192 fp32 on the GPU" in md and "50000 GFLOP/s (40000 at the end)" in md
+    assert "CPU's sgemm peak (torch.mm 2048x2048 fp32, before the shapes and after them): " \
+        "8 GFLOP/s with 1 thread (10 at the end)." in md
+
+
+def test_a_failing_plot_leaves_the_previous_outputs(tmp_path, monkeypatch):
+    m = harness.Measurement(BASELINE, "lstm", "T5,B3,I4,H8", "fwd", 1, 1, [1.0, 1.0], 100, ratio=1.0)
+    m.finish(10.0)
+    result = harness.BenchResult(peak_gflops={1: 10.0}, measurements=[m], impls={BASELINE: "torch.nn.LSTM"})
+    before = {name: f"the previous run's {name}\n" for name in ("bench.md", "bench.json", "bench.png")}
+    for name, text in before.items():
+        (tmp_path / name).write_text(text)
+
+    def broken(*args, **kwargs):
+        raise OSError("no space left for the plot")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(matplotlib.figure.Figure, "savefig", broken)
+        with pytest.raises(OSError, match="no space left"):
+            report.write(result, tmp_path, "lstmkit bench")
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == before
+    text = report.write(result, tmp_path, "lstmkit bench")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.md", "bench.png"]  # no temp files
+    assert (tmp_path / "bench.md").read_text() == text
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_bars_apply_to_fast_backends_at_the_issues_shapes_only():

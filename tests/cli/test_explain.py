@@ -34,14 +34,20 @@ def test_explain_gru_is_three_dense_layers(capsys):
     assert "gru / dense = 3.00x" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, name", [
-    (["--hidden-size", "0"], "hidden_size"),
-    (["--cell", "lstmm"], "cell"),
-    (["--proj-size", "256"], "proj_size"),
-    (["--seq-len", "-1"], "seq_len"),
-    (["--dtype", "int8"], "dtype"),
+@pytest.mark.parametrize("argv, flag", [
+    (["--hidden-size", "0"], "--hidden-size"),
+    (["--input-size", "0"], "--input-size"),
+    (["--num-layers", "0"], "--num-layers"),
+    (["--cell", "lstmm"], "--cell"),
+    (["--proj-size", "256"], "--proj-size"),
+    (["--cell", "gru", "--proj-size", "2"], "--proj-size"),
+    (["--seq-len", "-1"], "--seq-len"),
+    (["--seq-len", "0"], "--seq-len"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--dtype", "int8"], "--dtype"),
 ])
-def test_explain_bad_argument(capsys, argv, name):
+def test_explain_bad_argument_names_the_flag(capsys, argv, flag):
     assert main(["explain", *argv]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("lstmkit explain: error:") and name in err
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"lstmkit explain: error: {flag}: ") and captured.err.count("\n") == 1
+    assert captured.out == ""
