@@ -124,7 +124,8 @@ def _parse_checked(line: str, num_labels: int, unescape: bool, where: str) -> Tr
                 raise fail(col, f"expected '(', got {tok!r}")
             top = stack[-1]
             if top[0] is None:
-                if not tok.isdigit() or int(tok) >= num_labels:
+                # ASCII only: str.isdigit also takes '²' (which int() refuses) and '٣' (which it reads as 3)
+                if not (tok.isascii() and tok.isdigit()) or int(tok) >= num_labels:
                     raise fail(col, f"expected a label 0-{num_labels - 1}, got {tok!r}")
                 top[0] = int(tok)
             elif top[1]:

@@ -3,12 +3,12 @@
 Recording. `fold.add(op, *args)` appends one call of `model.<op>` to a graph and returns a
 `Node` standing for its result. An argument is
   - a `Node` (or one output of it, `node.split(n)[k]`): gathered into a batch by row index;
-  - an `int` (typically a token id): batched into a LongTensor (B,);
-  - a `float`: batched into a tensor (B,) of torch's default dtype;
+  - an `int` (typically a token id) or a numpy integer: batched into a LongTensor (B,);
+  - a `float` or a numpy floating scalar: batched into a tensor (B,) of torch's default dtype;
   - a `Tensor`: stacked into (B, *shape);
   - a list or tuple of Nodes (one or more, any number per call): batched as `Segments`;
-  - anything else hashable (None, str, bool, ...): a static argument passed as is; calls with
-    different static values never share a batch.
+  - anything else hashable (None, str, bool, numpy bool, ...): a static argument passed as is;
+    calls with different static values never share a batch.
 A call that repeats an earlier one exactly (same op, same nodes, ints, floats and statics, the
 same tensor objects) is not recorded again: `add` returns the earlier node.
 
@@ -23,10 +23,12 @@ memory with a precomputed index, however many groups its rows come from. Gradien
 two small autograd functions: a read scatters its gradient into one gradient buffer per memory
 with `index_add_`, and the write of a group's output hands the group its slice of that buffer.
 Autograd runs the write's backward only after every read of it, so the slice is complete then.
-Higher-order gradients (create_graph=True through a fold) are not supported.
+That buffer is filled outside autograd, so higher-order gradients (create_graph=True) cannot
+flow through it: a backward with create_graph=True through a batched fold raises RuntimeError.
 
 Eager mode (`Fold(eager=True)` or `Unfold()`) runs the same recording one call at a time with
-batch size 1, in recording order: slow, but each error points at one call.
+batch size 1, in recording order: slow, but each error points at one call. It uses no memory
+or gradient buffer, so it supports create_graph=True wherever the model's ops do.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ _OUT_MASK = _MAX_OUTPUTS
 
 # Argument kinds, one character each; a group's signature is their string.
 _NODE, _INT, _FLOAT, _TENSOR, _LIST, _STATIC = "n", "i", "f", "t", "l", "s"
+
+_CREATE_GRAPH_UNSUPPORTED = (
+    "lstmkit.fold: create_graph=True (higher-order gradients) is not supported through a batched "
+    "Fold; use Fold(eager=True) / Unfold (where the model's ops support it), or a Tree-LSTM's mode='recursive'")
 
 
 class Node:
@@ -87,6 +93,11 @@ class Node:
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < _MAX_OUTPUTS:
             raise IndexError(f"fold node output: expected an int in [0, {_MAX_OUTPUTS}), got {k!r}")
         return Node(self.fold, self.ref + k + 1)
+
+    # `__getitem__` would otherwise make a Node iterable (over all 63 possible outputs), so that
+    # `h, c = fold.add(...)` without `.split(2)`, or a flat list of Nodes where a list of lists
+    # is expected, would go on with wrong values and fail later, far from the mistake.
+    __iter__ = None
 
     def __repr__(self) -> str:
         op = self.fold._group_of_node(self.index)[0].op
@@ -196,8 +207,10 @@ class _Read(torch.autograd.Function):
         return memory.values.index_select(0, rows)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
+        # Every backward through a batched fold starts at a read, so this one check covers it.
+        if torch.is_grad_enabled():
+            raise RuntimeError(_CREATE_GRAPH_UNSUPPORTED)
         ctx.memory.grad_buffer().index_add_(0, ctx.rows, grad)
         empty = ctx.token_like.new_empty(0) if ctx.token_like is not None else None
         return (None, None) + (empty,) * ctx.n_tokens
@@ -322,6 +335,16 @@ class Fold:
                 sig += _INT if t is int else _FLOAT
                 cols.append(a)
                 key.append(a)
+            elif isinstance(a, (int, np.integer)) and t is not bool:  # np.int64 ids, IntEnum, ...
+                a = int(a)
+                sig += _INT
+                cols.append(a)
+                key.append(a)
+            elif isinstance(a, (float, np.floating)):  # np.float64 (a float subclass), np.float32, ...
+                a = float(a)
+                sig += _FLOAT
+                cols.append(a)
+                key.append(a)
             elif isinstance(a, Tensor):
                 sig += _TENSOR
                 cols.append(a)
@@ -394,6 +417,9 @@ class Fold:
         """Run every recorded call; return one tensor per list in `nodes`, rows in list order."""
         if isinstance(nodes, Node) or not isinstance(nodes, (list, tuple)):
             raise TypeError("fold.apply: nodes must be a list of lists of Nodes, e.g. [[root1, root2]]")
+        for k, lst in enumerate(nodes):
+            if not isinstance(lst, (list, tuple)):
+                raise TypeError(f"fold.apply: nodes[{k}]: expected a list of Nodes, got {type(lst).__name__}")
         out_refs = [np.asarray(_as_ref_list(self, lst, "fold.apply"), dtype=np.int64) for lst in nodes]
         for k, refs in enumerate(out_refs):
             if refs.size == 0:

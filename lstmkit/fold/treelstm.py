@@ -6,7 +6,11 @@ in post-order (children before parents, root last); root_h (B, H) the roots'. Mo
   - "fold"      (default): recorded on a `Fold` and run batched by depth;
   - "eager":    the same recording run one call at a time (`Fold(eager=True)`);
   - "recursive": the plain reference, a Python recursion over each tree with one call per node.
-All three compute the same values and gradients (up to float rounding).
+All three compute the same values and gradients (up to float rounding), also where one Tree
+object is the child of several nodes, except that "recursive" raises RecursionError on trees
+deeper than Python's recursion limit (about 1000 levels), which "fold" and "eager" handle.
+Higher-order gradients (create_graph=True) need "recursive", or "eager" except for
+BinaryTreeLSTM in float32 on CPU (whose fused kernels refuse them); "fold" raises RuntimeError.
 
 The fold ops are the module's methods (`leaf`, `node`, ...), so a module can be passed to
 `Fold.apply` directly, or wrapped by a model that adds more ops of its own.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -50,20 +55,42 @@ class _TreeLSTMBase(nn.Module):
         """Leaf inputs: token ids (B,) through the embedding, or vectors (B, I) as they are."""
         if self.embedding is not None:
             return self.embedding(x)
+        # Checked here, once per batch, not per leaf: reading a parameter costs about 1 us.
+        dtype = self._input_weight.dtype
+        if x.dtype != dtype:
+            raise TypeError(f"{type(self).__name__}: word vectors must have the parameters' dtype {dtype}, "
+                            f"got {x.dtype}")
         return x
 
+    @property
+    def _input_weight(self) -> Tensor:
+        """The weight that reads leaf inputs (`embed` checks word vectors against its dtype)."""
+        raise NotImplementedError
+
     def _leaf_input(self, tree: Tree):
-        if tree.word is None:
+        """A node's word, checked: a token id (int) with an embedding, else a vector (input_size,)."""
+        w = tree.word
+        if w is None:
             raise ValueError(f"{type(self).__name__}: a leaf without a word: {tree!r}")
-        if self.embedding is not None and not isinstance(tree.word, int):
-            raise TypeError(f"{type(self).__name__}: words must be token ids (int) with an embedding, "
-                            f"got {type(tree.word).__name__} (map the tree through a vocabulary first)")
-        return tree.word
+        if self.embedding is not None:
+            if type(w) is int:
+                return w
+            if isinstance(w, (int, np.integer)) and not isinstance(w, bool):  # np.int64, IntEnum, ...
+                return int(w)
+            raise TypeError(f"{type(self).__name__}: words must be token ids (int) with an embedding, got "
+                            f"{type(w).__name__} at {tree!r} (map the tree through a vocabulary first)")
+        if not isinstance(w, Tensor):
+            raise TypeError(f"{type(self).__name__}: without an embedding, words must be tensors of shape "
+                            f"({self.input_size},), got {type(w).__name__} at {tree!r}")
+        if w.shape != (self.input_size,):
+            raise ValueError(f"{type(self).__name__}: word vectors must have shape ({self.input_size},) "
+                             f"(input_size), got {tuple(w.shape)} at {tree!r}")
+        return w
 
     def _x(self, word) -> Tensor:
         """One leaf's input as a batch of one row."""
         if isinstance(word, Tensor):
-            return word.unsqueeze(0)
+            return self.embed(word.unsqueeze(0))
         device = next(self.parameters()).device
         return self.embed(torch.tensor([word], dtype=torch.int64, device=device))
 
@@ -81,6 +108,9 @@ class _TreeLSTMBase(nn.Module):
             raise ValueError(f"mode: expected one of {list(MODES)}, got {mode!r}")
         if isinstance(trees, Tree) or not trees:
             raise ValueError("trees: expected a non-empty list of Tree")
+        for k, t in enumerate(trees):
+            if not isinstance(t, Tree):
+                raise TypeError(f"trees[{k}]: expected a Tree, got {type(t).__name__}")
         if mode == "recursive":
             states = [self.recursive(t) for t in trees]
             node_h = torch.cat([h for s in states for h, _ in s])
@@ -117,6 +147,10 @@ class BinaryTreeLSTM(_TreeLSTMBase):
         self.node_bias = nn.Parameter(torch.empty(5 * H, **f))
         self.reset_parameters()
 
+    @property
+    def _input_weight(self) -> Tensor:
+        return self.leaf_weight
+
     def hidden(self, states: Tensor) -> Tensor:
         return states[:, : self.hidden_size]
 
@@ -145,36 +179,30 @@ class BinaryTreeLSTM(_TreeLSTMBase):
                              f"at {node!r} (binarize the tree first)")
 
     def record(self, fold: Fold, tree: Tree) -> list[Node]:
+        # An explicit stack rather than recursion, so that a tree of any depth records each node
+        # once (a recursion would stop at Python's limit after recording part of it). A None on
+        # `todo` stands for a node whose two children are done: their states top `stack`.
         out: list[Node] = []
-        add, emit, leaf_input = fold.add, out.append, self._leaf_input
-
-        ids = self.embedding is not None
-
-        def visit(n: Tree) -> Node:
-            ch = n.children
-            if ch:
-                if len(ch) != 2:
-                    self._check(n)
-                state = add("node", [visit(ch[0]), visit(ch[1])])
+        stack: list[Node] = []
+        todo: list[Tree | None] = [tree]
+        add, emit, push, pop, take, grow = fold.add, out.append, stack.append, stack.pop, todo.pop, todo.extend
+        leaf_input, ids = self._leaf_input, self.embedding is not None
+        while todo:
+            n = take()
+            if n is None:
+                right = pop()
+                state = add("node", [pop(), right])
             else:
+                ch = n.children
+                if ch:
+                    if len(ch) != 2:
+                        self._check(n)
+                    grow((None, ch[1], ch[0]))  # the left child is taken first
+                    continue
                 w = n.word
                 state = add("leaf", w if ids and type(w) is int else leaf_input(n))
+            push(state)
             emit(state)
-            return state
-
-        try:
-            visit(tree)
-        except RecursionError:  # a very deep tree: the same, without recursion
-            out.clear()
-            done: dict[int, Node] = {}
-            for n in tree.postorder():
-                if n.children:
-                    self._check(n)
-                    state = add("node", [done.pop(id(n.children[0])), done.pop(id(n.children[1]))])
-                else:
-                    state = add("leaf", leaf_input(n))
-                done[id(n)] = state
-                emit(state)
         return out
 
     def recursive(self, tree: Tree) -> list[tuple[Tensor, Tensor]]:
@@ -214,6 +242,10 @@ class ChildSumTreeLSTM(_TreeLSTMBase):
         self.bias = nn.Parameter(torch.empty(4 * H, **f))
         self.reset_parameters()
 
+    @property
+    def _input_weight(self) -> Tensor:
+        return self.weight_ih
+
     def _cell(self, x, child_h, child_c, parent, size):
         return child_sum_tree_lstm_cell(x, child_h, child_c, parent, self.weight_ih, self.weight_hh,
                                         self.bias, size=size)
@@ -238,7 +270,7 @@ class ChildSumTreeLSTM(_TreeLSTMBase):
         out = []
         for n in tree.postorder():
             if n.children:
-                kids = [state.pop(id(c)) for c in n.children]
+                kids = [state[id(c)] for c in n.children]  # no pop: a subtree may be a child twice
                 hs, cs = [k[0] for k in kids], [k[1] for k in kids]
                 if n.word is None:
                     hc = fold.add("inner", hs, cs).split(2)

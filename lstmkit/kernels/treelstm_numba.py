@@ -163,6 +163,15 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
+def _no_create_graph() -> None:
+    """The numba backward has no backward of its own: refuse create_graph=True (autograd runs a
+    backward with grad mode on only then) rather than hand back gradients that look differentiable."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("lstmkit: the fused float32 CPU Tree-LSTM kernels do not support create_graph=True "
+                           "(higher-order gradients); use the Tree-LSTM's mode='recursive' (or mode='eager' in "
+                           "float64, which runs torch ops instead)")
+
+
 class LeafFn(torch.autograd.Function):
     """(x (B, I), weight (3H, I), bias (3H,)) -> state (B, 2H) = [h, c]."""
 
@@ -176,8 +185,8 @@ class LeafFn(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, dout):
+        _no_create_graph()
         x, weight, S, out = ctx.saved_tensors
         dG, db = torch.empty_like(S), S.new_zeros(S.shape[1])
         _leaf_backward(_np(S), _np(out), _np(dout.contiguous()), _np(dG), _np(db))
@@ -202,8 +211,8 @@ class NodeFn(torch.autograd.Function):
         return out
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, dout):
+        _no_create_graph()
         hx, P, weight, S, out = ctx.saved_tensors
         B, H = out.shape[0], out.shape[1] // 2
         dG, dP, db = torch.empty_like(S), torch.empty_like(P), S.new_zeros(S.shape[1])

@@ -46,6 +46,9 @@ def test_single_word_tree_and_other_arities():
     ("(7 a)", "column 2: expected a label 0-4, got '7'"),
     ("(x a)", "expected a label"),
     ("(-1 a)", "expected a label"),
+    # str.isdigit() is true for superscript two (which int() refuses) and Arabic-Indic three (read as 3)
+    ("(\u00b2 a)", "column 2: expected a label 0-4, got '\u00b2'"),
+    ("(\u0663 a)", "column 2: expected a label 0-4, got '\u0663'"),
     ("()", "empty brackets"),
     ("(2)", "neither a word nor subtrees"),
     ("word", "expected '(', got 'word'"),
@@ -64,6 +67,9 @@ def test_file_errors_name_the_line(tmp_path):
     path = tmp_path / "trees.txt"
     path.write_text(f"{good}\n{good}\n(2 (1 a) (3 b)\n{good}\n", encoding="utf-8")
     with pytest.raises(SSTFormatError, match=r"trees.txt: line 3: column 15: 1 unclosed"):
+        load_sst(path)
+    path.write_text(f"{good}\n(\u00b2 (2 a) (3 b))\n", encoding="utf-8")
+    with pytest.raises(SSTFormatError, match="trees.txt: line 2: column 2: expected a label"):
         load_sst(path)
     path.write_text(f"{good}\n\n{good}\n", encoding="utf-8")  # an empty line is not skipped silently
     with pytest.raises(SSTFormatError, match="line 2: column 1: an empty line"):

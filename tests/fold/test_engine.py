@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -208,3 +209,64 @@ def test_user_errors():
         f.apply(Bad(), [n])
     with pytest.raises(TypeError, match="list of lists"):
         f.apply(Bad(), n[0])
+
+
+def test_numpy_scalars_are_batched_as_ints_and_floats():
+    model = Graph()
+    fold = Fold()
+    ids = np.array([4, 2, 6])
+    nodes = [fold.add("source", k) for k in ids]  # np.int64
+    assert fold.add("source", np.int32(2)).index == nodes[1].index == fold.add("source", 2).index
+    x = nodes[0]
+    mixes = [fold.add("mix", x, x, s) for s in (np.float64(0.5), np.float32(1.5), 2.5)]
+    assert fold.schedule() == [("source", 0, 3), ("mix", 1, 3)]  # one group each, as with Python scalars
+    heads = fold.add("three", x, True), fold.add("three", x, False)  # bools stay static: two groups
+    assert [g[2] for g in fold.schedule() if g[0] == "three"] == [1, 1]
+    out, mixed = fold.apply(model, [nodes, mixes])
+    torch.testing.assert_close(out, model.emb[[4, 2, 6]])
+    ref = Fold()
+    y = ref.add("source", 4)
+    (expected,) = ref.apply(model, [[ref.add("mix", y, y, s) for s in (0.5, 1.5, 2.5)]])
+    torch.testing.assert_close(mixed, expected)
+    assert heads[0].index != heads[1].index
+
+
+def test_apply_wants_lists_and_nodes_are_not_iterable():
+    fold = Fold()
+    a, b = fold.add("source", 1), fold.add("source", 2)
+    for nodes in ([a, b], (a,)):
+        with pytest.raises(TypeError, match=r"fold.apply: nodes\[0\]: expected a list of Nodes, got Node"):
+            fold.apply(Graph(), nodes)
+    with pytest.raises(TypeError, match="not iterable"):
+        h, c = fold.add("three", a, "plus")  # without .split(3)
+    with pytest.raises(TypeError, match="not iterable"):
+        list(a)
+
+
+def test_create_graph_raises_through_a_fold_and_works_eagerly():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Parameter(torch.tensor([[1.5]], dtype=D))
+            self.b = nn.Parameter(torch.tensor(2.0, dtype=D))
+
+        def leaf(self, ids):
+            return self.a[ids]
+
+        def node(self, x):
+            return x * self.b
+
+    model = M()
+    for cls in (Fold, Unfold):
+        fold = cls()
+        (y,) = fold.apply(model, [[fold.add("node", fold.add("leaf", 0))]])  # y = a b
+        loss = y.square().sum()
+        if cls is Fold:
+            with pytest.raises(RuntimeError, match=r"create_graph=True .* not supported through a batched Fold"):
+                torch.autograd.grad(loss, model.b, create_graph=True)
+            (gb,) = torch.autograd.grad(loss, model.b)  # first order is unaffected
+            assert gb.item() == pytest.approx(9.0)
+        else:
+            (gb,) = torch.autograd.grad(loss, model.b, create_graph=True)  # 2 a^2 b = 9
+            (ga,) = torch.autograd.grad(gb, model.a)  # 4 a b = 12
+            assert (gb.item(), ga.item()) == pytest.approx((9.0, 12.0))

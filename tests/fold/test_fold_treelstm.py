@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -103,3 +104,94 @@ def test_binary_module_rejects_other_arities():
         module([Tree(0, word="film")])
     with pytest.raises(ValueError, match="mode"):
         module([tree], mode="batched")
+
+
+def test_shared_subtrees_agree_in_every_mode():
+    """One Tree object as the child of several nodes (a DAG): each occurrence is a node."""
+    torch.manual_seed(0)
+    leaf, other = Tree(1, word=5), Tree(2, word=7)
+    pair = Tree(0, [leaf, other])
+    binary = [Tree(1, [leaf, leaf]), Tree(0, [pair, Tree(3, [pair, leaf])]), leaf]
+    child_sum = [Tree(1, [leaf, leaf, pair], word=2), Tree(0, [pair, pair]), leaf]
+    for module, trees in ((BinaryTreeLSTM(4, 6, embedding=nn.Embedding(VOCAB, 4)).to(D), binary),
+                          (ChildSumTreeLSTM(4, 6, embedding=nn.Embedding(VOCAB, 4)).to(D), child_sum)):
+        ref = outputs_and_grads(module, trees, "recursive")
+        assert ref[0].shape[0] == sum(t.size() for t in trees)  # every occurrence has its row
+        assert_same(outputs_and_grads(module, trees, "fold"), ref)
+        assert_same(outputs_and_grads(module, trees, "eager"), ref)
+
+
+def test_deep_tree_with_a_shared_leaf():
+    module = BinaryTreeLSTM(3, 4, embedding=nn.Embedding(VOCAB, 3)).to(D)
+    leaf = Tree(0, word=5)
+    tree = leaf
+    for _ in range(1500):  # deeper than the recursion limit: fold and eager only
+        tree = Tree(0, [tree, leaf])
+    assert_same(outputs_and_grads(module, [tree], "fold"), outputs_and_grads(module, [tree], "eager"))
+
+
+def test_deep_tree_records_each_node_once():
+    module = BinaryTreeLSTM(3, 4, embedding=nn.Embedding(VOCAB, 3))
+    for right in (False, True):
+        tree = Tree(0, word=5)
+        for k in range(1500):
+            tree = Tree(0, [Tree(0, word=k % VOCAB), tree] if right else [tree, Tree(0, word=k % VOCAB)])
+        fold = Fold(cache=False)  # every add is recorded: len(fold) counts the calls
+        nodes = module.record(fold, tree)
+        assert len(fold) == len(nodes) == tree.size() == 3001
+        assert fold.schedule()[0] == ("leaf", 0, 1501)
+
+
+def test_input_errors_name_what_was_expected():
+    with_ids = BinaryTreeLSTM(3, 4, embedding=nn.Embedding(VOCAB, 3))
+    for module in (BinaryTreeLSTM(3, 4), ChildSumTreeLSTM(3, 4)):
+        for mode in ("fold", "eager", "recursive"):
+            with pytest.raises(TypeError, match=r"words must be tensors of shape \(3,\), got int"):
+                module([Tree(0, word=3)], mode=mode)
+            with pytest.raises(ValueError, match=r"word vectors must have shape \(3,\) \(input_size\), got \(5,\)"):
+                module([Tree(0, [Tree(0, word=torch.zeros(3)), Tree(0, word=torch.zeros(5))])], mode=mode)
+            with pytest.raises(TypeError, match="dtype torch.float32, got torch.float64"):
+                module([Tree(0, word=torch.zeros(3, dtype=D))], mode=mode)
+            with pytest.raises(TypeError, match=r"trees\[1\]: expected a Tree, got str"):
+                module([Tree(0, word=torch.zeros(3)), "(1 (2 a) (3 b))"], mode=mode)
+            with pytest.raises(TypeError, match="token ids .* got bool"):
+                with_ids([Tree(0, [Tree(0, word=True), Tree(0, word=1)])], mode=mode)
+    # numpy ids are token ids
+    a = with_ids([Tree(0, [Tree(0, word=np.int64(1)), Tree(0, word=np.int32(2))])])[1]
+    torch.testing.assert_close(a, with_ids([Tree(0, [Tree(0, word=1), Tree(0, word=2)])])[1])
+
+
+def awkward_trees(vecs):
+    """A single node, depth 1, and an unbalanced tree, on leaves that require grad."""
+    single = Tree(0, word=vecs[0])
+    depth1 = Tree(1, [Tree(0, word=vecs[1]), Tree(2, word=vecs[2])])
+    unbalanced = Tree(0, [Tree(0, word=vecs[0]), Tree(0, [Tree(0, word=vecs[1]),
+                                                            Tree(0, [Tree(0, word=vecs[2]), Tree(0, word=vecs[3])])])])
+    return single, depth1, unbalanced
+
+
+def test_fold_gradcheck_on_awkward_trees():
+    torch.manual_seed(0)
+    vecs = [torch.randn(2, dtype=D, requires_grad=True) for _ in range(4)]
+    single, depth1, unbalanced = awkward_trees(vecs)
+    binary = BinaryTreeLSTM(2, 3).to(D)
+    child_sum = ChildSumTreeLSTM(2, 3).to(D)
+    # Child-Sum: a node with a word and children, one without, a single child.
+    cs_tree = Tree(0, [Tree(0, word=vecs[0]), Tree(0, [Tree(0, word=vecs[1])], word=vecs[2]),
+                       Tree(0, [Tree(0, word=vecs[3])])])
+    for module, trees in ((binary, [single, depth1, unbalanced]), (child_sum, [single, depth1, cs_tree])):
+        for batch in [[t] for t in trees] + [trees]:
+            assert torch.autograd.gradcheck(lambda *_: module(batch, mode="fold"), (*vecs, *module.parameters()))
+
+
+def test_create_graph_needs_recursive_or_eager_torch_ops():
+    torch.manual_seed(0)
+    vecs = [torch.randn(2, dtype=D, requires_grad=True) for _ in range(4)]
+    trees = list(awkward_trees(vecs))
+    for module in (BinaryTreeLSTM(2, 3).to(D), ChildSumTreeLSTM(2, 3).to(D)):
+        inputs = (*vecs, *module.parameters())
+        for mode in ("recursive", "eager"):
+            assert torch.autograd.gradgradcheck(lambda *_: module(trees, mode=mode)[1], inputs)
+        _, root = module(trees, mode="fold")
+        with pytest.raises(RuntimeError, match="create_graph=True .* not supported through a batched Fold"):
+            torch.autograd.grad(root.square().sum(), inputs, create_graph=True)

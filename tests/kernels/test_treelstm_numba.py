@@ -69,3 +69,24 @@ def test_float32_fold_equals_the_float64_recursion():
     torch.testing.assert_close(grads[0][0].double(), grads[1][0], rtol=1e-5, atol=1e-6)
     for a, b in zip(grads[0][1], grads[1][1]):
         torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5)
+
+
+def test_create_graph_is_refused_not_silently_wrong():
+    g = torch.Generator().manual_seed(0)
+    H = 3
+    x, P = torch.randn(2, 4, generator=g), torch.randn(2, 2, 2 * H, generator=g)
+    leaf_w, leaf_b = torch.randn(3 * H, 4, generator=g), torch.randn(3 * H, generator=g)
+    node_w, node_b = torch.randn(5 * H, 2 * H, generator=g), torch.randn(5 * H, generator=g)
+    for t in (leaf_w, leaf_b, node_w, node_b):
+        t.requires_grad_()
+    for out, wrt in ((kernels.LeafFn.apply(x, leaf_w, leaf_b), [leaf_w, leaf_b]),
+                     (kernels.NodeFn.apply(P, node_w, node_b), [node_w, node_b])):
+        with pytest.raises(RuntimeError, match=r"fused float32 CPU Tree-LSTM kernels do not support create_graph=True"):
+            torch.autograd.grad(out.square().sum(), wrt, create_graph=True)
+    # mode="eager" runs these kernels in float32: the same refusal; mode="recursive" differentiates twice
+    m = BinaryTreeLSTM(4, 3, embedding=nn.Embedding(10, 4))
+    tree = random_binary_tree(5, 10, random.Random(0))
+    with pytest.raises(RuntimeError, match="mode='recursive'"):
+        torch.autograd.grad(m([tree], mode="eager")[1].sum(), m.node_weight, create_graph=True)
+    (gw,) = torch.autograd.grad(m([tree], mode="recursive")[1].sum(), m.node_weight, create_graph=True)
+    assert gw.requires_grad
