@@ -272,6 +272,10 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
         p.history.append({"epoch": epoch, "step": p.step, "tokens": p.tokens, "time": round(p.train_time, 2),
                           "lr": p.lr, "train_loss": train_loss, "val_loss": m.loss,
                           "val_perplexity": m.perplexity, "val_bpc": m.bpc})
+        write_metrics()
+
+    def write_metrics() -> None:
+        # the history holds epoch ends only, so a resumed run's files equal an unbroken run's
         if d.main:
             atomic_write_json(run_dir / "metrics.json", {"history": p.history, "best": p.saved_metrics})
             runs.plot_curves(run_dir / "curves.png", p.history)
@@ -347,6 +351,7 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
                 if p.batch:  # mid-epoch: report this model, leave the schedule's view untouched
                     m = validate()
                     keep_if_best(m, p.epoch + p.batch / max(1, steps_per_epoch))
+                    write_metrics()
                 checkpoint()
                 break
             # End of an epoch: validate, schedule, maybe stop, checkpoint.

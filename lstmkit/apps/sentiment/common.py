@@ -40,6 +40,18 @@ def new_run_dir(out: str | None, task: str) -> Path:
     return make_out_dir(path)
 
 
+@contextlib.contextmanager
+def removed_if_empty_on_failure(run_dir: Path, remove: bool):
+    """A fresh run's default directory, removed when the run fails before writing into it (a
+    missing or malformed data file), so that failed tries leave no empty run directories."""
+    try:
+        yield
+    except BaseException:
+        if remove and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
+
+
 def write_config(run_dir: Path, cfg) -> None:
     save_config(run_dir, cfg)
 
@@ -220,6 +232,8 @@ def open_run(cls, cfg, resume: str | None, overrides: dict | None, fmt: str, out
     or by task(config)) or of one resumed."""
     if resume is None:
         cfg = (cfg or cls()).validate()
+        cfg = dataclasses.replace(cfg, **{name: str(Path(getattr(cfg, name)).resolve())
+                                          for name in cls.PATHS if getattr(cfg, name)})
         return cfg, None, new_run_dir(out, task(cfg))
     state = read_run_file(resume, CHECKPOINT, fmt)
     return resume_config(cls, state, overrides or {}), state, Path(resume)

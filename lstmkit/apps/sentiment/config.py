@@ -47,8 +47,9 @@ class _Config:
 
 @dataclass
 class SSTConfig(_Config):
+    PATHS = ("data_dir", "vectors")  # made absolute when a run starts, so --resume works from anywhere
     # --- data ---
-    data_dir: str = "../shared/data/sst/trees"  # train.txt, dev.txt, test.txt
+    data_dir: str = "../shared/data/sst/trees"  # train.txt, dev.txt, test.txt (relative: to the working directory)
     task: str = "fine"  # fine: 5 classes; binary: neutral-rooted sentences dropped, 2 classes
     train_limit: int = 0  # use only the first N training trees (0: all)
     vectors: str | None = None  # GloVe-format text file (word v1 ... vd); None: random init
@@ -90,8 +91,9 @@ class SSTConfig(_Config):
 
 @dataclass
 class IMDBConfig(_Config):
+    PATHS = ("data", "vectors")  # made absolute when a run starts, so --resume works from anywhere
     # --- data ---
-    data: str = "../shared/data/imdb/imdb_subset.csv"  # columns split,label,text (train/test)
+    data: str = "../shared/data/imdb/imdb_subset.csv"  # columns split,label,text (relative: to the working directory)
     train_limit: int = 0  # use a random subset of N training reviews (0: all)
     test_limit: int = 0  # evaluate on a random subset of N test reviews (0: all)
     val_fraction: float = 0.1  # of the training reviews, held out to pick the best epoch

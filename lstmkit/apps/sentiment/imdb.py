@@ -113,7 +113,7 @@ def train_imdb(cfg: IMDBConfig | None = None, out: str | None = None, resume: st
     """Train (or resume) a run; returns its metrics (also written to metrics.json)."""
     cfg, state, run_dir = common.open_run(IMDBConfig, cfg, resume, overrides, CHECKPOINT_FORMAT, out,
                                           lambda cfg: "imdb")
-    with common.intra_op_threads(cfg.threads):
+    with common.intra_op_threads(cfg.threads), common.removed_if_empty_on_failure(run_dir, not (resume or out)):
         return _train(cfg, state, run_dir, log)
 
 

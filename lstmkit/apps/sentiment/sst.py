@@ -86,7 +86,7 @@ def train_sst(cfg: SSTConfig | None = None, out: str | None = None, resume: str 
     """Train (or resume) a run; returns its metrics (also written to metrics.json)."""
     cfg, state, run_dir = common.open_run(SSTConfig, cfg, resume, overrides, CHECKPOINT_FORMAT, out,
                                           lambda cfg: f"sst-{cfg.task}")
-    with common.intra_op_threads(cfg.threads):
+    with common.intra_op_threads(cfg.threads), common.removed_if_empty_on_failure(run_dir, not (resume or out)):
         return _train(cfg, state, run_dir, log)
 
 

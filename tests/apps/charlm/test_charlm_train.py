@@ -70,6 +70,9 @@ def test_resume_equals_uninterrupted(tiny_text, tmp_path, partition, stop_at):
     quiet(tiny(tiny_text, max_steps=stop_at, **cfg), out=tmp_path / "cut")  # stops mid-epoch 1
     cut = load_checkpoint(tmp_path / "cut" / "checkpoint.safetensors")["progress"]
     assert (cut["step"], cut["epoch"], cut["done"]) == (stop_at, 0, False) and cut["batch"] == stop_at
+    # stopped before its first epoch ended, the run still has its metrics (the best so far) and curves
+    metrics = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert metrics["history"] == [] and metrics["best"]["bpc"] > 0 and (tmp_path / "cut" / "curves.png").exists()
     quiet(CharLMConfig(), resume=tmp_path / "cut", overrides={"max_steps": 0})
     (w_model, w_hist), (c_model, c_hist) = _final(tmp_path / "whole"), _final(tmp_path / "cut")
     for key in w_model:

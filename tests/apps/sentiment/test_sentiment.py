@@ -144,6 +144,21 @@ def test_sst_command_errors(sst_dir, tmp_path, capsys):
         main(["sentiment", "sst", "--task", "ternary"])
 
 
+def test_relative_data_paths_resume_from_anywhere_and_failures_leave_no_run_dir(sst_dir, tmp_path, monkeypatch,
+                                                                                capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sentiment", "sst", "--data-dir", "none", "--no-progress"]) == 2
+    assert "no directory" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+    assert main(["sentiment", "sst", "--data-dir", "sst", "--out", "run", "--epochs", "1", "--hidden-size", "4",
+                 "--embedding-size", "4", "--threads", "1", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data_dir"] == str(sst_dir.resolve())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["sentiment", "sst", "--resume", str(tmp_path / "run"), "--epochs", "2", "--no-progress"]) == 0
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.safetensors")["epoch"] == 2
+
+
 def test_sst_bad_options_and_out_write_nothing(sst_dir, tmp_path, capsys):
     run = ["sentiment", "sst", "--data-dir", str(sst_dir), "--epochs", "1", "--hidden-size", "4",
            "--embedding-size", "4", "--threads", "1", "--no-progress"]
