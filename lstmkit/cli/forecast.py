@@ -7,7 +7,7 @@ import dataclasses
 
 from lstmkit.apps.forecast.config import DEVICES, RESUMABLE, ForecastConfig
 from lstmkit.cells import LSTM_CELLS
-from lstmkit.data.timeseries import DATASETS, GAP_POLICIES, slug
+from lstmkit.data.timeseries import DATASETS, slug
 from lstmkit.kernels import BACKEND_NAMES
 
 HELP = ("Forecast a time series with an LSTM; score it against persistence, seasonal naive and a linear "
@@ -39,9 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the target alone for --csv, all four numeric columns for seattle-weather", metavar="COLS")
     opt(g, "--time-col", "the date/time column", "found by name, or built from year/month/day/hour columns",
         metavar="COL")
-    opt(g, "--gaps", "missing values (NA, empty): 'error' refuses the file; 'interpolate' fills them linearly in "
-        "time and trims leading/trailing rows with nothing to interpolate from (both reported)", choices=GAP_POLICIES)
-    opt(g, "--max-gap", "with --gaps interpolate: refuse runs of more missing values than this; 0: no limit", type=int)
+    # No argparse choices: the config's check explains what became of the old 'interpolate'.
+    opt(g, "--gaps", "missing values (NA, empty): 'error' refuses the file; 'ffill' gives each the last observation "
+        "before it and trims leading rows with none before them; windows with a filled-in target are neither "
+        "trained on nor scored (all reported)", metavar="{error,ffill}")
+    opt(g, "--max-gap", "with --gaps ffill: refuse runs of more missing values than this; 0: no limit", type=int)
     g = p.add_argument_group("windows and split (chronological: train | validation | test)")
     opt(g, "--window", "input time steps per example", type=int)
     opt(g, "--horizon", "steps ahead predicted at once", type=int)

@@ -42,8 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", type=_names(TASKS), default=D.tasks, metavar="NAMES",
                    help=f"comma-separated, from {', '.join(TASKS)}")
     p.add_argument("--lengths", type=_ints, default=None, metavar="INTS",
-                   help=f"lengths for every task: adding: sequence length; copy: the delay; agreement: the "
-                        f"distractor clause length (default per task: {defaults})")
+                   help=f"lengths for every task: adding: sequence length (at least 2); copy: the delay; agreement: "
+                        f"the distractor clause length (default per task: {defaults})")
     p.add_argument("--models", type=_names(MODELS), default=D.models, metavar="NAMES",
                    help=f"comma-separated, from {', '.join(MODELS)}")
     p.add_argument("--hidden-size", type=int, default=D.hidden_size, help="the LSTM's hidden size")

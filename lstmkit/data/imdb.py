@@ -1,9 +1,10 @@
 """IMDB movie reviews (Maas et al. 2011) as a CSV file, and the tokenisation used on them.
 
 The file has a header row and the columns `split,label,text` (others, such as `rating` and
-`id`, are allowed and ignored): split is `train` or `test`, label `neg`/`pos` (or 0/1), text
-the review (the original `<br />` line breaks may be left in). Any file of this format loads;
-a malformed row raises `IMDBFormatError` with its line number.
+`id`, are allowed and ignored; header names are matched ignoring case and surrounding spaces):
+split is `train` or `test`, label `neg`/`pos` (or 0/1), text the review (the original `<br />`
+line breaks may be left in). Blank lines are skipped. Any file of this format loads; a
+malformed row raises `IMDBFormatError` with its line number.
 """
 
 from __future__ import annotations
@@ -65,20 +66,24 @@ def load_imdb(path: str | os.PathLike = DEFAULT_PATH) -> dict[str, Reviews]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, strict=True)
         try:
-            header = next(reader)
+            header = next(row for row in reader if row)  # blank lines yield []
         except StopIteration:
             raise IMDBFormatError(f"{path}: the file is empty") from None
         except csv.Error as e:
-            raise IMDBFormatError(f"{path}: line 1: {e}") from None
+            raise IMDBFormatError(f"{path}: line {reader.line_num}: {e}") from None
         except UnicodeDecodeError as e:
             raise IMDBFormatError(_not_utf8(path, e)) from None
-        missing = [c for c in REQUIRED if c not in header]
+        names = [h.strip().lower() for h in header]
+        missing = [c for c in REQUIRED if c not in names]
         if missing:
-            raise IMDBFormatError(f"{path}: line 1: the header {header} lacks the column(s) {missing}")
-        col = {c: header.index(c) for c in REQUIRED}
+            raise IMDBFormatError(f"{path}: line {reader.line_num}: the header {header} lacks the column(s) {missing}")
+        col = {c: names.index(c) for c in REQUIRED}
         line = reader.line_num
         try:
             for row in reader:
+                if not row:
+                    line = reader.line_num
+                    continue
                 if len(row) != len(header):
                     raise IMDBFormatError(f"{path}: line {line + 1}: expected {len(header)} fields, got {len(row)}")
                 label = _LABELS.get(row[col["label"]].strip().lower())

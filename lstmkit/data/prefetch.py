@@ -16,7 +16,8 @@ On a CPU device, or without CUDA, batches pass through `.to(device)` unchanged i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import copy
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import torch
@@ -30,8 +31,15 @@ def _map(obj: Any, fn) -> Any:
         return type(obj)(*(_map(v, fn) for v in obj))
     if isinstance(obj, (list, tuple)):
         return type(obj)(_map(v, fn) for v in obj)
-    if isinstance(obj, Mapping):
-        return type(obj)({k: _map(v, fn) for k, v in obj.items()})
+    if isinstance(obj, MutableMapping):
+        # A copy keeps the caller's type and what it carries beyond the items (a defaultdict's
+        # factory), which type(obj)({...}) would take for its first argument.
+        out = copy.copy(obj)
+        for k, v in obj.items():
+            out[k] = _map(v, fn)
+        return out
+    if isinstance(obj, Mapping):  # read-only: nothing to assign into, so a plain dict
+        return {k: _map(v, fn) for k, v in obj.items()}
     return obj
 
 

@@ -7,11 +7,15 @@ Everything is checked before anything is used, and nothing is dropped or made up
 - the chosen columns must exist and hold numbers; a value that is not a number is reported
   with its column, its line in the file and the value itself;
 - missing values (`NA`, empty cells) follow an explicit policy, `gaps`:
-  "error" refuses the file and says where the first gaps are; "interpolate" fills each run of
-  missing values linearly in time between the observations around it (runs longer than
-  `max_gap` rows are refused) and, because nothing can be interpolated before a column's first
-  observation or after its last, trims those leading/trailing rows. Every filled run and trimmed
-  row is counted in `Series.report`, which the apps print and save.
+  "error" refuses the file and says where the first gaps are; "ffill" gives each missing value
+  the column's last observation before it (runs longer than `max_gap` rows are refused) and,
+  because nothing can be carried into the rows before a column's first observation, trims those
+  leading rows. A filled value never comes from a later row, so nothing at or before a row
+  depends on the rows after it. `Series.filled` marks every filled cell (a forecaster must not
+  score on them), and every filled run and trimmed row is counted in `Series.report`, which the
+  apps print and save.
+- line numbers in messages are the file's own lines, blank lines and cells quoted across
+  lines included.
 
 Rows that are missing altogether (a day absent from a daily file) are never invented: the
 series keeps the rows it has, and `Series.report` counts those gaps in time (`time_gaps`).
@@ -23,6 +27,7 @@ downloading loaders are never used.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import re
@@ -32,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-GAP_POLICIES = ("error", "interpolate")
+GAP_POLICIES = ("error", "ffill")
 DATASETS = ("seattle-weather",)
 # Column names taken as the time column when --time-col is not given (case-insensitive).
 TIME_NAMES = ("date", "datetime", "time", "timestamp", "ds", "month", "day", "period")
@@ -50,6 +55,7 @@ class Series:
 
     times: pd.DatetimeIndex
     values: np.ndarray  # (N, F) float64, no NaN
+    filled: np.ndarray  # (N, F) bool: True where a missing value was filled by the gap policy
     columns: list[str]  # the target first, then the other features
     source: str  # the file path or the dataset name
     report: dict = field(default_factory=dict)  # gaps filled, rows trimmed, time steps
@@ -73,12 +79,41 @@ def parse_columns(text: str | None) -> list[str]:
     return cols
 
 
-def _line(row: int) -> int:
-    """The 1-based line of data row `row` in a CSV file with one header line."""
-    return row + 2
+def check_gap_policy(gaps: str) -> None:
+    if gaps == "interpolate":  # the name configs written before ffill carry
+        raise TimeSeriesError("gaps: 'interpolate' was removed: it filled a gap from the observation after it, so "
+                              "windows read values from their future; use 'ffill' (the last observation carried "
+                              "forward)")
+    if gaps not in GAP_POLICIES:
+        raise TimeSeriesError(f"gaps: expected one of {list(GAP_POLICIES)}, got {gaps!r}")
 
 
-def _time_index(df: pd.DataFrame, time_col: str | None, where: str) -> tuple[pd.DatetimeIndex, list[str]]:
+def _lines(n: int, lines: np.ndarray | None) -> np.ndarray:
+    """The file line of each of n rows: `lines`, or one header line then a line per row."""
+    return np.arange(n) + 2 if lines is None else np.asarray(lines)
+
+
+def _parse_times(text: pd.Series, col: str, where: str, lines: np.ndarray) -> pd.Series:
+    """Parsed times, NaT where a value is not a date/time."""
+    try:
+        parsed = pd.to_datetime(text, errors="coerce")
+        if parsed.isna().any():  # not one format throughout: parse each value on its own
+            parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+        return parsed
+    except ValueError:  # pandas' "Mixed timezones detected": UTC offsets differ between rows (summer time, say)
+        pass
+    # Times with an offset name instants, which compare and order in UTC; one without an offset
+    # among them names none.
+    parsed = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
+    for row in np.flatnonzero(parsed.notna().to_numpy()):
+        if pd.Timestamp(text.iloc[row]).tz is None:
+            raise TimeSeriesError(f"{where}: time column {col!r}, line {lines[row]}: {text.iloc[row]!r} has no UTC "
+                                  "offset while other times have one, so it names no instant among them")
+    return parsed
+
+
+def _time_index(df: pd.DataFrame, time_col: str | None, where: str,
+                lines: np.ndarray) -> tuple[pd.DatetimeIndex, list[str]]:
     """The parsed time of every row and the columns it was made from."""
     if time_col is not None:
         if time_col not in df.columns:
@@ -110,29 +145,27 @@ def _time_index(df: pd.DataFrame, time_col: str | None, where: str) -> tuple[pd.
     raw = df[col]
     if raw.isna().any():
         row = int(np.flatnonzero(raw.isna().to_numpy())[0])
-        raise TimeSeriesError(f"{where}: time column {col!r} is empty at line {_line(row)}")
+        raise TimeSeriesError(f"{where}: time column {col!r} is empty at line {lines[row]}")
     text = raw.astype(str)
-    parsed = pd.to_datetime(text, errors="coerce")
-    if parsed.isna().any():  # not one format throughout: parse each value on its own
-        parsed = pd.to_datetime(text, errors="coerce", format="mixed")
+    parsed = _parse_times(text, col, where, lines)
     bad = parsed.isna().to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise TimeSeriesError(f"{where}: time column {col!r}, line {_line(row)}: {raw.iloc[row]!r} is not a date/time")
+        raise TimeSeriesError(f"{where}: time column {col!r}, line {lines[row]}: {text.iloc[row]!r} is not a date/time")
     return pd.DatetimeIndex(parsed).as_unit("ns"), [col]
 
 
-def _check_order(times: pd.DatetimeIndex, where: str) -> None:
+def _check_order(times: pd.DatetimeIndex, where: str, lines: np.ndarray) -> None:
     steps = np.diff(times.asi8)
     if (steps <= 0).any():
         row = int(np.flatnonzero(steps <= 0)[0]) + 1
         what = "repeats" if steps[row - 1] == 0 else "goes back in time"
         raise TimeSeriesError(
-            f"{where}: time {what} at line {_line(row)} ({times[row]} after {times[row - 1]}); "
+            f"{where}: time {what} at line {lines[row]} ({times[row]} after {times[row - 1]}); "
             "rows must be in strictly increasing time order (the file is never re-sorted)")
 
 
-def _numeric(df: pd.DataFrame, columns: list[str], where: str) -> np.ndarray:
+def _numeric(df: pd.DataFrame, columns: list[str], where: str, lines: np.ndarray) -> np.ndarray:
     """The columns as float64 with NaN where the file had NA / empty cells; refuses non-numbers."""
     out = np.empty((len(df), len(columns)))
     for j, col in enumerate(columns):
@@ -142,12 +175,12 @@ def _numeric(df: pd.DataFrame, columns: list[str], where: str) -> np.ndarray:
         if bad.any():
             rows = np.flatnonzero(bad)
             raise TimeSeriesError(
-                f"{where}: column {col!r} is not numeric: line {_line(int(rows[0]))} holds {raw.iloc[rows[0]]!r}"
+                f"{where}: column {col!r} is not numeric: line {lines[rows[0]]} holds {str(raw.iloc[rows[0]])!r}"
                 + (f" ({len(rows)} such values)" if len(rows) > 1 else ""))
         values = num.to_numpy(dtype=float)
         inf = np.isinf(values)
         if inf.any():
-            raise TimeSeriesError(f"{where}: column {col!r}, line {_line(int(np.flatnonzero(inf)[0]))}: infinite value")
+            raise TimeSeriesError(f"{where}: column {col!r}, line {lines[np.flatnonzero(inf)[0]]}: infinite value")
         out[:, j] = values
     return out
 
@@ -159,58 +192,58 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def apply_gap_policy(times: pd.DatetimeIndex, values: np.ndarray, columns: list[str], gaps: str,
-                     max_gap: int = 0, where: str = "series") -> tuple[pd.DatetimeIndex, np.ndarray, dict]:
-    """Apply `gaps` ("error" | "interpolate") to NaN cells; returns (times, values, report).
+                     max_gap: int = 0, where: str = "series", lines: np.ndarray | None = None,
+                     ) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray, dict]:
+    """Apply `gaps` ("error" | "ffill") to NaN cells; returns (times, values, filled, report).
 
-    interpolate: interior runs of NaN are filled linearly in time (runs longer than `max_gap`
-    rows are refused when max_gap > 0); rows before a column's first or after its last
-    observation cannot be interpolated and are trimmed, and counted in the report.
+    ffill: every missing value takes its column's last observation before it, never a later
+    one (runs longer than `max_gap` rows are refused when max_gap > 0); rows before every column
+    has been observed have nothing to carry and are trimmed, and counted in the report.
+    `filled` (N, F) is True at the cells that were filled. `lines`: the file line of each row,
+    for messages (default: one header line, then a line per row).
     """
-    if gaps not in GAP_POLICIES:
-        raise TimeSeriesError(f"gaps: expected one of {list(GAP_POLICIES)}, got {gaps!r}")
+    check_gap_policy(gaps)
+    lines = _lines(len(values), lines)
     missing = np.isnan(values)
     report: dict = {"gap_policy": gaps, "missing_values": int(missing.sum()), "filled_runs": 0,
-                    "filled_values": 0, "longest_filled_run": 0, "trimmed_leading_rows": 0,
-                    "trimmed_trailing_rows": 0}
+                    "filled_values": 0, "longest_filled_run": 0, "trimmed_leading_rows": 0}
     if not missing.any():
-        return times, values, report
+        return times, values, missing, report
     if gaps == "error":
         parts = []
         for j, col in enumerate(columns):
             runs = _runs(missing[:, j])
             if runs:
-                first = ", ".join(f"lines {_line(s)}-{_line(e - 1)}" if e - s > 1 else f"line {_line(s)}"
+                first = ", ".join(f"lines {lines[s]}-{lines[e - 1]}" if e - s > 1 else f"line {lines[s]}"
                                   for s, e in runs[:3])
                 parts.append(f"{col!r}: {int(missing[:, j].sum())} missing in {len(runs)} run(s), first at {first}")
         raise TimeSeriesError(f"{where}: missing values (NA or empty) with --gaps error: " + "; ".join(parts)
-                              + ". Use --gaps interpolate to fill them linearly in time")
+                              + ". Use --gaps ffill to carry the last observation forward")
     observed = ~missing
     if not observed.any(axis=0).all():
         empty = [c for c, ok in zip(columns, observed.any(axis=0)) if not ok]
         raise TimeSeriesError(f"{where}: column(s) {empty} have no value at all")
-    first = int(max(np.argmax(observed[:, j]) for j in range(len(columns))))
-    last = int(min(len(values) - 1 - np.argmax(observed[::-1, j]) for j in range(len(columns))))
-    if first > last:
-        raise TimeSeriesError(f"{where}: the columns {columns} are never all observed in the same span")
+    first_seen = observed.argmax(axis=0)
+    first = int(first_seen.max())
     report["trimmed_leading_rows"] = first
-    report["trimmed_trailing_rows"] = len(values) - 1 - last
-    times, values = times[first:last + 1], values[first:last + 1].copy()
-    t = times.asi8.astype(float)
+    rows = np.arange(len(values))
+    # The last observed row at or before each row, per column (-1 before the first observation);
+    # from row `first` on, every column has one.
+    last_seen = np.maximum.accumulate(np.where(observed, rows[:, None], -1), axis=0)
     for j, col in enumerate(columns):
-        col_missing = np.isnan(values[:, j])
-        runs = _runs(col_missing)
+        # Runs that end before `first` are trimmed away; the others have an observation before them.
+        runs = [(s, e) for s, e in _runs(missing[:, j]) if e > first]
         for s, e in runs:
             if max_gap and e - s > max_gap:
                 raise TimeSeriesError(
                     f"{where}: column {col!r} has {e - s} missing values in a row from {times[s]} "
-                    f"(more than --max-gap {max_gap}); refusing to interpolate that far")
+                    f"(more than --max-gap {max_gap}); refusing to carry a value that far")
         if runs:
-            ok = ~col_missing
-            values[col_missing, j] = np.interp(t[col_missing], t[ok], values[ok, j])
             report["filled_runs"] += len(runs)
-            report["filled_values"] += int(col_missing.sum())
+            report["filled_values"] += int(missing[first:, j].sum())
             report["longest_filled_run"] = max(report["longest_filled_run"], max(e - s for s, e in runs))
-    return times, values, report
+    values = values[last_seen[first:], np.arange(len(columns))]
+    return times[first:], values, missing[first:], report
 
 
 def _step_report(times: pd.DatetimeIndex) -> dict:
@@ -224,21 +257,28 @@ def _step_report(times: pd.DatetimeIndex) -> dict:
 
 
 def from_frame(df: pd.DataFrame, target: str, features: list[str] | None = None, *, time_col: str | None = None,
-               gaps: str = "error", max_gap: int = 0, source: str = "frame", sha256: str | None = None) -> Series:
+               gaps: str = "error", max_gap: int = 0, source: str = "frame", sha256: str | None = None,
+               lines: np.ndarray | None = None) -> Series:
     """A `Series` from a DataFrame of raw columns (what `load_csv` reads), with every check applied.
 
     features: the input columns besides the target (the target is always an input);
-    None or []: the target alone; ["all"]: every numeric column but the time column(s).
+    None or []: the target alone; ["all"]: every column but the time column(s) that holds at least
+    one number (a column with none, such as a wind direction, is left out and named in
+    `report["excluded_columns"]`; a stray non-number in the others is reported as for a named column).
     sha256: the hash of the bytes `df` was read from, kept in the Series (resumed runs compare it).
+    lines: the file line each row starts on, for messages (default: one header line, then a line per row).
     """
     where = source
-    times, time_cols = _time_index(df, time_col, where)
+    lines = _lines(len(df), lines)
+    times, time_cols = _time_index(df, time_col, where, lines)
     if target in time_cols:
         raise TimeSeriesError(f"{where}: --target {target!r} is the time column")
     features = list(features or [])
+    excluded = []
     if features == ["all"]:
-        features = [c for c in df.columns if c not in time_cols and c != target
-                    and pd.api.types.is_numeric_dtype(df[c])]
+        others = [c for c in df.columns if c not in time_cols and c != target]
+        features = [c for c in others if pd.to_numeric(df[c], errors="coerce").notna().any()]
+        excluded = [c for c in others if c not in features]
     columns = [target] + [c for c in features if c != target]
     if len(set(columns)) != len(columns):
         raise TimeSeriesError(f"{where}: --features names a column twice: {features}")
@@ -247,29 +287,66 @@ def from_frame(df: pd.DataFrame, target: str, features: list[str] | None = None,
         raise TimeSeriesError(f"{where}: no column(s) {missing}; columns are {list(df.columns)}")
     if any(c in time_cols for c in columns):
         raise TimeSeriesError(f"{where}: --features includes the time column(s) {time_cols}")
-    values = _numeric(df, columns, where)
-    _check_order(times, where)
-    times, values, report = apply_gap_policy(times, values, columns, gaps, max_gap, where)
-    report.update(_step_report(times), rows=len(values), time_columns=time_cols)
-    return Series(times, values, columns, source, report, sha256)
+    values = _numeric(df, columns, where, lines)
+    _check_order(times, where, lines)
+    times, values, filled, report = apply_gap_policy(times, values, columns, gaps, max_gap, where, lines)
+    report.update(_step_report(times), rows=len(values), time_columns=time_cols, excluded_columns=excluded)
+    return Series(times, values, filled, columns, source, report, sha256)
+
+
+def _records(path: Path, raw: bytes) -> tuple[str, np.ndarray]:
+    """The file's records rewritten one per line, and the line of the file each one starts on.
+
+    pandas skips blank lines and reads quoted cells across lines, so its row numbers are not the
+    file's lines; the csv module's reader says where every record starts. Empty fields past the
+    header's (a comma at the end of each line) are dropped, so pandas never takes the first
+    column for an index; a non-empty one is refused."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise TimeSeriesError(f"{path}: line {line}: not UTF-8 text ({e.reason})") from None
+    reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True, strict=True)
+    header, records, lines = None, [], []
+    start = 1
+    try:
+        for record in reader:
+            if record in ([], [""]):  # a blank line, or one of spaces
+                pass
+            elif header is None:
+                header = record
+            else:
+                extra = [f for f in record[len(header):] if f.strip()]
+                if extra:
+                    raise TimeSeriesError(f"{path}: line {start}: {len(record)} fields, the header has {len(header)} "
+                                          f"({extra[0]!r} lies past the last column)")
+                records.append(record[:len(header)])
+                lines.append(start)
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise TimeSeriesError(f"{path}: line {start}: not a readable CSV record ({e})") from None
+    if header is None:
+        raise TimeSeriesError(f"{path}: the file is empty")
+    out = io.StringIO()
+    csv.writer(out).writerows([header, *records])
+    return out.getvalue(), np.asarray(lines, dtype=np.int64)
 
 
 def load_csv(path: str | Path, target: str, features: list[str] | None = None, *, time_col: str | None = None,
              gaps: str = "error", max_gap: int = 0) -> Series:
     """Read a CSV file (header line, a date/time column, numeric columns) into a checked `Series`."""
+    check_gap_policy(gaps)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--csv: no file at {str(path)!r}")
     # One read: the hash is of exactly the bytes parsed, even if the file changes meanwhile.
     raw = path.read_bytes()
-    try:
-        df = pd.read_csv(io.BytesIO(raw), skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise TimeSeriesError(f"{path}: not a readable CSV file ({str(e).strip()})") from None
+    text, lines = _records(path, raw)
+    df = pd.read_csv(io.StringIO(text), index_col=False)
     if df.empty:
         raise TimeSeriesError(f"{path}: no data rows")
     return from_frame(df, target, features, time_col=time_col, gaps=gaps, max_gap=max_gap, source=str(path),
-                      sha256=hashlib.sha256(raw).hexdigest())
+                      sha256=hashlib.sha256(raw).hexdigest(), lines=lines)
 
 
 def load_dataset(name: str, target: str | None = None, features: list[str] | None = None, *,

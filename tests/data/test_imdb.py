@@ -73,3 +73,15 @@ def test_not_utf8_names_the_right_line(tmp_path, rows_before):
     path.write_bytes(b"split,label,te\xffxt\ntrain,pos,ok\n")
     with pytest.raises(IMDBFormatError, match=r": line 1: not UTF-8 text"):
         load_imdb(path)
+
+
+def test_blank_lines_and_header_names_in_any_case(tmp_path):
+    path = write(tmp_path, "\nSplit, Label ,TEXT\ntrain,pos,great\n\ntest,neg,\"bad\nmovie\"\n\n")
+    data = load_imdb(path)
+    assert data["train"].texts == ["great"] and data["train"].labels == [1]
+    assert data["test"].texts == ["bad\nmovie"] and data["test"].labels == [0]
+    # Line numbers count the blank lines.
+    with pytest.raises(IMDBFormatError, match="line 4: label must be neg/pos"):
+        load_imdb(write(tmp_path, "split,label,text\ntrain,pos,a\n\ntrain,meh,b\n"))
+    with pytest.raises(IMDBFormatError, match="no reviews"):
+        load_imdb(write(tmp_path, "split,label,text\n\n\n"))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections import namedtuple
+from collections import OrderedDict, defaultdict, namedtuple
+from types import MappingProxyType
 
 import pytest
 import torch
@@ -58,3 +59,16 @@ def test_cuda_large_batches_under_load():
         for _ in range(4):
             w = torch.tanh(w @ w * 1e-3)  # keep the consumer stream busy
         assert x.min().item() == k and x.max().item() == k
+
+
+def test_mapping_batches_keep_their_type():
+    x = torch.arange(3)
+    batch = defaultdict(list, {"x": x, "nested": OrderedDict(y=x + 1)})
+    (got,) = list(CUDAPrefetcher([batch], "cpu"))
+    assert type(got) is defaultdict and got.default_factory is list and got["missing"] == []
+    assert type(got["nested"]) is OrderedDict
+    torch.testing.assert_close(got["x"], x)
+    torch.testing.assert_close(got["nested"]["y"], x + 1)
+    assert "missing" not in batch  # the caller's batch is not changed
+    (plain,) = list(CUDAPrefetcher([MappingProxyType({"x": x})], "cpu"))  # read-only: a dict
+    assert type(plain) is dict and torch.equal(plain["x"], x)

@@ -4,6 +4,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lstmkit.data.timeseries import (
@@ -62,6 +63,65 @@ def test_non_numeric_value_gives_column_line_and_value(tmp_path):
         load_csv(write(tmp_path, GOOD), "temp", ["label"])
 
 
+def test_features_all_reports_a_stray_text_cell_and_leaves_out_only_columns_without_numbers(tmp_path):
+    typo = "Date,Temp,Hum\n1981-01-01,20.7,50\n1981-01-02,17.9,5O\n1981-01-03,18.8,52\n"
+    with pytest.raises(TimeSeriesError, match=r"^\S+: column 'Hum' is not numeric: line 3 holds '5O'$"):
+        load_csv(write(tmp_path, typo), "Temp", ["all"])
+    s = load_csv(write(tmp_path, GOOD), "temp", ["all"])
+    assert s.columns == ["temp", "wind"] and s.report["excluded_columns"] == ["label"]
+    assert load_csv(write(tmp_path, GOOD), "temp", ["wind"]).report["excluded_columns"] == []
+
+
+def test_messages_name_the_file_line_after_blank_lines_and_multi_line_cells(tmp_path):
+    blank = "date,temp\n2020-01-01,1\n\n   \n2020-01-02,x\n"
+    with pytest.raises(TimeSeriesError, match="column 'temp' is not numeric: line 5 holds 'x'"):
+        load_csv(write(tmp_path, blank), "temp")
+    quoted = 'date,note,temp\n2020-01-01,"two\nlines",1\n\n2020-01-03,c,NA\n2020-01-04,d,3\n'
+    with pytest.raises(TimeSeriesError, match="'temp': 1 missing in 1 run\\(s\\), first at line 5"):
+        load_csv(write(tmp_path, quoted), "temp")
+    with pytest.raises(TimeSeriesError, match="time goes back in time at line 6"):
+        load_csv(write(tmp_path, quoted.replace("2020-01-04", "2020-01-02")), "temp")
+
+
+def test_trailing_commas_and_ragged_rows(tmp_path):
+    trail = "Date,Temp\n1981-01-01,20.7,\n1981-01-02,17.9,\n1981-01-03,1, \n"
+    s = load_csv(write(tmp_path, trail), "Temp")
+    np.testing.assert_array_equal(s.values[:, 0], [20.7, 17.9, 1.0])
+    assert [str(t.date()) for t in s.times] == ["1981-01-01", "1981-01-02", "1981-01-03"]
+    ragged = "Date,Temp\n1981-01-01,20.7\n\n1981-01-02,17.9,5\n"
+    with pytest.raises(TimeSeriesError, match=r"line 4: 3 fields, the header has 2 \('5' lies past the last column\)"):
+        load_csv(write(tmp_path, ragged), "Temp")
+
+
+def test_utc_offsets_that_change_are_compared_as_instants(tmp_path):
+    # The night summer time starts in Berlin: consecutive hours, though the clock jumps from 01:59 to 03:00.
+    dst = "time,v\n2020-03-29T01:00+01:00,1\n2020-03-29T03:00+02:00,2\n2020-03-29T04:00+02:00,3\n"
+    s = load_csv(write(tmp_path, dst), "v")
+    assert [str(t) for t in s.times] == ["2020-03-29 00:00:00+00:00", "2020-03-29 01:00:00+00:00",
+                                         "2020-03-29 02:00:00+00:00"]
+    assert s.report["step"] == "0 days 01:00:00" and s.report["time_gaps"] == 0
+    same = "Date,Temp\n2020-01-01T00:00+01:00,1\n2020-01-01T01:00+02:00,2\n"  # one instant, twice
+    with pytest.raises(TimeSeriesError, match="time repeats at line 3"):
+        load_csv(write(tmp_path, same), "Temp")
+    naive = "Date,Temp\n2020-01-01T00:00+01:00,1\n\n2020-01-01T02:00,2\n"
+    with pytest.raises(TimeSeriesError, match=r"time column 'Date', line 4: '2020-01-01T02:00' has no UTC offset"):
+        load_csv(write(tmp_path, naive), "Temp")
+
+
+def test_values_in_messages_are_printed_plainly(tmp_path):
+    years = "YEAR,v\n1700.0,0\n1701.0,1\n"
+    with pytest.raises(TimeSeriesError) as e:
+        load_csv(write(tmp_path, years), "v", time_col="YEAR")
+    assert str(e.value).endswith("time column 'YEAR', line 2: '1700.0' is not a date/time")
+
+
+def test_not_utf8_names_the_line(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(b"Date,Temp\n1981-01-01,20.7\n1981-01-02,caf\xe9\n")
+    with pytest.raises(TimeSeriesError, match=r"line 3: not UTF-8 text"):
+        load_csv(path, "Temp")
+
+
 def test_time_order_is_checked_never_resorted(tmp_path):
     swapped = GOOD.replace("2020-01-02", "2020-01-09")
     with pytest.raises(TimeSeriesError, match="goes back in time at line 4"):
@@ -97,31 +157,52 @@ def test_gaps_error_refuses_and_says_where(tmp_path):
         load_csv(write(tmp_path, GAPPY), "temp", ["wind"], gaps="error")
 
 
-def test_gaps_interpolate_fills_linearly_in_time_and_reports_trimmed_edges(tmp_path):
-    s = load_csv(write(tmp_path, GAPPY), "temp", ["wind"], gaps="interpolate")
+def test_gaps_ffill_carries_the_last_observation_and_reports_trimmed_rows(tmp_path):
+    s = load_csv(write(tmp_path, GAPPY), "temp", ["wind"], gaps="ffill")
     rep = s.report
-    # Row 1 (no temp before it) and row 8 (no temp after it) cannot be interpolated: trimmed, counted.
-    assert rep["trimmed_leading_rows"] == 1 and rep["trimmed_trailing_rows"] == 1
+    # Row 1 has no temp before it: nothing to carry, trimmed and counted. The last row's missing
+    # temp takes the one before it.
+    assert rep["trimmed_leading_rows"] == 1
     assert [str(t.date()) for t in s.times] == ["2020-01-02", "2020-01-03", "2020-01-04", "2020-01-05",
-                                                "2020-01-07", "2020-01-08"]
-    # temp 1.0 on the 2nd and 4.0 on the 5th: 2.0 and 3.0 between; wind on the 7th between 5 (5th) and 8 (8th),
-    # in time (2 of 3 days), not in rows.
-    np.testing.assert_allclose(s.values[:, 0], [1, 2, 3, 4, 6, 7])
-    np.testing.assert_allclose(s.values[:, 1], [2, 3, 4, 5, 7, 8])
-    assert rep["filled_values"] == 3 and rep["filled_runs"] == 2 and rep["longest_filled_run"] == 2
+                                                "2020-01-07", "2020-01-08", "2020-01-09"]
+    # temp 1.0 on the 2nd carried over the 3rd and 4th; wind 5 of the 5th carried to the 7th; temp 7.0 to the 9th.
+    np.testing.assert_array_equal(s.values[:, 0], [1, 1, 1, 4, 6, 7, 7])
+    np.testing.assert_array_equal(s.values[:, 1], [2, 3, 4, 5, 5, 8, 9])
+    np.testing.assert_array_equal(s.filled, [[0, 0], [1, 0], [1, 0], [0, 0], [0, 1], [0, 0], [1, 0]])
+    assert rep["filled_values"] == 4 and rep["filled_runs"] == 3 and rep["longest_filled_run"] == 2
     assert rep["time_gaps"] == 1  # the 6th is absent from the file, and stays absent
     assert not np.isnan(s.values).any()
 
 
-def test_gaps_interpolate_refuses_runs_longer_than_max_gap(tmp_path):
+def test_gaps_ffill_never_reads_a_later_row():
+    """Whatever the rows after row k hold (values, gaps, where the gaps are), rows 0..k come out the same."""
+    rng = np.random.default_rng(0)
+    times = pd.date_range("2020-01-01", periods=60, freq="h")
+    values = rng.normal(size=(60, 2))
+    values[rng.random((60, 2)) < 0.3] = np.nan
+    values[0] = [1.0, 2.0]
+    _, base, base_filled, _ = apply_gap_policy(times, values, ["a", "b"], "ffill")
+    for k in (5, 20, 41):
+        later = values.copy()
+        later[k + 1:] = rng.normal(size=(60 - k - 1, 2))
+        later[k + 1:][rng.random((60 - k - 1, 2)) < 0.5] = np.nan
+        _, got, got_filled, _ = apply_gap_policy(times, later, ["a", "b"], "ffill")
+        np.testing.assert_array_equal(got[:k + 1], base[:k + 1])
+        np.testing.assert_array_equal(got_filled[:k + 1], base_filled[:k + 1])
+
+
+def test_gaps_ffill_refuses_runs_longer_than_max_gap(tmp_path):
     with pytest.raises(TimeSeriesError, match=r"2 missing values in a row .*\(more than --max-gap 1\)"):
-        load_csv(write(tmp_path, GAPPY), "temp", ["wind"], gaps="interpolate", max_gap=1)
-    assert len(load_csv(write(tmp_path, GAPPY), "temp", ["wind"], gaps="interpolate", max_gap=2)) == 6
+        load_csv(write(tmp_path, GAPPY), "temp", ["wind"], gaps="ffill", max_gap=1)
+    assert len(load_csv(write(tmp_path, GAPPY), "temp", ["wind"], gaps="ffill", max_gap=2)) == 7
 
 
-def test_gap_policy_name_is_checked():
+def test_gap_policy_name_is_checked(tmp_path):
     with pytest.raises(TimeSeriesError, match="gaps: expected one of"):
         apply_gap_policy(None, np.zeros((2, 1)), ["a"], "drop")
+    # The removed name says what to use instead, before the file is read.
+    with pytest.raises(TimeSeriesError, match=r"gaps: 'interpolate' was removed: .* use 'ffill'"):
+        load_csv(tmp_path / "absent.csv", "temp", gaps="interpolate")
 
 
 def test_parse_columns():
@@ -136,15 +217,18 @@ def test_pollution_gaps(tmp_path):
         pytest.skip(f"shared data absent: {POLLUTION}")
     with pytest.raises(TimeSeriesError, match=r"'pm2.5': 2067 missing in 214 run\(s\), first at lines 2-25"):
         load_csv(POLLUTION, "pm2.5", ["DEWP", "TEMP"], gaps="error")
-    s = load_csv(POLLUTION, "pm2.5", ["DEWP", "TEMP", "PRES", "Iws"], gaps="interpolate")
+    s = load_csv(POLLUTION, "pm2.5", ["DEWP", "TEMP", "PRES", "Iws"], gaps="ffill")
     assert s.report["time_columns"] == ["year", "month", "day", "hour"]
-    assert s.report["trimmed_leading_rows"] == 24 and s.report["trimmed_trailing_rows"] == 0
-    assert len(s) == 43824 - 24 and s.report["filled_values"] == 2067 - 24
+    assert s.report["trimmed_leading_rows"] == 24
+    assert len(s) == 43824 - 24 and s.report["filled_values"] == 2067 - 24 == s.filled.sum()
+    assert s.filled[:, 1:].sum() == 0 and not s.filled[0, 0]  # only pm2.5 has gaps
     assert s.report["step"] == "0 days 01:00:00" and s.report["time_gaps"] == 0
     assert not np.isnan(s.values).any()
     assert seasonal_period(s) == 24
     with pytest.raises(TimeSeriesError, match="column 'cbwd' is not numeric: line 2 holds 'NW'"):
-        load_csv(POLLUTION, "pm2.5", ["cbwd"], gaps="interpolate")
+        load_csv(POLLUTION, "pm2.5", ["cbwd"], gaps="ffill")
+    every = load_csv(POLLUTION, "pm2.5", ["all"], gaps="ffill")
+    assert "cbwd" not in every.columns and every.report["excluded_columns"] == ["cbwd"]
 
 
 def test_melbourne_two_absent_days_are_reported_not_invented():

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from lstmkit.cells import LSTM_CELLS
-from lstmkit.data.timeseries import DATASETS, GAP_POLICIES
+from lstmkit.data.timeseries import DATASETS, check_gap_policy
 from lstmkit.kernels import BACKEND_NAMES
 from lstmkit.utils.options import check_number, check_seed
 from lstmkit.utils.runs import config_from_dict
@@ -28,8 +28,8 @@ class ForecastConfig:
     target: str | None = None  # the column to forecast; None: the dataset's default (temp_max)
     features: str | None = None  # comma-separated input columns besides the target; "all"; None: default
     time_col: str | None = None  # None: found by name (date, time, ...) or built from year/month/day/hour
-    gaps: str = "error"  # missing values: "error" refuses, "interpolate" fills linearly in time
-    max_gap: int = 0  # interpolate at most this many missing values in a row; 0: no limit
+    gaps: str = "error"  # missing values: "error" refuses, "ffill" carries the last observation forward
+    max_gap: int = 0  # fill at most this many missing values in a row; 0: no limit
     # --- windows and split ---
     window: int = 30  # input time steps per example
     horizon: int = 1  # steps ahead predicted at once (multi-step output)
@@ -64,7 +64,7 @@ class ForecastConfig:
             one_of("dataset", DATASETS)
         elif not self.target:
             raise ValueError("--target: required with --csv (the column to forecast)")
-        one_of("gaps", GAP_POLICIES)
+        check_gap_policy(self.gaps)
         one_of("cell", LSTM_CELLS)
         one_of("backend", BACKEND_NAMES)
         one_of("device", DEVICES)

@@ -3,12 +3,13 @@
 A run directory holds:
 
     config.json              the resolved config
-    data.json                the series: source, sha256, columns, rows, gap report, split, scaler, season
+    data.json                the series: source, sha256, columns, rows, gap report, split (windows per part,
+                             and how many were left out for a filled-in target), scaler, season
     model.safetensors        the best model so far (validation RMSE) with its config and scaler
     checkpoint.safetensors   the latest training state, its config and data's sha256; `--resume`
                              continues from it on the same config and data only
     metrics.json             test MAE / RMSE / MASE of the LSTM and every baseline, history
-    results.md               the same as a Markdown table
+    results.md               the same as a Markdown table, with the windows scored and left out
     predictions.csv          the test span: time, actual, each method's forecast (every step ahead)
     forecast.png             actual vs predicted on the test span
     curves.png               training and validation loss per epoch
@@ -19,6 +20,7 @@ Everything that can be refused (a missing column, a non-number, too few rows, a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -34,7 +36,7 @@ from lstmkit.apps.forecast import baselines, plots
 from lstmkit.apps.forecast.config import RESUMABLE, ForecastConfig
 from lstmkit.apps.forecast.metrics import scores, table
 from lstmkit.apps.forecast.model import Forecaster
-from lstmkit.apps.forecast.windows import Prepared, Scaler, prepare
+from lstmkit.apps.forecast.windows import PARTS, Prepared, Scaler, prepare
 from lstmkit.data.timeseries import Series, load_csv, load_dataset, parse_columns, seasonal_period
 from lstmkit.utils.checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
 from lstmkit.utils.runs import make_out_dir, resolve_device, rng_state, save_config, seed_everything, set_rng_state
@@ -57,7 +59,8 @@ class Data:
 
     def __init__(self, cfg: ForecastConfig) -> None:
         self.series = load_series(cfg)
-        self.prep: Prepared = prepare(self.series.values, cfg.val_fraction, cfg.test_fraction, cfg.window, cfg.horizon)
+        self.prep: Prepared = prepare(self.series.values, cfg.val_fraction, cfg.test_fraction, cfg.window, cfg.horizon,
+                                      filled=self.series.filled[:, 0])
         self.season = cfg.season or seasonal_period(self.series)
         target = self.series.values[:, 0]
         test = self.prep.raw["test"]
@@ -81,7 +84,8 @@ class Data:
         return {
             "source": s.source, "columns": s.columns, "target": s.target, "report": s.report,
             "split": {part: {"rows": [a, b], "from": str(times[a]), "to": str(times[b - 1]),
-                             "windows": len(self.prep.raw[part])}
+                             "windows": len(self.prep.raw[part]),
+                             "windows_dropped_filled_target": self.prep.dropped[part]}
                       for part, (a, b) in ((p, split.bounds(p)) for p in ("train", "val", "test"))},
             "scaler": self.prep.scaler.to_dict(), "season": self.season, "sha256": s.sha256,
         }
@@ -131,6 +135,8 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
                        log: Callable[[str], None] = print) -> dict:
     """The whole run; returns metrics.json's content. Refuses bad input before writing anything."""
     cfg.validate()
+    if cfg.csv is not None and not resume:  # recorded absolute, so --resume works from any directory
+        cfg = dataclasses.replace(cfg, csv=str(Path(cfg.csv).resolve()))
     out = Path(out)
     check_run_dir(out, resume)
     device = resolve_device(cfg.device)
@@ -142,10 +148,13 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
     log(f"series {data.series.source}: {len(data.series)} rows, columns {data.series.columns} "
         f"(target {data.series.target!r}); windows train/val/test "
         f"{len(prep.raw['train'])}/{len(prep.raw['val'])}/{len(prep.raw['test'])}")
-    if rep.get("missing_values"):
-        log(f"gaps ({rep['gap_policy']}): {rep['filled_values']} missing values filled in {rep['filled_runs']} runs "
-            f"(longest {rep['longest_filled_run']}); trimmed {rep['trimmed_leading_rows']} leading and "
-            f"{rep['trimmed_trailing_rows']} trailing rows with nothing to interpolate from")
+    if rep["excluded_columns"]:
+        log(f"--features all: left out {rep['excluded_columns']} (not one number in them)")
+    if rep["missing_values"]:
+        log(f"gaps ({rep['gap_policy']}): {rep['filled_values']} missing values filled with the last observation "
+            f"before them, in {rep['filled_runs']} runs (longest {rep['longest_filled_run']}); trimmed "
+            f"{rep['trimmed_leading_rows']} leading rows with no observation before them; windows left out for a "
+            f"filled-in target, train/val/test: {'/'.join(str(prep.dropped[p]) for p in PARTS)}")
     if rep.get("time_gaps"):
         log(f"note: {rep['time_gaps']} step(s) longer than the usual {rep['step']} (rows absent from the file; "
             "not invented)")
@@ -237,10 +246,13 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
                "best_epoch": best_epoch, "stopped": "max_time" if stopped_by_time else state["done"],
                "train_seconds_this_invocation": round(time.perf_counter() - start, 2),
                "history": state["history"], "target": data.series.target, "source": data.series.source,
-               "test_windows": len(test), "horizon": cfg.horizon, "window": cfg.window}
+               "test_windows": len(test), "test_windows_dropped_filled_target": prep.dropped["test"],
+               "horizon": cfg.horizon, "window": cfg.window}
     atomic_write_json(out / "metrics.json", metrics)
+    left_out = (f" ({prep.dropped['test']} more left out: their targets hold filled-in values)"
+                if prep.dropped["test"] else "")
     atomic_write_bytes(out / "results.md", (f"Test span of {data.series.source}, target {data.series.target!r}, "
-                                            f"horizon {cfg.horizon}, {len(test)} windows\n\n{md}\n").encode())
+                                            f"horizon {cfg.horizon}, {len(test)} windows{left_out}\n\n{md}\n").encode())
     times = data.series.times
     frame = {"time": [str(t) for t in times[test.origin + 1]]}
     for k in range(cfg.horizon):

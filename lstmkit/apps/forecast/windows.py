@@ -4,7 +4,8 @@ Rows [0, N) are cut in time order into train [0, b1), validation [b1, b2) and te
 A window with origin `o` (the last input row) reads rows o-window+1 .. o and predicts the
 target at rows o+1 .. o+horizon. Windows are made inside one part only: no window's inputs
 or targets cross a boundary, so the test targets are never seen, not even as inputs, before
-the test part, and validation never sees the test part.
+the test part, and validation never sees the test part. A window whose targets hold a value the
+gap policy filled in is left out of every part: a made-up value is neither trained on nor scored.
 """
 
 from __future__ import annotations
@@ -47,9 +48,14 @@ def chronological_split(n: int, val_fraction: float, test_fraction: float, windo
     return split
 
 
-def window_origins(start: int, end: int, window: int, horizon: int) -> np.ndarray:
-    """Every origin o with inputs [o-window+1, o] and targets [o+1, o+horizon] inside [start, end)."""
-    return np.arange(start + window - 1, end - horizon, dtype=np.int64)
+def window_origins(start: int, end: int, window: int, horizon: int, filled: np.ndarray | None = None) -> np.ndarray:
+    """Every origin o with inputs [o-window+1, o] and targets [o+1, o+horizon] inside [start, end),
+    but those whose targets hold a filled-in value (`filled`: (N,) bool, True at the target's filled rows)."""
+    origin = np.arange(start + window - 1, end - horizon, dtype=np.int64)
+    if filled is None:
+        return origin
+    seen = np.r_[0, np.cumsum(filled)]  # seen[r]: filled rows before row r
+    return origin[seen[origin + horizon + 1] == seen[origin + 1]]
 
 
 @dataclass
@@ -62,9 +68,11 @@ class Windows:
         return len(self.origin)
 
 
-def make_windows(values: np.ndarray, start: int, end: int, window: int, horizon: int, target: int = 0) -> Windows:
-    """Windows of `values` (N, F) lying entirely inside rows [start, end)."""
-    origin = window_origins(start, end, window, horizon)
+def make_windows(values: np.ndarray, start: int, end: int, window: int, horizon: int, target: int = 0,
+                 filled: np.ndarray | None = None) -> Windows:
+    """Windows of `values` (N, F) lying entirely inside rows [start, end), without those whose
+    targets hold a filled-in value (see `window_origins`)."""
+    origin = window_origins(start, end, window, horizon, filled)
     idx_x = origin[:, None] + np.arange(-window + 1, 1)[None, :]  # (n, window)
     idx_y = origin[:, None] + np.arange(1, horizon + 1)[None, :]  # (n, horizon)
     return Windows(values[idx_x], values[idx_y, target], origin)
@@ -105,15 +113,23 @@ class Prepared:
     scaler: Scaler
     raw: dict[str, Windows]  # in the series' units
     scaled: dict[str, Windows]  # standardised with the training statistics
+    dropped: dict[str, int]  # windows of each part left out because their targets hold filled-in values
 
 
-def prepare(values: np.ndarray, val_fraction: float, test_fraction: float, window: int, horizon: int) -> Prepared:
+def prepare(values: np.ndarray, val_fraction: float, test_fraction: float, window: int, horizon: int,
+            filled: np.ndarray | None = None) -> Prepared:
+    """filled: (N,) bool, True where the target was filled in (`Series.filled[:, 0]`); None: nowhere."""
     split = chronological_split(len(values), val_fraction, test_fraction, window, horizon)
     scaler = Scaler.fit(values[: split.b1])
     scaled_values = scaler.transform(values)
-    raw, scaled = {}, {}
+    raw, scaled, dropped = {}, {}, {}
     for part in PARTS:
         s, e = split.bounds(part)
-        raw[part] = make_windows(values, s, e, window, horizon)
-        scaled[part] = make_windows(scaled_values, s, e, window, horizon)
-    return Prepared(split, scaler, raw, scaled)
+        raw[part] = make_windows(values, s, e, window, horizon, filled=filled)
+        scaled[part] = make_windows(scaled_values, s, e, window, horizon, filled=filled)
+        dropped[part] = len(window_origins(s, e, window, horizon)) - len(raw[part])
+        if not len(raw[part]):
+            use = "train on" if part == "train" else "score"
+            raise ValueError(f"series: all {dropped[part]} {part} windows have a filled-in value among their "
+                             f"--horizon {horizon} targets; nothing is left to {use}")
+    return Prepared(split, scaler, raw, scaled, dropped)

@@ -50,6 +50,12 @@ class LongRangeConfig:
         if self.lengths is not None:
             if not self.lengths or any(n < 1 for n in self.lengths):
                 raise ValueError(f"lengths: expected positive integers, got {self.lengths}")
+        for t in self.tasks:  # not only in the generators: refused before any task trains or --out is made
+            for n in self.lengths_of(t):
+                try:
+                    TASKS[t].check_length(n)
+                except ValueError as e:
+                    raise ValueError(f"lengths: {e}") from None
         if self.match not in MATCHES:
             raise ValueError(f"match: expected one of {list(MATCHES)}, got {self.match!r}")
         if self.backend not in BACKEND_NAMES:

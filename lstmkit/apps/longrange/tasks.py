@@ -37,6 +37,12 @@ class Task:
     metric: str  # "mse" (lower is better) or "accuracy" (higher is better)
     chance: float
     solved: float  # the metric at which a run counts as solved (and may stop early)
+    length_name: str  # what `length` means for the task, for messages
+    min_length: int  # the shortest length the generator can make
+
+    def check_length(self, length: int) -> None:
+        if length < self.min_length:
+            raise ValueError(f"{self.name}: {self.length_name} must be >= {self.min_length}, got {length}")
 
     def generate(self, batch: int, length: int, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -60,11 +66,11 @@ class Task:
 
 class Adding(Task):
     def __init__(self) -> None:
-        super().__init__("adding", 2, 1, "mse", 1.0 / 6.0, 0.002)
+        # One marked value in each half: a half needs one step.
+        super().__init__("adding", 2, 1, "mse", 1.0 / 6.0, 0.002, "length", 2)
 
     def generate(self, batch, length, rng):
-        if length < 2:
-            raise ValueError(f"adding: length must be >= 2, got {length}")
+        self.check_length(length)
         values = rng.random((length, batch), dtype=np.float64).astype(np.float32)
         first = rng.integers(0, length // 2, size=batch)
         second = rng.integers(length // 2, length, size=batch)
@@ -88,7 +94,7 @@ class Adding(Task):
 class Copy(Task):
     def __init__(self, symbols: int = 5, alphabet: int = 8) -> None:
         # channels: alphabet symbols, blank, recall marker
-        super().__init__("copy", alphabet + 2, alphabet, "accuracy", 1.0 / alphabet, 0.99)
+        super().__init__("copy", alphabet + 2, alphabet, "accuracy", 1.0 / alphabet, 0.99, "the delay", 0)
         object.__setattr__(self, "symbols", symbols)
         object.__setattr__(self, "alphabet", alphabet)
 
@@ -96,8 +102,7 @@ class Copy(Task):
         return 2 * self.symbols + length
 
     def generate(self, batch, length, rng):
-        if length < 0:
-            raise ValueError(f"copy: the delay must be >= 0, got {length}")
+        self.check_length(length)
         K, A = self.symbols, self.alphabet
         T = self.seq_len(length)
         seq = rng.integers(0, A, size=(K, batch))
@@ -123,7 +128,7 @@ class Agreement(Task):
 
     def __init__(self, nouns: int = 4, fillers: int = 8, attractor_rate: float = 0.3) -> None:
         vocab = 2 * nouns + 1 + fillers + 1
-        super().__init__("agreement", vocab, 2, "accuracy", 0.5, 0.99)
+        super().__init__("agreement", vocab, 2, "accuracy", 0.5, 0.99, "the clause length", 0)
         object.__setattr__(self, "nouns", nouns)
         object.__setattr__(self, "fillers", fillers)
         object.__setattr__(self, "attractor_rate", attractor_rate)
@@ -132,8 +137,7 @@ class Agreement(Task):
         return length + 3
 
     def generate(self, batch, length, rng):
-        if length < 0:
-            raise ValueError(f"agreement: the clause length must be >= 0, got {length}")
+        self.check_length(length)
         N, nf = self.nouns, self.fillers
         which, first_filler, query = 2 * N, 2 * N + 1, 2 * N + 1 + nf
         number = rng.integers(0, 2, size=batch)  # 0 singular, 1 plural: the target

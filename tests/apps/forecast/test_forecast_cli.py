@@ -4,6 +4,7 @@ import hashlib
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lstmkit.cli.main import main
@@ -61,6 +62,16 @@ def test_end_to_end_then_resume(tmp_path, csv, capsys):
     from lstmkit.apps.forecast.run import load_model
     model, cfg, scaler, columns = load_model(out)
     assert columns == ["temp", "wind"] and cfg.window == 6
+
+
+def test_a_relative_csv_resumes_from_another_directory(tmp_path, csv, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["forecast", "--csv", csv.name, "--target", "temp", *TINY, "--out", "run", "--epochs", "1"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["csv"] == str(csv.resolve())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["forecast", "--out", str(tmp_path / "run"), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert "resumed from epoch 1" in capsys.readouterr().out
 
 
 def test_multi_step_horizon(tmp_path, csv):
@@ -172,3 +183,50 @@ def test_resume_refuses_data_that_changed(tmp_path, csv, capsys):
     assert json.loads((out / "data.json").read_text()) == data  # nothing rewritten
     csv.write_text("\n".join(lines) + "\n")  # the same bytes again: resuming goes on
     assert _resume(out, capsys)[0] == 0
+
+
+def test_ffill_leaves_windows_with_a_filled_in_target_out_of_every_score(tmp_path, csv, capsys):
+    lines = csv.read_text().splitlines()
+    gaps = [150, 151, 145]  # targets of test windows (test rows 136..159; the first target is row 142)
+    for r in gaps:
+        day, _, wind = lines[r + 1].split(",")
+        lines[r + 1] = f"{day},NA,{wind}"
+    csv.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "ffill"
+    assert main(["forecast", "--csv", str(csv), "--target", "temp", "--gaps", "ffill", "--epochs", "1",
+                 "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "filled with the last observation before them" in printed and "train/val/test: 0/0/3" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    # 18 test windows (horizon 1) of which the 3 whose target is a filled row are left out.
+    assert metrics["test_windows"] == 15 and metrics["test_windows_dropped_filled_target"] == 3
+    data = json.loads((out / "data.json").read_text())
+    assert data["split"]["test"]["windows"] == 15 and data["split"]["test"]["windows_dropped_filled_target"] == 3
+    assert data["report"]["filled_values"] == 3
+    assert "15 windows (3 more left out: their targets hold filled-in values)" in (out / "results.md").read_text()
+    # Scored only on observed targets: persistence by hand over the kept windows gives the saved RMSE.
+    temp = np.array([float(line.split(",")[1]) if "NA" not in line else np.nan for line in lines[1:]])
+    temp = pd.Series(temp).ffill().to_numpy()
+    origins = [o for o in range(136 + 6 - 1, 160 - 1) if o + 1 not in gaps]
+    want = np.sqrt(np.mean([(temp[o + 1] - temp[o]) ** 2 for o in origins]))
+    assert metrics["test"]["persistence"]["rmse"] == pytest.approx(want)
+    predicted = pd.read_csv(out / "predictions.csv")["time"].tolist()
+    assert len(predicted) == 15 and not {lines[r + 1].split(",")[0] for r in gaps} & {t[:10] for t in predicted}
+
+
+def test_gaps_interpolate_is_refused_with_what_to_use(tmp_path, csv, capsys):
+    out = tmp_path / "old"
+    assert main(["forecast", "--csv", str(csv), "--target", "temp", "--gaps", "interpolate", "--out", str(out),
+                 *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "gaps: 'interpolate' was removed" in err and "use 'ffill'" in err and err.count("\n") == 1
+    assert not out.exists()
+    # A run directory written before ffill: --resume refuses its config the same way, touching nothing.
+    assert main(["forecast", "--csv", str(csv), "--target", "temp", "--epochs", "1", "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "gaps": "interpolate"}))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["forecast", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 2
+    assert "use 'ffill'" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -1,11 +1,13 @@
 """Chronological split, windows inside one part, targets at the horizon, scaling from train only."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lstmkit.apps.forecast.windows import PARTS, Scaler, chronological_split, make_windows, prepare
+from lstmkit.apps.forecast.windows import PARTS, Scaler, chronological_split, make_windows, prepare, window_origins
+from lstmkit.data.timeseries import apply_gap_policy
 
 
 @settings(max_examples=60, deadline=None)
@@ -68,3 +70,54 @@ def test_too_few_rows_is_a_clear_error():
         chronological_split(5, 0.15, 0.15, 4, 2)
     with pytest.raises(ValueError, match="the val part has 3 rows .* too few for one window"):
         chronological_split(20, 0.15, 0.15, 4, 2)
+
+
+def test_windows_with_a_filled_in_target_are_left_out_of_every_part():
+    rng = np.random.default_rng(2)
+    n, window, horizon = 300, 5, 3
+    values = rng.normal(size=(n, 2))
+    filled = np.arange(n) % 17 == 0
+    prep = prepare(values, 0.2, 0.2, window, horizon, filled=filled)
+    for part in PARTS:
+        lo, hi = prep.split.bounds(part)
+        every = window_origins(lo, hi, window, horizon)
+        clean = [o for o in every if not filled[o + 1:o + horizon + 1].any()]
+        w = prep.raw[part]
+        np.testing.assert_array_equal(w.origin, clean)
+        assert prep.dropped[part] == len(every) - len(clean) > 0
+        np.testing.assert_array_equal(prep.scaled[part].origin, clean)
+        assert not any(filled[o + 1:o + horizon + 1].any() for o in w.origin)
+    # A filled input is kept: only the targets decide.
+    assert any(filled[o - window + 1:o + 1].any() for o in prep.raw["test"].origin)
+    assert prepare(values, 0.2, 0.2, window, horizon).dropped == {p: 0 for p in PARTS}
+
+
+def test_a_part_left_with_no_window_is_a_clear_error():
+    filled = np.zeros(100, dtype=bool)
+    filled[85:] = True  # every test target
+    with pytest.raises(ValueError, match="all 10 test windows have a filled-in value among their --horizon 1 targets"):
+        prepare(np.ones((100, 1)), 0.15, 0.15, 5, 1, filled=filled)
+
+
+def test_window_inputs_do_not_change_when_later_rows_change():
+    """ffill then windows: a window's inputs read nothing after its origin, gaps included."""
+    rng = np.random.default_rng(3)
+    n = 200
+    times = pd.date_range("2021-01-01", periods=n, freq="D")
+    values = rng.normal(size=(n, 2))
+    values[rng.random((n, 2)) < 0.2] = np.nan
+    values[0] = 0.0
+    _, base, base_filled, _ = apply_gap_policy(times, values, ["a", "b"], "ffill")
+    before = prepare(base, 0.2, 0.2, 10, 2, filled=base_filled[:, 0])
+    test = before.raw["test"]
+    for k in test.origin[10::10]:
+        later = values.copy()
+        later[k + 1:] = np.where(np.isnan(later[k + 1:]), 100.0, np.nan)  # gaps where values were, and back
+        _, changed, changed_filled, _ = apply_gap_policy(times, later, ["a", "b"], "ffill")
+        after = prepare(changed, 0.2, 0.2, 10, 2, filled=changed_filled[:, 0])
+        new = after.raw["test"]
+        # Changed rows may change which windows have a filled-in target; those kept in both read the same.
+        both = np.intersect1d(test.origin[test.origin <= k], new.origin)
+        assert len(both)
+        for o in both:
+            np.testing.assert_array_equal(new.x[new.origin == o][0], test.x[test.origin == o][0])

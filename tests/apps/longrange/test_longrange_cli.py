@@ -71,3 +71,16 @@ def test_bad_input_is_refused_before_training(tmp_path, capsys, monkeypatch, ext
     err = capsys.readouterr().err
     assert message.format(afile=afile) in err and err.count("\n") == 1
     assert afile.read_text() == "keep me\n"
+
+
+def test_a_length_too_short_for_a_task_is_refused_before_anything(tmp_path, capsys, monkeypatch):
+    import lstmkit.apps.longrange.train as train
+
+    monkeypatch.setattr(train, "run_experiment", _no_training)
+    out = tmp_path / "lr"
+    # copy and agreement can take length 1; adding cannot, and says so before copy trains or --out is made.
+    assert main(["longrange", "--tasks", "copy,agreement,adding", "--lengths", "1", "--no-progress",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "lengths: adding: length must be >= 2, got 1" in err and err.count("\n") == 1
+    assert not out.exists()

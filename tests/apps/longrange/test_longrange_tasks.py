@@ -74,3 +74,17 @@ def test_budgets_match_the_lstm(name):
     assert abs(n / parameter_count("lstm", 2, 64, 1) - 1) < 0.02
     assert matched_hidden(name, 2, 64, 1, "hidden") == 64
     assert model(torch.zeros(5, 3, 2)).shape == (5, 3, 1)
+
+
+def test_each_task_has_its_shortest_length():
+    from lstmkit.apps.longrange.config import LongRangeConfig
+
+    assert {name: task.min_length for name, task in TASKS.items()} == {"adding": 2, "copy": 0, "agreement": 0}
+    for name, task in TASKS.items():
+        x, _ = task.generate(3, task.min_length, np.random.default_rng(0))
+        assert x.shape[0] == task.seq_len(task.min_length)
+        with pytest.raises(ValueError, match=f"{name}: .* must be >= {task.min_length}, got {task.min_length - 1}"):
+            task.generate(3, task.min_length - 1, np.random.default_rng(0))
+    assert LongRangeConfig(tasks=["copy", "agreement"], lengths=[1]).validate().lengths == [1]
+    with pytest.raises(ValueError, match="lengths: adding: length must be >= 2, got 1"):
+        LongRangeConfig(tasks=["copy", "adding"], lengths=[3, 1]).validate()
