@@ -9,8 +9,8 @@ in post-order (children before parents, root last); root_h (B, H) the roots'. Mo
 All three compute the same values and gradients (up to float rounding), also where one Tree
 object is the child of several nodes, except that "recursive" raises RecursionError on trees
 deeper than Python's recursion limit (about 1000 levels), which "fold" and "eager" handle.
-Higher-order gradients (create_graph=True) need "recursive", or "eager" except for
-BinaryTreeLSTM in float32 on CPU (whose fused kernels refuse them); "fold" raises RuntimeError.
+Higher-order gradients (create_graph=True) work in "recursive" and "eager" (where the fused
+float32 CPU kernels hand that backward to the reference cell's); "fold" raises RuntimeError.
 
 The fold ops are the module's methods (`leaf`, `node`, ...), so a module can be passed to
 `Fold.apply` directly, or wrapped by a model that adds more ops of its own.

@@ -11,7 +11,7 @@ from lstmkit.cells.sequence import reference_layer as layer
 CELLS = tuple(CELLS)
 DEVICES = ("cpu", "cuda")
 
-__all__ = ["CELLS", "DEVICES", "layer", "differentiable_grads"]
+__all__ = ["CELLS", "DEVICES", "layer", "differentiable_grads", "grads_of"]
 
 
 def differentiable_grads(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str, Tensor],
@@ -26,13 +26,32 @@ def differentiable_grads(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], p
     by autograd. The values are the reference's; the fast path is bypassed for that call only.
     Returns (dx, (dh0[, dc0]), {name: dparam}), None where a tensor does not require grad.
     """
-    tensors = [x, *state, *params.values()]
-    wanted = [t for t in tensors if t.requires_grad]
-    with torch.enable_grad():
-        y, final = layer(spec, x, state, params, batch_sizes, reverse)
-    outputs = (y, *final)
-    grad_outputs = [g.to(o.dtype) for g, o in zip(grad_outputs, outputs)]  # a fast path's may be half
-    found = iter(torch.autograd.grad(outputs, wanted, grad_outputs, create_graph=True, allow_unused=True))
-    grads = [next(found) if t.requires_grad else None for t in tensors]
+    def run(x, *rest):
+        y, final = layer(spec, x, tuple(rest[:len(state)]), dict(zip(params, rest[len(state):])), batch_sizes,
+                         reverse)
+        return (y, *final)
+
+    grads = grads_of(run, (x, *state, *params.values()), grad_outputs)
     n = 1 + len(state)
     return grads[0], tuple(grads[1:n]), dict(zip(params, grads[n:]))
+
+
+def grads_of(fn, inputs: tuple[Tensor | None, ...], grad_outputs: tuple[Tensor, ...] | Tensor,
+             ) -> tuple[Tensor | None, ...]:
+    """The gradients of `fn(*inputs)` (a tensor or a tuple of them) for `grad_outputs`, made with
+    create_graph=True from the reference ops in `fn`; None for an input that needs no gradient.
+
+    `fn` runs on aliases of the inputs (views, connected to them), and the gradients are taken at
+    the aliases: only the paths inside this call count. Taken at the inputs themselves, a weight
+    that also made another input (the same layer applied to its own output, a state carried from
+    an earlier call without detach) would get that earlier call's part here as well, and again
+    when autograd reaches the earlier call's own backward."""
+    with torch.enable_grad():
+        aliases = tuple(t.view_as(t) if t is not None and t.requires_grad else t for t in inputs)
+        outputs = fn(*aliases)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    grad_outputs = grad_outputs if isinstance(grad_outputs, tuple) else (grad_outputs,)
+    grad_outputs = [g.to(o.dtype) for g, o in zip(grad_outputs, outputs)]  # a fast path's may be half
+    wanted = [t for t in aliases if t is not None and t.requires_grad]
+    found = iter(torch.autograd.grad(outputs, wanted, grad_outputs, create_graph=True, allow_unused=True))
+    return tuple(next(found) if t is not None and t.requires_grad else None for t in aliases)

@@ -26,7 +26,9 @@ import torch
 from numba import njit
 from torch import Tensor
 
+from lstmkit.cells.treelstm import binary_tree_lstm_leaf, binary_tree_lstm_node
 from lstmkit.kernels.onednn import linear
+from lstmkit.kernels.reference import grads_of
 
 JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "nsz"})
 
@@ -163,13 +165,18 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
-def _no_create_graph() -> None:
-    """The numba backward has no backward of its own: refuse create_graph=True (autograd runs a
-    backward with grad mode on only then) rather than hand back gradients that look differentiable."""
-    if torch.is_grad_enabled():
-        raise RuntimeError("lstmkit: the fused float32 CPU Tree-LSTM kernels do not support create_graph=True "
-                           "(higher-order gradients); use the Tree-LSTM's mode='recursive' (or mode='eager' in "
-                           "float64, which runs torch ops instead)")
+def _reference_leaf(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    return torch.cat(binary_tree_lstm_leaf(x, weight, bias), 1)  # (B, 2H)
+
+
+def _reference_node(P: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    B, H = P.shape[0], weight.shape[0] // 5
+    return torch.cat(binary_tree_lstm_node(P[:, :, :H].reshape(B, 2 * H), P[:, 0, H:], P[:, 1, H:], weight, bias), 1)
+
+
+# The backward kernels have no backward of their own. When autograd asks for a differentiable
+# backward (create_graph=True, the only time it runs one with grad mode on), the functions below
+# return the reference cell's gradients instead, recomputed from the saved inputs.
 
 
 class LeafFn(torch.autograd.Function):
@@ -177,17 +184,18 @@ class LeafFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        x = x.contiguous()
-        S = linear(x, weight, bias)  # (B, 3H), activated in place
+        S = linear(x.contiguous(), weight, bias)  # (B, 3H), activated in place
         out = x.new_empty(x.shape[0], 2 * (weight.shape[0] // 3))
         _leaf_forward(_np(S), _np(out))
-        ctx.save_for_backward(x, weight, S, out)
+        ctx.save_for_backward(x, weight, bias, S, out)  # the inputs as given: a differentiable backward reads them
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        _no_create_graph()
-        x, weight, S, out = ctx.saved_tensors
+        x, weight, bias, S, out = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return grads_of(_reference_leaf, (x, weight, bias), dout)
+        x = x.contiguous()
         dG, db = torch.empty_like(S), S.new_zeros(S.shape[1])
         _leaf_backward(_np(S), _np(out), _np(dout.contiguous()), _np(dG), _np(db))
         dx = linear(dG, weight.t()) if ctx.needs_input_grad[0] else None  # dG W
@@ -201,19 +209,21 @@ class NodeFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, P, weight, bias):
-        P = P.contiguous()
+        Pc = P.contiguous()
         B, H = P.shape[0], weight.shape[0] // 5
-        hx = P[:, :, :H].reshape(B, 2 * H)  # [h_l; h_r]
+        hx = Pc[:, :, :H].reshape(B, 2 * H)  # [h_l; h_r]
         S = linear(hx, weight, bias)  # (B, 5H), activated in place
         out = P.new_empty(B, 2 * H)
-        _node_forward(_np(S), _np(P), _np(out))
-        ctx.save_for_backward(hx, P, weight, S, out)
+        _node_forward(_np(S), _np(Pc), _np(out))
+        ctx.save_for_backward(P, weight, bias, hx, Pc, S, out)  # P as given: a differentiable backward reads it
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        _no_create_graph()
-        hx, P, weight, S, out = ctx.saved_tensors
+        P, weight, bias, hx, Pc, S, out = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return grads_of(_reference_node, (P, weight, bias), dout)
+        P = Pc
         B, H = out.shape[0], out.shape[1] // 2
         dG, dP, db = torch.empty_like(S), torch.empty_like(P), S.new_zeros(S.shape[1])
         _node_backward(_np(S), _np(out), _np(P), _np(dout.contiguous()), _np(dG), _np(dP), _np(db))

@@ -313,6 +313,30 @@ def test_double_backward_matches_reference(cell):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "layernorm", "gru"])
+def test_create_graph_with_weights_that_made_the_input(cell):
+    """The same layer applied to its own output, from its own final state (weights shared across
+    calls): with create_graph=True each call's backward counts only its own use of the weights, so
+    the gradients equal a plain backward's, and the second derivatives the reference's."""
+    params = make_params(cell, 4, 4, 0)
+    x, state, _ = make_inputs(cell, 3, 2, 4, 4, 0)
+
+    def grads(layer_fn, create_graph):
+        y1, final = layer_fn(SPECS[cell], x, state, params, None, False)
+        y2, _ = layer_fn(SPECS[cell], y1, final, params, None, False)
+        first = torch.autograd.grad(y2.pow(2).sum(), list(params.values()), create_graph=create_graph)
+        if not create_graph:
+            return first
+        return [*first, *torch.autograd.grad(sum(g.pow(2).sum() for g in first), list(params.values()))]
+
+    plain = grads(lstm_numba.layer, False)
+    got, want = grads(lstm_numba.layer, True), grads(reference.layer, True)
+    for a, b in zip(got[:len(plain)], plain):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
 def test_cpu_autocast_computes_in_float32():
     """Under CPU autocast the kernels run in the parameters' float32, forward and backward (a
     bf16 GEMM would meet the float32 kernel half way): the numbers of a run without autocast."""

@@ -71,22 +71,36 @@ def test_float32_fold_equals_the_float64_recursion():
         torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5)
 
 
-def test_create_graph_is_refused_not_silently_wrong():
+def _second_derivatives(fn, inputs, r, v):
+    """d/d(inputs) of <v, d<r, fn(inputs)>/d(weight)>: a Hessian-vector product through the backward."""
+    inputs = [t.detach().clone().requires_grad_() for t in inputs]
+    (gw,) = torch.autograd.grad((fn(*inputs) * r).sum(), inputs[1], create_graph=True)
+    return torch.autograd.grad((gw * v).sum(), inputs)
+
+
+def test_create_graph_differentiates_the_reference_cell():
     g = torch.Generator().manual_seed(0)
     H = 3
     x, P = torch.randn(2, 4, generator=g), torch.randn(2, 2, 2 * H, generator=g)
-    leaf_w, leaf_b = torch.randn(3 * H, 4, generator=g), torch.randn(3 * H, generator=g)
-    node_w, node_b = torch.randn(5 * H, 2 * H, generator=g), torch.randn(5 * H, generator=g)
-    for t in (leaf_w, leaf_b, node_w, node_b):
-        t.requires_grad_()
-    for out, wrt in ((kernels.LeafFn.apply(x, leaf_w, leaf_b), [leaf_w, leaf_b]),
-                     (kernels.NodeFn.apply(P, node_w, node_b), [node_w, node_b])):
-        with pytest.raises(RuntimeError, match=r"fused float32 CPU Tree-LSTM kernels do not support create_graph=True"):
-            torch.autograd.grad(out.square().sum(), wrt, create_graph=True)
-    # mode="eager" runs these kernels in float32: the same refusal; mode="recursive" differentiates twice
+    leaf = [x, torch.randn(3 * H, 4, generator=g), torch.randn(3 * H, generator=g)]
+    node = [P, torch.randn(5 * H, 2 * H, generator=g), torch.randn(5 * H, generator=g)]
+
+    def reference_node(P, w, b):
+        return torch.cat(binary_tree_lstm_node(torch.cat([P[:, 0, :H], P[:, 1, :H]], 1), P[:, 0, H:], P[:, 1, H:],
+                                               w, b), 1)
+
+    for fused, reference, inputs in ((kernels.LeafFn.apply, lambda *a: torch.cat(binary_tree_lstm_leaf(*a), 1), leaf),
+                                     (kernels.NodeFn.apply, reference_node, node)):
+        r, v = torch.randn(2, 2 * H, generator=g), torch.randn_like(inputs[1])
+        got = _second_derivatives(fused, inputs, r, v)
+        want = _second_derivatives(reference, [t.double() for t in inputs], r.double(), v.double())
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-5)
+    # mode="eager" runs these kernels in float32, and differentiates twice as mode="recursive" does
     m = BinaryTreeLSTM(4, 3, embedding=nn.Embedding(10, 4))
     tree = random_binary_tree(5, 10, random.Random(0))
-    with pytest.raises(RuntimeError, match="mode='recursive'"):
-        torch.autograd.grad(m([tree], mode="eager")[1].sum(), m.node_weight, create_graph=True)
-    (gw,) = torch.autograd.grad(m([tree], mode="recursive")[1].sum(), m.node_weight, create_graph=True)
-    assert gw.requires_grad
+    grads = []
+    for mode in ("eager", "recursive"):
+        (gw,) = torch.autograd.grad(m([tree], mode=mode)[1].sum(), m.node_weight, create_graph=True)
+        grads.append(torch.autograd.grad(gw.square().sum(), m.leaf_weight))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
