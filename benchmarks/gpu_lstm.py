@@ -1,12 +1,13 @@
 """GPU benchmark of backend="triton" against cuDNN's torch.nn.LSTM (issue 7's bars).
 
-    python benchmarks/gpu_lstm.py [--quick] [--json out.json]
+    python benchmarks/gpu_lstm.py [--quick] [--json out.json] [--skip-train] [--tune]
 
 Prints markdown tables:
 1. training (forward + backward: dX and every weight gradient) at the bar shapes: cuDNN's
    standard cell, then lstmkit's triton backend for each cell, ratio to cuDNN's standard cell;
 2. small-batch inference latency (T=100): cuDNN vs the persistent kernel (and the per-step
-   path), ratio cuDNN / lstmkit = how many times lower lstmkit's latency is.
+   path), ratio cuDNN / lstmkit = how many times lower lstmkit's latency is; with --tune, the
+   persistent kernel at each of its launches (warps x chains of the product) instead.
 Both sides run fp32 with TF32 GEMMs exactly as cuDNN's RNN is configured
 (torch.backends.cudnn.rnn.fp32_precision), plus bf16 autocast rows. Times are medians of CUDA
 event timings after warm-up; the rows of one table are interleaved over several rounds.
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 
 import torch
+import triton
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -74,21 +76,23 @@ def _with_autocast(fn):
     return run
 
 
-def _with_flags(fn, graphs: bool | None = None, persistent: bool | None = None):
+def _with_flags(fn, **flags):
+    """fn under lstm_triton.settings(**flags)."""
     def run():
-        with lt.settings(graphs=graphs, persistent=persistent):
+        with lt.settings(**flags):
             fn()
     return run
 
 
-def _with_warps(fn, warps: int):
-    def run():
-        old, pk.NUM_WARPS = pk.NUM_WARPS, warps
-        try:
-            fn()
-        finally:
-            pk.NUM_WARPS = old
-    return run
+def persistent_launches(H: int, B: int) -> list[pk.Tuning]:
+    """The launches --tune sweeps: 4 and 8 warps with the product in 1, 2 or 4 mma chains, and at
+    B <= 2 the multiply-add product with 8 and 32 warps. At most 8, the CUDA-graph cache's size:
+    more, interleaved, would recapture on every call."""
+    out = [pk.tuning(H, B, warps, split) for warps in (4, 8) for split in (1, 2, 4)
+           if split <= max(16, triton.next_power_of_2(H)) // 16]
+    if B <= pk.FMA_MAX_BATCH:
+        out += [pk.tuning(H, B, warps, 1, fma=True) for warps in (8, 32)]
+    return out
 
 
 def bench_training(shapes, rounds, reps, warmup) -> list[dict]:
@@ -116,7 +120,7 @@ def bench_training(shapes, rounds, reps, warmup) -> list[dict]:
     return rows
 
 
-def bench_inference(Bs, Hs, T, rounds, reps, warmup) -> list[dict]:
+def bench_inference(Bs, Hs, T, rounds, reps, warmup, tune: bool = False) -> list[dict]:
     rows = []
     for H in Hs:
         for B in Bs:
@@ -131,20 +135,29 @@ def bench_inference(Bs, Hs, T, rounds, reps, warmup) -> list[dict]:
                     with torch.no_grad():
                         m(x)
                 return run
-            fns = {"cuDNN": call(ref), "persistent": _with_flags(call(mine), persistent=True),
-                   "per-step (graphs)": _with_flags(call(mine), persistent=False)}
-            if H >= 1024:
-                fns["persistent, 16 warps"] = _with_warps(_with_flags(call(mine), persistent=True), 16)
+            if tune:
+                variants = {f"persistent, {t.warps} warps, " + ("multiply-adds" if t.fma else f"{t.split} chains"):
+                            dict(persistent=True, persistent_warps=t.warps, persistent_split=t.split,
+                                 persistent_fma=t.fma)
+                            for t in persistent_launches(H, B)}
+            else:
+                variants = {"persistent": dict(persistent=True), "per-step (graphs)": dict(persistent=False)}
+            fns = {"cuDNN": call(ref), **{k: _with_flags(call(mine), **f) for k, f in variants.items()}}
             med = _interleaved(fns, rounds, reps, warmup)
             with torch.no_grad():
-                err = (mine(x)[0] - ref(x)[0]).abs().max().item()
+                want = ref(x)[0]
+                err = 0.0
+                for flags in variants.values():
+                    with lt.settings(**flags):
+                        err = max(err, (mine(x)[0] - want).abs().max().item())
             for k, v in med.items():
                 rows.append({"table": "infer", "shape": f"T={T} B={B} H={H}", "impl": k, "ms": v,
                              "speedup": med["cuDNN"] / v, "max_abs_diff": err})
             ck = pk.last_compiled
             regs = f"; regs {getattr(ck, 'n_regs', '?')} spills {getattr(ck, 'n_spills', '?')}" if ck is not None else ""
+            best = min((k for k in med if k != "cuDNN"), key=med.get)
             print(f"# infer B={B} H={H}: " + ", ".join(f"{k} {v * 1e3:.0f} us" for k, v in med.items())
-                  + f"; max|diff| {err:.1e}; timeouts {int(pk.last_sync[1])}{regs}", flush=True)
+                  + f"; fastest: {best}; max|diff| {err:.1e}; timeouts {int(pk.last_sync[1])}{regs}", flush=True)
     return rows
 
 
@@ -190,11 +203,12 @@ def main() -> int:
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--skip-infer", action="store_true")
     ap.add_argument("--profile", action="store_true", help="print the kernel-time profile of one training step")
+    ap.add_argument("--tune", action="store_true",
+                    help="inference: time the persistent kernel at each launch persistent_launches gives")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         print("gpu_lstm.py: no CUDA device", file=sys.stderr)
         return 2
-    import triton
     print(f"# device: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
           f"cudnn {torch.backends.cudnn.version()}, cuDNN RNN TF32: {lt.rnn_allows_tf32()}", flush=True)
     rounds, reps, warmup = (2, 5, 3) if args.quick else (5, 10, 5)
@@ -204,7 +218,7 @@ def main() -> int:
     if not args.skip_train:
         rows += bench_training(TRAIN_SHAPES, rounds, reps, warmup)
     if not args.skip_infer:
-        rows += bench_inference(INFER_B, INFER_H, 100, rounds, 2 * reps, warmup)
+        rows += bench_inference(INFER_B, INFER_H, 100, rounds, 2 * reps, warmup, args.tune)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(markdown(rows))

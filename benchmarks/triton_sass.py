@@ -7,7 +7,7 @@ barriers (BAR.SYNC) per step, each a meeting of the program's warps.
 For kernel work on a machine without a GPU: Triton compiles to PTX and ptxas (bundled with
 triton) assembles it for the target; cuobjdump (also bundled) disassembles. Nothing runs.
 
-    python benchmarks/triton_sass.py --hidden 256 512 1024
+    python benchmarks/triton_sass.py --hidden 256 512 1024 [--warps 8] [--split 4 | --fma]
 """
 
 from __future__ import annotations
@@ -59,20 +59,22 @@ def step_barriers(sass: str) -> int:
     return sum("BAR.SYNC" in line for addr, line in lines if lo <= addr <= hi)
 
 
-def compile_persistent(H: int, sms: int, warps: int, capability: int) -> dict:
+def compile_persistent(H: int, sms: int, warps: int, split: int, fma: bool, capability: int) -> dict:
     """The kernel as `lstm_triton_persistent.forward` would launch it for the standard cell in
-    fp32 (TF32 products), unpacked, forward, on a GPU with `sms` multiprocessors."""
+    fp32 (TF32 products), unpacked, forward, on a GPU with `sms` multiprocessors (with `fma`, at
+    B=2, the widest batch of the multiply-add product)."""
+    tune = pk.tuning(H, pk.FMA_MAX_BATCH if fma else pk.MAX_BATCH, warps, split, fma)
     u = pk.units_per_program(H, sms)
     kp = max(16, triton.next_power_of_2(H))
     pointers = {"BS": "*i32", "SYNC": "*i32"}
     scalars = ("T", "B", "H", "n_prog", "spin_limit")
-    consts = dict(CELL=0, NG=4, PACKED=False, REVERSE=False, BB=16, KP=kp, U=u, ACC=tl.float32,
+    consts = dict(CELL=0, NG=4, PACKED=False, REVERSE=False, BB=pk.FMA_MAX_BATCH if fma else 16, KP=kp, U=u, SPLIT=tune.split, FMA=fma, ACC=tl.float32,
                   PREC="tf32", ACQ=True)
     fn = pk._persistent_lstm_kernel
     sig = {a: "constexpr" if a in consts else "i32" if a in scalars else pointers.get(a, "*fp32")
            for a in fn.arg_names}
     k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts),
-                       target=GPUTarget("cuda", capability, 32), options=dict(num_warps=warps))
+                       target=GPUTarget("cuda", capability, 32), options=dict(num_warps=tune.warps))
     bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "kernel.cubin")
@@ -93,17 +95,25 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hidden", type=int, nargs="+", default=[256, 512, 1024], help="hidden sizes H")
     ap.add_argument("--warps", type=int, default=4, help="warps per program (the kernel's default: 4)")
+    ap.add_argument("--split", type=int, default=1,
+                    help="independent mma chains of the recurrent product (the kernel's default: 1)")
+    ap.add_argument("--fma", action="store_true", help="the multiply-add product of B <= 2 (no mma)")
     ap.add_argument("--sms", type=int, default=132, help="multiprocessors of the target GPU (H100 SXM: 132)")
     ap.add_argument("--capability", type=int, default=90, help="compute capability x10 (H100: 90)")
     args = ap.parse_args(argv)
-    for name in ("warps", "sms", "capability"):
+    for name in ("warps", "split", "sms", "capability"):
         if getattr(args, name) < 1:
             ap.error(f"--{name}: expected >= 1, got {getattr(args, name)}")
     if min(args.hidden) < 1:
         ap.error(f"--hidden: expected sizes >= 1, got {min(args.hidden)}")
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # the GPU path's default; silences triton 3.9
-    print(f"triton {triton.__version__}, sm_{args.capability}, {args.warps} warps")
-    rows = [compile_persistent(H, args.sms, args.warps, args.capability) for H in args.hidden]
+    product = "multiply-adds" if args.fma else f"{args.split} chains"
+    print(f"triton {triton.__version__}, sm_{args.capability}, {args.warps} warps, {product}")
+    try:
+        rows = [compile_persistent(H, args.sms, args.warps, args.split, args.fma, args.capability)
+                for H in args.hidden]
+    except ValueError as e:
+        ap.error(f"--{str(e)}")
     keys = list(rows[0])
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for r in rows:

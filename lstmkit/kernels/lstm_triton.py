@@ -37,10 +37,10 @@ without a GPU.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 import triton
@@ -58,6 +58,9 @@ DEVICES = ("cuda", "cpu") if INTERPRET else ("cuda",)
 
 USE_CUDA_GRAPHS = os.environ.get("LSTMKIT_TRITON_GRAPHS", "1") != "0"
 USE_PERSISTENT = os.environ.get("LSTMKIT_TRITON_PERSISTENT", "1") != "0"
+PERSISTENT_WARPS: int | None = None  # None: lstm_triton_persistent.tuning's choice
+PERSISTENT_SPLIT: int | None = None
+PERSISTENT_FMA: bool | None = None
 
 _CELL_ID = {"lstm": 0, "peephole": 1, "cifg": 2, "layernorm": 3}
 _PEEPHOLE, _CIFG, _LAYERNORM = 1, 2, 3
@@ -66,21 +69,31 @@ __all__ = ["CELLS", "DEVICES", "layer", "clear_graph_cache", "rnn_allows_tf32", 
 
 
 @contextlib.contextmanager
-def settings(graphs: bool | None = None, persistent: bool | None = None):
-    """Within the block, turn CUDA graphs and/or the persistent kernel on or off (None: as they are).
+def settings(graphs: bool | None = None, persistent: bool | None = None,
+             persistent_warps: int | None = None, persistent_split: int | None = None,
+             persistent_fma: bool | None = None):
+    """Within the block, turn CUDA graphs and/or the persistent kernel on or off, and launch the
+    persistent kernel with `persistent_warps` warps, its product in `persistent_split` mma chains
+    or (`persistent_fma`) as multiply-adds (see lstm_triton_persistent.tuning; None: as they are).
 
     For comparisons (`lstmkit bench`, benchmarks/); not thread-safe: it sets the module's flags.
     """
-    global USE_CUDA_GRAPHS, USE_PERSISTENT
-    old = USE_CUDA_GRAPHS, USE_PERSISTENT
+    global USE_CUDA_GRAPHS, USE_PERSISTENT, PERSISTENT_WARPS, PERSISTENT_SPLIT, PERSISTENT_FMA
+    old = USE_CUDA_GRAPHS, USE_PERSISTENT, PERSISTENT_WARPS, PERSISTENT_SPLIT, PERSISTENT_FMA
     if graphs is not None:
         USE_CUDA_GRAPHS = bool(graphs)
     if persistent is not None:
         USE_PERSISTENT = bool(persistent)
+    if persistent_warps is not None:
+        PERSISTENT_WARPS = persistent_warps
+    if persistent_split is not None:
+        PERSISTENT_SPLIT = persistent_split
+    if persistent_fma is not None:
+        PERSISTENT_FMA = persistent_fma
     try:
         yield
     finally:
-        USE_CUDA_GRAPHS, USE_PERSISTENT = old
+        USE_CUDA_GRAPHS, USE_PERSISTENT, PERSISTENT_WARPS, PERSISTENT_SPLIT, PERSISTENT_FMA = old
 
 
 # --------------------------------------------------------------------------------------
@@ -323,7 +336,7 @@ def _bwd_step_kernel(
 # Host side: configuration, precision, launches
 # --------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _Cfg:
     cell: str
     T: int
@@ -339,6 +352,7 @@ class _Cfg:
     sd: torch.dtype  # cell-state dtype (fp32 for half types)
     tf32: bool
     save: bool  # keep what the backward needs
+    tune: object = None  # the persistent kernel's launch (lstm_triton_persistent.Tuning), or None
 
     @property
     def ng(self) -> int:
@@ -835,7 +849,7 @@ class _TritonLayer(torch.autograd.Function):
 def _persistent_impl(cfg: _Cfg, inp: dict[str, Tensor], p: dict[str, Tensor]) -> dict[str, Tensor]:
     from lstmkit.kernels import lstm_triton_persistent as pk
     y, hT, cT = pk.forward(cfg.cell, inp["x"], inp["h0"], inp["c0"], p, cfg.steps, cfg.reverse, cfg.cd, cfg.sd,
-                           cfg.tf32)
+                           cfg.tf32, cfg.tune)
     return {"y": y, "hT": hT, "cT": cT}
 
 
@@ -903,6 +917,8 @@ def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str
     if not save and USE_PERSISTENT and x.is_cuda:
         from lstmkit.kernels import lstm_triton_persistent as pk
         if pk.supported(spec.name, B, H, proj, cd, x.device):
+            # the launch is part of the configuration, so a graph captured with another is not replayed
+            cfg = dataclasses.replace(cfg, tune=pk.tuning(H, B, PERSISTENT_WARPS, PERSISTENT_SPLIT, PERSISTENT_FMA))
             y, hT, cT = _persistent(cfg, x, h0, c0, params)
             return y, (hT.to(pdt), cT.to(pdt))
 

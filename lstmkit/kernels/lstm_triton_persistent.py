@@ -23,6 +23,7 @@ several would never open).
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -32,13 +33,21 @@ from torch import Tensor
 from lstmkit.kernels.lstm_triton import INTERPRET, _acc_dtype, _next_pow2, _sigmoid, _tanh
 
 MAX_BATCH = 16
+FMA_MAX_BATCH = 2  # the widest batch the multiply-add product takes (rows are padded to a power of 2)
 MAX_SLICE_BYTES = 128 * 1024  # W_hh slice one program keeps on chip
 SPIN_LIMIT = 1 << 20
 _CELL_ID = {"lstm": 0, "peephole": 1, "cifg": 2}
 
 last_sync: Tensor | None = None
 last_compiled = None  # the compiled kernel of the last launch (registers, spills: diagnostics)
-NUM_WARPS: int | None = None  # override the choice below (benchmarks)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How the kernel is launched (`tuning` picks it; benchmarks/gpu_lstm.py --tune sweeps it)."""
+    warps: int  # warps per program
+    split: int  # independent mma chains the product's reduction over H runs as (a power of 2)
+    fma: bool = False  # B <= FMA_MAX_BATCH: the product as fp32 multiply-adds on the CUDA cores, no mma
 
 
 @triton.jit
@@ -53,8 +62,8 @@ def _persistent_lstm_kernel(
     XW, W, PI, PF, PO, BS, Y, HX, HN, CN, C0, SYNC,
     T, B, H, n_prog, spin_limit,
     CELL: tl.constexpr, NG: tl.constexpr, PACKED: tl.constexpr, REVERSE: tl.constexpr,
-    BB: tl.constexpr, KP: tl.constexpr, U: tl.constexpr, ACC: tl.constexpr,
-    PREC: tl.constexpr, ACQ: tl.constexpr,
+    BB: tl.constexpr, KP: tl.constexpr, U: tl.constexpr, SPLIT: tl.constexpr, FMA: tl.constexpr,
+    ACC: tl.constexpr, PREC: tl.constexpr, ACQ: tl.constexpr,
 ):
     pid = tl.program_id(0)
     N: tl.constexpr = 4 * U
@@ -67,11 +76,23 @@ def _persistent_lstm_kernel(
     unit = pid * U + cols // 4
     col_ok = (unit < H) & (slot < NG)
     wrow = slot * H + unit
-    ks = tl.arange(0, KP)
-    k_ok = ks < H
-    w_ptrs = W + wrow[None, :] * H + ks[:, None]  # W_hh^T slice (KP, N)
-    w_mask = k_ok[:, None] & col_ok[None, :]
+    # the recurrent product's reduction over H runs as SPLIT independent mma chains, one per
+    # chunk of KC rows of W_hh^T, summed at the end: shorter chains, one more cross-warp sum
+    # (one chain is written out on its own: as a chunk of one, it compiles to more registers)
+    if SPLIT == 1:
+        ks = tl.arange(0, KP)
+        k_ok = ks < H
+        w_ptrs = W + wrow[None, :] * H + ks[:, None]  # W_hh^T slice (KP, N)
+        w_mask = k_ok[:, None] & col_ok[None, :]
+    else:
+        KC: tl.constexpr = KP // SPLIT
+        ks = tl.arange(0, SPLIT)[:, None] * KC + tl.arange(0, KC)[None, :]  # (S, KC): rows of W_hh^T
+        k_ok = ks < H
+        w_ptrs = W + wrow[None, None, :] * H + ks[:, :, None]  # W_hh^T slice as chunks (S, KC, N)
+        w_mask = k_ok[:, :, None] & col_ok[None, None, :]
     w = tl.load(w_ptrs, mask=w_mask, other=0.0)  # loaded once, kept on chip for all T steps
+    if FMA:
+        w = w.to(ACC)
 
     rows = tl.arange(0, BB)
     row_ok = rows < B
@@ -84,7 +105,10 @@ def _persistent_lstm_kernel(
         p_i = tl.load(PI + ju, mask=ju < H, other=0.0).to(ACC)[None, :]
         p_f = tl.load(PF + ju, mask=ju < H, other=0.0).to(ACC)[None, :]
         p_o = tl.load(PO + ju, mask=ju < H, other=0.0).to(ACC)[None, :]
-    k_mask = row_ok[:, None] & k_ok[None, :]
+    if SPLIT == 1:
+        k_mask = row_ok[:, None] & k_ok[None, :]  # (BB, KP)
+    else:
+        k_mask = row_ok[None, :, None] & k_ok[:, None, :]  # (S, BB, KC)
     x_mask = row_ok[:, None] & col_ok[None, :]
     hty = HX.dtype.element_ty
     stalled = 0
@@ -102,9 +126,18 @@ def _persistent_lstm_kernel(
             n_act = tl.load(BS + t)
         else:
             n_act = B
-        hk = tl.load(HX + (s % 2) * B * H + rows[:, None] * H + ks[None, :], mask=k_mask, other=0.0,
-                     cache_modifier=".cg")
-        acc = tl.dot(hk, w, input_precision=PREC, out_dtype=ACC)
+        if FMA:  # a row or two: multiply-adds on the CUDA cores, not an mma tile of 16 mostly padding rows
+            hk = tl.load(HX + (s % 2) * B * H + rows[:, None] * H + ks[None, :], mask=k_mask, other=0.0,
+                         cache_modifier=".cg").to(ACC)  # (BB, KP)
+            acc = tl.sum(hk[:, :, None] * w[None, :, :], axis=1)  # (BB, KP, N) -> (BB, N)
+        elif SPLIT == 1:
+            hk = tl.load(HX + (s % 2) * B * H + rows[:, None] * H + ks[None, :], mask=k_mask, other=0.0,
+                         cache_modifier=".cg")
+            acc = tl.dot(hk, w, input_precision=PREC, out_dtype=ACC)  # (BB, N)
+        else:
+            hk = tl.load(HX + (s % 2) * B * H + rows[None, :, None] * H + ks[:, None, :], mask=k_mask,
+                         other=0.0, cache_modifier=".cg")  # (S, BB, KC)
+            acc = tl.sum(tl.dot(hk, w, input_precision=PREC, out_dtype=ACC), axis=0)  # (S, BB, N) -> (BB, N)
         pre = tl.reshape(acc + xw.to(ACC), (BB, U, 2, 2))  # [b, j, q // 2, q % 2]
         even, odd = tl.split(pre)  # (BB, U, 2) each: slots 0, 2 and 1, 3
         a0, a2 = tl.split(even)  # (BB, U)
@@ -191,6 +224,27 @@ def _plan(H: int, elem: int, device: torch.device) -> tuple[int, int, int] | Non
     return u, triton.cdiv(H, u), kp
 
 
+def tuning(H: int, B: int, warps: int | None = None, split: int | None = None,
+           fma: bool | None = None) -> Tuning:
+    """The launch for hidden size H and batch B; `warps`/`split`/`fma` override the measured choice."""
+    # measured on an H100 (BENCHMARKS.md): 4 warps beat 8 at every H (by 10-27% at H=1024, with
+    # 128 KB slices: 255 registers a thread and no spills), and 8 beat 16 by 1.4-1.5x; one chain
+    # of mma is the only product timed so far
+    warps = 4 if warps is None else warps
+    split = 1 if split is None else split
+    fma = False if fma is None else fma
+    most = max(16, _next_pow2(H)) // 16  # each chunk of the reduction is at least one mma deep
+    for name, v, hi in (("warps", warps, 32), ("split", split, most)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1 or v > hi or v & (v - 1):
+            raise ValueError(f"{name}: expected a power of 2 in [1, {hi}] (H={H}), got {v!r}")
+    if not isinstance(fma, bool):
+        raise TypeError(f"fma: expected a bool, got {type(fma).__name__}")
+    if fma and (B > FMA_MAX_BATCH or split != 1):
+        raise ValueError(f"fma: the multiply-add product takes B <= {FMA_MAX_BATCH} and split=1, "
+                         f"got B={B}, split={split}")
+    return Tuning(warps, split, fma)
+
+
 def supported(cell: str, B: int, H: int, proj: bool, cd: torch.dtype, device: torch.device | None = None) -> bool:
     if cell not in _CELL_ID or proj or B > MAX_BATCH or cd == torch.float64 and not INTERPRET:
         return False
@@ -200,11 +254,12 @@ def supported(cell: str, B: int, H: int, proj: bool, cd: torch.dtype, device: to
 
 def forward(cell: str, x: Tensor, h0: Tensor, c0: Tensor, params: dict[str, Tensor],
             steps: tuple[int, ...] | None, reverse: bool, cd: torch.dtype, sd: torch.dtype,
-            tf32: bool) -> tuple[Tensor, Tensor, Tensor]:
+            tf32: bool, tune: Tuning | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The whole layer in one launch (after the input GEMM). Returns y (T,B,H), h_T, c_T."""
     T, B, I = x.shape
     ng = 3 if cell == "cifg" else 4
     H = params["weight_hh"].shape[0] // ng
+    tune = tuning(H, B) if tune is None else tune
     dev = x.device
     u, n_prog, kp = _plan(H, torch.empty((), dtype=cd).element_size(), dev)
     w_ih = params["weight_ih"].to(cd)
@@ -226,16 +281,14 @@ def forward(cell: str, x: Tensor, h0: Tensor, c0: Tensor, params: dict[str, Tens
         pi, pf, po = (params[n].contiguous() for n in ("weight_ci", "weight_cf", "weight_co"))
     else:
         pi = pf = po = c0
-    # measured on an H100 (BENCHMARKS.md): 4 warps beat 8 at every H (by 10-27% at H=1024, with
-    # 128 KB slices: 255 registers a thread and no spills), and 8 beat 16 by 1.4-1.5x
-    warps = NUM_WARPS or 4
     global last_compiled
     last_compiled = _persistent_lstm_kernel[(n_prog,)](
         xw, w_hh, pi, pf, po, bs, y, hx, hn, cn, c0, sync,
         T, B, H, n_prog, SPIN_LIMIT,
         CELL=_CELL_ID[cell], NG=ng, PACKED=steps is not None, REVERSE=bool(reverse),
-        BB=16, KP=kp, U=u, ACC=_acc_dtype(cd), PREC="tf32" if tf32 else "ieee",
-        ACQ=not INTERPRET, num_warps=warps,
+        BB=_next_pow2(B) if tune.fma else 16, KP=kp, U=u, SPLIT=tune.split, FMA=tune.fma, ACC=_acc_dtype(cd),
+        PREC="tf32" if tf32 else "ieee",
+        ACQ=not INTERPRET, num_warps=tune.warps,
     )
     global last_sync
     last_sync = sync  # [arrivals, timeouts]: the tests read it; no host sync here

@@ -133,6 +133,32 @@ def test_settings_turn_flags_on_and_off_and_restore_them():
     with pytest.raises(RuntimeError), lt.settings(graphs=False, persistent=False):
         raise RuntimeError("restored even on an error")
     assert (lt.USE_CUDA_GRAPHS, lt.USE_PERSISTENT) == before
+    with lt.settings(persistent_warps=8, persistent_split=2):
+        assert (lt.PERSISTENT_WARPS, lt.PERSISTENT_SPLIT) == (8, 2)
+    assert (lt.PERSISTENT_WARPS, lt.PERSISTENT_SPLIT) == (None, None)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
+def test_persistent_tuning_defaults_and_checks():
+    from lstmkit.kernels import lstm_triton_persistent as pk
+
+    assert pk.tuning(1024, 1) == pk.Tuning(warps=4, split=1, fma=False)
+    assert pk.tuning(1000, 16, 8, 64) == pk.Tuning(8, 64)  # K padded to 1024: 64 chunks of 16 rows
+    for kw, msg in ((dict(split=128), r"split: expected a power of 2 in \[1, 64\] \(H=1000\), got 128"),
+                    (dict(split=3), "split: .* got 3"), (dict(warps=6), "warps: .* got 6"),
+                    (dict(warps=64), "warps: .* got 64"), (dict(split=True), "split: .* got True"),
+                    (dict(warps=2.0), "warps: .* got 2.0"), (dict(split=0), "split: .* got 0")):
+        with pytest.raises(ValueError, match=msg):
+            pk.tuning(1000, 4, **kw)
+    with pytest.raises(ValueError, match=r"split: .*\[1, 1\] \(H=6\)"):
+        pk.tuning(6, 4, split=2)
+    assert pk.tuning(64, 2, fma=True) == pk.Tuning(4, 1, True)
+    with pytest.raises(ValueError, match="fma: .* B <= 2 and split=1, got B=3, split=1"):
+        pk.tuning(64, 3, fma=True)
+    with pytest.raises(ValueError, match="fma: .* got B=1, split=2"):
+        pk.tuning(64, 1, split=2, fma=True)
+    with pytest.raises(TypeError, match="fma: expected a bool, got int"):
+        pk.tuning(64, 1, fma=1)
 
 
 @pytest.mark.skipif(CHILD or not HAS_TRITON, reason="parent process with triton installed only")
@@ -353,6 +379,43 @@ def test_interp_persistent_kernel(cell, packed, reverse):
 
 
 @interp
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
+@pytest.mark.parametrize("split", [2, 4])
+@pytest.mark.parametrize("packed,reverse", [(None, False), ([3, 3, 1], True)])
+def test_interp_persistent_kernel_split_product(cell, split, packed, reverse):
+    """The recurrent product as `split` chains over chunks of H (H=40: K padded to 64, the last
+    chunk partly padding)."""
+    from lstmkit.kernels import lstm_triton_persistent as pk
+    spec, x, (h0, c0), params, bs, rev = _layer_case(cell, 3, 3, 5, 40, packed=packed, reverse=reverse)
+    params = {k: v.detach() for k, v in params.items()}
+    with torch.no_grad():
+        y, (h, c) = reference_layer(spec, x, (h0, c0), params, bs, rev)
+        y2, h2, c2 = pk.forward(cell, x, h0, c0, params, tuple(packed) if packed else None, rev,
+                                torch.float64, torch.float64, False, pk.tuning(40, 3, split=split))
+    torch.testing.assert_close(y2, y)
+    torch.testing.assert_close(h2, h)
+    torch.testing.assert_close(c2, c)
+
+
+@interp
+@pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
+@pytest.mark.parametrize("B,packed,reverse", [(1, None, False), (2, None, True), (2, [2, 2, 1], False)])
+@pytest.mark.parametrize("H", [6, 40])
+def test_interp_persistent_kernel_multiply_add_product(cell, B, packed, reverse, H):
+    """B <= 2: the product as multiply-adds, the rows padded to 1 or 2."""
+    from lstmkit.kernels import lstm_triton_persistent as pk
+    spec, x, (h0, c0), params, bs, rev = _layer_case(cell, 3, B, 5, H, packed=packed, reverse=reverse)
+    params = {k: v.detach() for k, v in params.items()}
+    with torch.no_grad():
+        y, (h, c) = reference_layer(spec, x, (h0, c0), params, bs, rev)
+        y2, h2, c2 = pk.forward(cell, x, h0, c0, params, tuple(packed) if packed else None, rev,
+                                torch.float64, torch.float64, False, pk.tuning(H, B, fma=True))
+    torch.testing.assert_close(y2, y)
+    torch.testing.assert_close(h2, h)
+    torch.testing.assert_close(c2, c)
+
+
+@interp
 @pytest.mark.parametrize("cell", ["lstm", "cifg"])
 def test_interp_persistent_partition_over_programs(cell, monkeypatch):
     """Several programs, each owning a slice of hidden units (as on a GPU). The interpreter runs
@@ -470,6 +533,32 @@ def test_gpu_persistent_kernel_graph_replay(ieee):
             for a, b in ((y, y_r), (h, h_r), (c, c_r)):
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     assert any("_persistent_impl" in key for key in lstm_triton._graphs), "no persistent graph was captured"
+
+
+@gpu
+@pytest.mark.parametrize("B,H", [(1, 256), (8, 1024)])
+def test_gpu_persistent_kernel_launches(B, H, ieee):
+    """Launches benchmarks/gpu_lstm.py --tune times give the reference's values, and each through
+    the module is a graph of its own (a graph captured with one is not replayed for another)."""
+    from lstmkit.kernels import lstm_triton
+    from lstmkit.kernels import lstm_triton_persistent as pk
+    torch.manual_seed(0)
+    tri = lstmkit.LSTM(H, H, backend="triton").cuda()
+    ref = lstmkit.LSTM(H, H, backend="reference").cuda()
+    ref.load_state_dict(tri.state_dict())
+    lstm_triton.clear_graph_cache()
+    x = torch.randn(30, B, H, device="cuda")
+    with torch.no_grad():
+        y_r, (h_r, c_r) = ref(x)
+        launches = [pk.tuning(H, B, w, s) for w, s in ((4, 1), (8, 1), (4, 2), (8, 4), (4, 8))]
+        launches += [pk.tuning(H, B, w, 1, True) for w in (8, 32) if B <= pk.FMA_MAX_BATCH]
+        for t in launches:
+            with lstm_triton.settings(persistent_warps=t.warps, persistent_split=t.split):
+                for _ in range(3):  # eager, captured, replayed
+                    y, (h, c) = tri(x)
+                    for a, b in ((y, y_r), (h, h_r), (c, c_r)):
+                        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=lambda m, t=t: f"{t}: {m}")
+    assert sum("_persistent_impl" in key for key in lstm_triton._graphs) == len(launches)
 
 
 @gpu

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# What a session lent a GPU runs first, as one call of the device tool (a few minutes on an
+# H100, well inside a session's 15 minutes of device time):
+#
+#     bash benchmarks/gpu_session.sh "$OUT"
+#
+# The machine's own torch and triton, with this checkout on PYTHONPATH (nothing is installed).
+# Steps in order of what they decide, each bounded by a timeout and logged under OUT; a step that
+# fails does not stop the next one:
+#   1. the persistent kernel at every launch benchmarks/gpu_lstm.py --tune sweeps, against cuDNN
+#      (issue 7's last bar: <= 0.33 of cuDNN's latency at B = 1..8, H = 256..1024, T = 100);
+#   2. the GPU tests of the Triton backend;
+#   3. `lstmkit bench --device cuda`'s Triton rows (training and inference, ratios to cuDNN).
+set -u
+out=${1:?usage: bash benchmarks/gpu_session.sh OUT_DIR}
+mkdir -p "$out"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+
+echo "## 1. persistent kernel launches"
+timeout 240 python3 benchmarks/gpu_lstm.py --quick --skip-train --tune --json "$out/tune.json" 2>&1 \
+    | tee "$out/tune.md" | grep '^# '
+echo "## 2. GPU tests"
+timeout 180 python3 -m pytest -q -o addopts= -p no:cacheprovider tests/kernels/test_lstm_triton.py -k gpu_ \
+    >"$out/tests.log" 2>&1
+tail -n 15 "$out/tests.log"
+echo "## 3. lstmkit bench --device cuda"
+timeout 150 python3 -m lstmkit bench --device cuda --impls 'lstmkit-triton*' --max-impl-s 2 --out "$out/bench" \
+    >"$out/bench.log" 2>&1
+tail -n 40 "$out/bench.log"
