@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import lstmkit  # noqa: E402
 from lstmkit.kernels import lstm_triton as lt  # noqa: E402
 from lstmkit.kernels import lstm_triton_persistent as pk  # noqa: E402
+from lstmkit.utils.checkpoint import atomic_write_bytes  # noqa: E402
 
 TRAIN_SHAPES = [(100, 64, 512, 512), (50, 128, 256, 1024)]
 INFER_B = [1, 2, 4, 8]
@@ -220,7 +221,7 @@ def main() -> int:
     if not args.skip_infer:
         rows += bench_inference(INFER_B, INFER_H, 100, rounds, 2 * reps, warmup, args.tune)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        atomic_write_bytes(args.json, json.dumps(rows, indent=1).encode())
     print(markdown(rows))
     return 0
 

@@ -68,8 +68,8 @@ def compile_persistent(H: int, sms: int, warps: int, split: int, fma: bool, capa
     kp = max(16, triton.next_power_of_2(H))
     pointers = {"BS": "*i32", "SYNC": "*i32"}
     scalars = ("T", "B", "H", "n_prog", "spin_limit")
-    consts = dict(CELL=0, NG=4, PACKED=False, REVERSE=False, BB=pk.FMA_MAX_BATCH if fma else 16, KP=kp, U=u, SPLIT=tune.split, FMA=fma, ACC=tl.float32,
-                  PREC="tf32", ACQ=True)
+    consts = dict(CELL=0, NG=4, PACKED=False, REVERSE=False, BB=pk.FMA_MAX_BATCH if fma else 16, KP=kp, U=u,
+                  SPLIT=tune.split, FMA=fma, ACC=tl.float32, PREC="tf32", ACQ=True)
     fn = pk._persistent_lstm_kernel
     sig = {a: "constexpr" if a in consts else "i32" if a in scalars else pointers.get(a, "*fp32")
            for a in fn.arg_names}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,6 +35,7 @@ import torch
 
 from lstmkit import costs
 from lstmkit.bench.impls import BASELINE, Case, Impl, Runner, Shape, make_case
+from lstmkit.utils.options import check_number, check_seed
 
 MODES = ("fwd", "fwd+bwd")
 # The CPU's sgemm peak in a GPU run: 2048 already saturates a CPU, and the GPU's 8192 would take
@@ -50,6 +52,15 @@ def check_warmup(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
         raise ValueError(f"{name}: expected an int >= 1 (the last warm-up call also sizes the samples), "
                          f"got {value!r}")
+
+
+def check_threads(name: str, values: list[int]) -> None:
+    """A ValueError naming `name` unless every value is an int in [1, os.cpu_count()]."""
+    cores = os.cpu_count() or 1
+    for n in values:
+        check_number(name, n, 0, above=True)
+        if n > cores:  # torch.set_num_threads crashes the process far above the core count
+            raise ValueError(f"{name}: expected at most {cores} (os.cpu_count()), got {n}")
 
 
 @dataclass
@@ -187,6 +198,8 @@ def run_bench(
 ) -> BenchResult:
     """Time every implementation that supports each shape; see the module docstring."""
     check_warmup("warmup", warmup)
+    check_threads("threads", threads)
+    check_seed("seed", seed)
     result = BenchResult(impls={i.name: i.description for i in impls}, device=device)
     on_host = {i.name for i in impls if i.device == "cpu"} if device != "cpu" else set()
 

@@ -93,11 +93,7 @@ def run(args: argparse.Namespace) -> int:
             full, quick = GPU_PRESETS.get(name, (full, quick)) if gpu else (full, quick)
             setattr(args, name, quick if args.quick else full)
     shapes = [_parse_shape(s) for s in args.shapes]
-    cores = os.cpu_count() or 1
-    for n in args.threads:
-        check_number("--threads", n, 0, above=True)
-        if n > cores:  # torch.set_num_threads crashes the process far above the core count
-            raise ValueError(f"--threads: expected at most {cores} (os.cpu_count()), got {n}")
+    harness.check_threads("--threads", args.threads)
     check_number("--repeats", args.repeats, 0, above=True)
     check_number("--peak-size", args.peak_size, 0, above=True)
     check_number("--max-impl-s", args.max_impl_s, 0, above=True)

@@ -62,8 +62,9 @@ PERSISTENT_WARPS: int | None = None  # None: lstm_triton_persistent.tuning's cho
 PERSISTENT_SPLIT: int | None = None
 PERSISTENT_FMA: bool | None = None
 
+# the cell a kernel is compiled for: its CELL constexpr, compared with these names in the kernels
+_PEEPHOLE, _CIFG, _LAYERNORM = tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)
 _CELL_ID = {"lstm": 0, "peephole": 1, "cifg": 2, "layernorm": 3}
-_PEEPHOLE, _CIFG, _LAYERNORM = 1, 2, 3
 
 __all__ = ["CELLS", "DEVICES", "layer", "clear_graph_cache", "rnn_allows_tf32", "settings"]
 
@@ -155,7 +156,7 @@ def _fwd_step_kernel(
     s_off = rows[:, None] * H + cols[None, :]
 
     cp = tl.load(CP + s_off, mask=ok, other=0.0).to(ACC)
-    if CELL == 2:
+    if CELL == _CIFG:
         a_f = tl.load(G + g_off, mask=act, other=0.0).to(ACC)
         a_g = tl.load(G + g_off + H, mask=act, other=0.0).to(ACC)
         a_o = tl.load(G + g_off + 2 * H, mask=act, other=0.0).to(ACC)
@@ -165,7 +166,7 @@ def _fwd_step_kernel(
         a_f = tl.load(G + g_off + H, mask=act, other=0.0).to(ACC)
         a_g = tl.load(G + g_off + 2 * H, mask=act, other=0.0).to(ACC)
         a_o = tl.load(G + g_off + 3 * H, mask=act, other=0.0).to(ACC)
-    if CELL == 3:
+    if CELL == _LAYERNORM:
         # layer norm of the recurrent product over all 4H gate rows (one program per row)
         d_i, d_f, d_g, d_o, rstd = _ln4_centered(R, g_off, act, ok, H, eps, ACC)
         a_i += d_i * rstd * tl.load(LNWH + cols, mask=col_ok, other=0.0).to(ACC)[None, :] \
@@ -176,21 +177,21 @@ def _fwd_step_kernel(
             + tl.load(LNBH + 2 * H + cols, mask=col_ok, other=0.0).to(ACC)[None, :]
         a_o += d_o * rstd * tl.load(LNWH + 3 * H + cols, mask=col_ok, other=0.0).to(ACC)[None, :] \
             + tl.load(LNBH + 3 * H + cols, mask=col_ok, other=0.0).to(ACC)[None, :]
-    if CELL == 1:
+    if CELL == _PEEPHOLE:
         a_i += tl.load(PI + cols, mask=col_ok, other=0.0).to(ACC)[None, :] * cp
         a_f += tl.load(PF + cols, mask=col_ok, other=0.0).to(ACC)[None, :] * cp
 
     f = _sigmoid(a_f)
-    if CELL == 2:
+    if CELL == _CIFG:
         i = 1.0 - f
     else:
         i = _sigmoid(a_i)
     g = _tanh(a_g)
     c = f * cp + i * g
-    if CELL == 1:
+    if CELL == _PEEPHOLE:
         a_o += tl.load(PO + cols, mask=col_ok, other=0.0).to(ACC)[None, :] * c
     o = _sigmoid(a_o)
-    if CELL == 3:
+    if CELL == _LAYERNORM:
         cm = tl.sum(tl.where(ok, c, 0.0), 1) / H
         cd = tl.where(ok, c - cm[:, None], 0.0)
         crstd = 1.0 / tl.sqrt(tl.sum(cd * cd, 1) / H + eps)
@@ -208,7 +209,7 @@ def _fwd_step_kernel(
         tl.store(HN + s_off, tl.where(act, m, hp).to(HN.dtype.element_ty), mask=ok)
     if SAVE:
         gty = G.dtype.element_ty
-        if CELL == 2:
+        if CELL == _CIFG:
             tl.store(G + g_off, f.to(gty), mask=act)
             tl.store(G + g_off + H, g.to(gty), mask=act)
             tl.store(G + g_off + 2 * H, o.to(gty), mask=act)
@@ -243,7 +244,7 @@ def _bwd_step_kernel(
     g_off = rows[:, None] * GH + cols[None, :]
     s_off = rows[:, None] * H + cols[None, :]
 
-    if CELL == 2:
+    if CELL == _CIFG:
         f = tl.load(G + g_off, mask=act, other=0.0).to(ACC)
         g = tl.load(G + g_off + H, mask=act, other=0.0).to(ACC)
         o = tl.load(G + g_off + 2 * H, mask=act, other=0.0).to(ACC)
@@ -262,7 +263,7 @@ def _bwd_step_kernel(
         dm = tl.load(DH + s_off, mask=act, other=0.0).to(ACC) \
             + tl.load(DY + s_off, mask=act, other=0.0).to(ACC)
 
-    if CELL == 3:
+    if CELL == _LAYERNORM:
         cm = tl.sum(tl.where(ok, c, 0.0), 1) / H
         cd = tl.where(ok, c - cm[:, None], 0.0)
         crstd = (1.0 / tl.sqrt(tl.sum(cd * cd, 1) / H + eps))[:, None]
@@ -281,9 +282,9 @@ def _bwd_step_kernel(
         do = dm * tc
         dc = dc_next + dm * o * (1.0 - tc * tc)
     da_o = do * o * (1.0 - o)
-    if CELL == 1:
+    if CELL == _PEEPHOLE:
         dc += da_o * tl.load(PO + cols, mask=col_ok, other=0.0).to(ACC)[None, :]
-    if CELL == 2:
+    if CELL == _CIFG:
         da_f = dc * (cp - g) * f * (1.0 - f)
         da_g = dc * (1.0 - f) * (1.0 - g * g)
         da_i = da_f  # unused
@@ -292,7 +293,7 @@ def _bwd_step_kernel(
         da_f = dc * cp * f * (1.0 - f)
         da_g = dc * i * (1.0 - g * g)
     dcp = dc * f
-    if CELL == 1:
+    if CELL == _PEEPHOLE:
         dcp += da_i * tl.load(PI + cols, mask=col_ok, other=0.0).to(ACC)[None, :] \
             + da_f * tl.load(PF + cols, mask=col_ok, other=0.0).to(ACC)[None, :]
     tl.store(DC + s_off, tl.where(act, dcp, dc_next).to(DC.dtype.element_ty), mask=ok)
@@ -302,7 +303,7 @@ def _bwd_step_kernel(
     da_g = tl.where(act, da_g, 0.0)
     da_o = tl.where(act, da_o, 0.0)
     gty = DG.dtype.element_ty
-    if CELL == 2:
+    if CELL == _CIFG:
         tl.store(DG + g_off, da_f.to(gty), mask=ok)
         tl.store(DG + g_off + H, da_g.to(gty), mask=ok)
         tl.store(DG + g_off + 2 * H, da_o.to(gty), mask=ok)
@@ -311,7 +312,7 @@ def _bwd_step_kernel(
         tl.store(DG + g_off + H, da_f.to(gty), mask=ok)
         tl.store(DG + g_off + 2 * H, da_g.to(gty), mask=ok)
         tl.store(DG + g_off + 3 * H, da_o.to(gty), mask=ok)
-    if CELL == 3:
+    if CELL == _LAYERNORM:
         # backward of the recurrent layer norm over 4H: DR = LN'(r)^T (gamma_h * DG)
         x_i, x_f, x_g, x_o, rstd = _ln4_centered(R, g_off, act, ok, H, eps, ACC)
         x_i = x_i * rstd
@@ -356,7 +357,7 @@ class _Cfg:
 
     @property
     def ng(self) -> int:
-        return 3 if self.cell == "cifg" else 4
+        return get_cell(self.cell).num_gates
 
     @property
     def gh(self) -> int:
@@ -365,10 +366,7 @@ class _Cfg:
 
 def rnn_allows_tf32() -> bool:
     """Whether cuDNN's RNN would use TF32 for fp32 GEMMs right now (the same switch is used here)."""
-    try:
-        p = torch.backends.cudnn.rnn.fp32_precision
-    except AttributeError:
-        p = "none"
+    p = torch.backends.cudnn.rnn.fp32_precision
     if p in ("tf32", "ieee"):
         return p == "tf32"
     try:
@@ -381,24 +379,16 @@ def rnn_allows_tf32() -> bool:
 def _matmul_precision(tf32: bool):
     """cuBLAS TF32 on or off for the GEMMs issued inside (restored after)."""
     m = torch.backends.cuda.matmul
-    if hasattr(m, "fp32_precision"):
-        old = m.fp32_precision
-        want = "tf32" if tf32 else "ieee"
-        if old == want or (old == "none" and not tf32 and not _legacy_tf32()):
-            yield
-            return
-        m.fp32_precision = want
-        try:
-            yield
-        finally:
-            m.fp32_precision = old
-    else:  # older torch
-        old = m.allow_tf32
-        m.allow_tf32 = tf32
-        try:
-            yield
-        finally:
-            m.allow_tf32 = old
+    old = m.fp32_precision
+    want = "tf32" if tf32 else "ieee"
+    if old == want or (old == "none" and not tf32 and not _legacy_tf32()):
+        yield
+        return
+    m.fp32_precision = want
+    try:
+        yield
+    finally:
+        m.fp32_precision = old
 
 
 def _legacy_tf32() -> bool:
@@ -625,12 +615,13 @@ def _backward_impl(cfg: _Cfg, sv: dict[str, Tensor], gin: dict[str, Tensor], p: 
     c_prev = cbuf[1:] if cfg.reverse else cbuf[:T]
     c_new = cbuf[:T] if cfg.reverse else cbuf[1:]
     if cfg.cell == "peephole":
+        dg_i, dg_f, _, dg_o = dg.split(H, -1)  # (T, B, H) each, in LSTM_GATES order
         if need["weight_ci"]:
-            out["weight_ci"] = (dg[..., :H].to(f32) * c_prev).sum((0, 1))
+            out["weight_ci"] = (dg_i.to(f32) * c_prev).sum((0, 1))
         if need["weight_cf"]:
-            out["weight_cf"] = (dg[..., H:2 * H].to(f32) * c_prev).sum((0, 1))
+            out["weight_cf"] = (dg_f.to(f32) * c_prev).sum((0, 1))
         if need["weight_co"]:
-            out["weight_co"] = (dg[..., 3 * H:].to(f32) * c_new).sum((0, 1))
+            out["weight_co"] = (dg_o.to(f32) * c_new).sum((0, 1))
     if ln:
         if need["ln_weight_hh"]:
             rhat = torch.nn.functional.layer_norm(sv["r"].to(f32), (GH,), eps=LN_EPS)
@@ -900,7 +891,7 @@ def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str
         raise ValueError(f"backend 'triton' runs on {DEVICES}, got a {x.device.type} tensor")
     h0, c0 = state
     T, B, I = x.shape
-    H = params["weight_hh"].shape[0] // (3 if spec.name == "cifg" else 4)
+    H = params["weight_hh"].shape[0] // spec.num_gates
     proj = "weight_hr" in params
     P = params["weight_hr"].shape[0] if proj else H
     pdt = params["weight_ih"].dtype

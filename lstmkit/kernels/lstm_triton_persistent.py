@@ -30,13 +30,14 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from lstmkit.kernels.lstm_triton import INTERPRET, _acc_dtype, _next_pow2, _sigmoid, _tanh
+from lstmkit.cells import get_cell
+from lstmkit.kernels.lstm_triton import _CELL_ID, _CIFG, _PEEPHOLE, INTERPRET, _acc_dtype, _next_pow2, _sigmoid, _tanh
 
+CELLS = ("lstm", "peephole", "cifg")
 MAX_BATCH = 16
 FMA_MAX_BATCH = 2  # the widest batch the multiply-add product takes (rows are padded to a power of 2)
 MAX_SLICE_BYTES = 128 * 1024  # W_hh slice one program keeps on chip
 SPIN_LIMIT = 1 << 20
-_CELL_ID = {"lstm": 0, "peephole": 1, "cifg": 2}
 
 last_sync: Tensor | None = None
 last_compiled = None  # the compiled kernel of the last launch (registers, spills: diagnostics)
@@ -101,7 +102,7 @@ def _persistent_lstm_kernel(
     s_off = rows[:, None] * H + ju[None, :]
     c = tl.load(C0 + s_off, mask=own, other=0.0).to(ACC)
     h = tl.load(HX + s_off, mask=own, other=0.0).to(ACC)
-    if CELL == 1:
+    if CELL == _PEEPHOLE:
         p_i = tl.load(PI + ju, mask=ju < H, other=0.0).to(ACC)[None, :]
         p_f = tl.load(PF + ju, mask=ju < H, other=0.0).to(ACC)[None, :]
         p_o = tl.load(PO + ju, mask=ju < H, other=0.0).to(ACC)[None, :]
@@ -142,13 +143,13 @@ def _persistent_lstm_kernel(
         even, odd = tl.split(pre)  # (BB, U, 2) each: slots 0, 2 and 1, 3
         a0, a2 = tl.split(even)  # (BB, U)
         a1, a3 = tl.split(odd)
-        if CELL == 2:
+        if CELL == _CIFG:
             f = _sigmoid(a0)
             i = 1.0 - f
             g = _tanh(a1)
             a_o = a2
         else:
-            if CELL == 1:
+            if CELL == _PEEPHOLE:
                 a0 += p_i * c
                 a1 += p_f * c
             i = _sigmoid(a0)
@@ -156,7 +157,7 @@ def _persistent_lstm_kernel(
             g = _tanh(a2)
             a_o = a3
         c_new = f * c + i * g
-        if CELL == 1:
+        if CELL == _PEEPHOLE:
             a_o += p_o * c_new
         h_new = _sigmoid(a_o) * _tanh(c_new)
         act = own & (rows < n_act)[:, None]
@@ -246,7 +247,7 @@ def tuning(H: int, B: int, warps: int | None = None, split: int | None = None,
 
 
 def supported(cell: str, B: int, H: int, proj: bool, cd: torch.dtype, device: torch.device | None = None) -> bool:
-    if cell not in _CELL_ID or proj or B > MAX_BATCH or cd == torch.float64 and not INTERPRET:
+    if cell not in CELLS or proj or B > MAX_BATCH or cd == torch.float64 and not INTERPRET:
         return False
     dev = device if device is not None else torch.device("cuda")
     return _plan(H, torch.empty((), dtype=cd).element_size(), dev) is not None
@@ -257,7 +258,7 @@ def forward(cell: str, x: Tensor, h0: Tensor, c0: Tensor, params: dict[str, Tens
             tf32: bool, tune: Tuning | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The whole layer in one launch (after the input GEMM). Returns y (T,B,H), h_T, c_T."""
     T, B, I = x.shape
-    ng = 3 if cell == "cifg" else 4
+    ng = get_cell(cell).num_gates
     H = params["weight_hh"].shape[0] // ng
     tune = tuning(H, B) if tune is None else tune
     dev = x.device

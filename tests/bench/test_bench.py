@@ -133,6 +133,12 @@ def test_warmup_calls_made_are_the_ones_reported(monkeypatch):
     assert "after 2 warm-up call(s)," in report.markdown(result, "lstmkit bench")
     with pytest.raises(ValueError, match="^warmup: expected an int >= 1"):
         harness.run_bench(nn_lstm, [Shape(2, 1, 2, 2)], [1], ["fwd"], repeats=3, warmup=0)
+    # the Python API checks what the CLI checks (torch.set_num_threads far above the cores crashes)
+    for threads in ([0], [10 ** 6]):
+        with pytest.raises(ValueError, match="^threads: expected"):
+            harness.run_bench(nn_lstm, [Shape(2, 1, 2, 2)], threads, ["fwd"], repeats=3, warmup=1)
+    with pytest.raises(ValueError, match="^seed: expected"):
+        harness.run_bench(nn_lstm, [Shape(2, 1, 2, 2)], [1], ["fwd"], repeats=3, warmup=1, seed=-1)
 
     slow = dataclasses.replace(m, impl="loop-8mm", warmup_calls=1)
     result = harness.BenchResult(measurements=[m, slow], config={"warmup": 2, "max_impl_s": 8.0})
