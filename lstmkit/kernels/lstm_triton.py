@@ -474,7 +474,7 @@ def _forward_impl(cfg: _Cfg, inp: dict[str, Tensor], p: dict[str, Tensor]) -> di
     w_hh_t = p["weight_hh"].to(cd).t()
     w_hr_t = p["weight_hr"].to(cd).t() if cfg.proj else None
     ln = cfg.cell == "layernorm"
-    xf = x.reshape(T * B, I).to(cd)
+    xf = x.reshape(T * B, I).to(cd)  # (T*B, I)
     out: dict[str, Tensor] = {}
 
     if ln:
@@ -493,7 +493,7 @@ def _forward_impl(cfg: _Cfg, inp: dict[str, Tensor], p: dict[str, Tensor]) -> di
         else:
             g = xf @ w_ih.t()
         r_all = None
-    g = g.view(T, B, GH)
+    g = g.view(T, B, GH)  # (T, B, GH)
 
     hbuf = torch.empty(T + 1, B, P, device=dev, dtype=cd)
     n_c = T + 1 if cfg.save else 2
@@ -589,7 +589,7 @@ def _backward_impl(cfg: _Cfg, sv: dict[str, Tensor], gin: dict[str, Tensor], p: 
 
     out: dict[str, Tensor] = {}
     f32 = torch.float32 if cd != torch.float64 else cd
-    dgf = dg.view(T * B, GH)
+    dgf = dg.view(T * B, GH)  # (T*B, GH)
     if ln:
         dxw, dgam, dbet = torch.ops.aten.native_layer_norm_backward(
             dgf, sv["xw_raw"], [GH], sv["ln_mean"], sv["ln_rstd"], p["ln_weight_ih"].to(cd),
@@ -601,17 +601,17 @@ def _backward_impl(cfg: _Cfg, sv: dict[str, Tensor], gin: dict[str, Tensor], p: 
     else:
         dxw = dgf
     if need["x"]:
-        out["x"] = (dxw @ p["weight_ih"].to(cd)).view(T, B, I)
+        out["x"] = (dxw @ p["weight_ih"].to(cd)).view(T, B, I)  # (T*B, GH) @ (GH, I) -> (T, B, I)
     if need["weight_ih"]:
-        out["weight_ih"] = dxw.t() @ x.reshape(T * B, I).to(cd)
+        out["weight_ih"] = dxw.t() @ x.reshape(T * B, I).to(cd)  # (GH, T*B) @ (T*B, I)
     if need.get("bias_ih") or need.get("bias_hh"):
         db = dgf.sum(0, dtype=f32)
         out["bias_ih"] = out["bias_hh"] = db
     h_prev = hbuf[1:] if cfg.reverse else hbuf[:T]
     if need["weight_hh"]:
-        out["weight_hh"] = (dr if ln else dg).view(T * B, GH).t() @ h_prev.reshape(T * B, P)
+        out["weight_hh"] = (dr if ln else dg).view(T * B, GH).t() @ h_prev.reshape(T * B, P)  # (GH, T*B) @ (T*B, P)
     if cfg.proj and need["weight_hr"]:
-        out["weight_hr"] = dh_all.view(T * B, P).t() @ sv["m"].view(T * B, H)
+        out["weight_hr"] = dh_all.view(T * B, P).t() @ sv["m"].view(T * B, H)  # (P, T*B) @ (T*B, H)
     c_prev = cbuf[1:] if cfg.reverse else cbuf[:T]
     c_new = cbuf[:T] if cfg.reverse else cbuf[1:]
     if cfg.cell == "peephole":

@@ -264,7 +264,7 @@ def forward(cell: str, x: Tensor, h0: Tensor, c0: Tensor, params: dict[str, Tens
     dev = x.device
     u, n_prog, kp = _plan(H, torch.empty((), dtype=cd).element_size(), dev)
     w_ih = params["weight_ih"].to(cd)
-    xf = x.reshape(T * B, I).to(cd)
+    xf = x.reshape(T * B, I).to(cd)  # (T*B, I)
     if "bias_ih" in params:
         xw = torch.addmm((params["bias_ih"] + params["bias_hh"]).to(cd), xf, w_ih.t())
     else:
