@@ -162,6 +162,45 @@ def test_persistent_tuning_defaults_and_checks():
 
 
 @pytest.mark.skipif(CHILD or not HAS_TRITON, reason="parent process with triton installed only")
+@pytest.mark.parametrize("cell", CELLS)
+def test_kernels_compile_for_an_h100(cell, monkeypatch):
+    """Every Triton kernel compiles for sm_90 with no GPU here (triton carries ptxas): the
+    interpreter runs the kernels' Python, not the compiler, which alone refuses, e.g., a global
+    that is not a constexpr or a shape a layout cannot take. fp32 data and bf16 GEMM operands
+    (autocast), each step kernel with and without a projection, each persistent launch."""
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from lstmkit.kernels import lstm_triton as lt
+    from lstmkit.kernels import lstm_triton_persistent as pk
+    monkeypatch.setenv("TRITON_DEFAULT_FP_FUSION", "1")  # what a GPU launch compiles with
+
+    def compile_(fn, consts, ints, floats=(), data="*fp32", warps=4):
+        sig = {a: "constexpr" if a in consts else "i32" if a in ints else "fp32" if a in floats else data
+               for a in fn.arg_names}
+        for k in ("BS", "SYNC"):  # the persistent kernel's int32 buffers
+            if k in sig:
+                sig[k] = "*i32"
+        k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts),
+                           target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
+        assert k.asm["cubin"]
+
+    cid, ng = lt._CELL_ID[cell], SPECS[cell].num_gates
+    for data in ("*fp32", "*bf16"):
+        for proj in (False, True):
+            tile = dict(CELL=cid, NG=ng, PROJ=proj, BLOCK_B=8, BLOCK_H=64, ACC=tl.float32)
+            compile_(lt._fwd_step_kernel, {**tile, "SAVE": True}, ("n_active", "B", "H"), ("eps",), data)
+            compile_(lt._bwd_step_kernel, tile, ("n_active", "B", "H"), ("eps",), data)
+    if cell in pk.CELLS:
+        for t in (pk.tuning(1024, 8), pk.tuning(1024, 8, 8, 4), pk.tuning(1024, 2, 32, fma=True)):
+            consts = dict(CELL=cid, NG=ng, PACKED=True, REVERSE=True, BB=2 if t.fma else 16, KP=1024, U=8,
+                          SPLIT=t.split, FMA=t.fma, ACC=tl.float32, PREC="tf32", ACQ=True)
+            compile_(pk._persistent_lstm_kernel, consts, ("T", "B", "H", "n_prog", "spin_limit"), warps=t.warps)
+
+
+@pytest.mark.skipif(CHILD or not HAS_TRITON, reason="parent process with triton installed only")
 def test_interpreter_suite():
     """Run this file's interp_* tests with TRITON_INTERPRET=1 in a fresh process."""
     env = dict(os.environ, TRITON_INTERPRET="1", LSTMKIT_TRITON_INTERP_CHILD="1")
