@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lstmkit.cells.gates import CIFG_GATES
+
 
 def cifg_lstm_cell(
     x: Tensor, state: tuple[Tensor, Tensor],
@@ -28,7 +30,7 @@ def cifg_lstm_cell(
     gates = x @ weight_ih.T + h @ weight_hh.T  # (B, 3H)
     if bias_ih is not None:
         gates = gates + bias_ih + bias_hh
-    a_f, a_g, a_o = gates.chunk(3, 1)  # 3 x (B, H)
+    a_f, a_g, a_o = gates.chunk(len(CIFG_GATES), 1)  # 3 x (B, H)
     f, g, o = torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
     i = 1 - f
     c_next = f * c + i * g

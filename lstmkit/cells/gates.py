@@ -6,3 +6,10 @@ LSTM_GATES = ("i", "f", "g", "o")
 CIFG_GATES = ("f", "g", "o")
 # PyTorch's order for nn.GRU: reset, update, new.
 GRU_GATES = ("r", "z", "n")
+
+# Tree-LSTMs (Tai et al. 2015): input, output, update u (the candidate), forget. Child-Sum: rows of
+# weight_ih and weight_hh, f last (one forget gate per child); the binary Tree-LSTM's leaves (no
+# children, so no forget gate) and internal nodes (one forget gate per child position).
+CHILD_SUM_GATES = ("i", "o", "u", "f")
+BINARY_LEAF_GATES = ("i", "o", "u")
+BINARY_GATES = ("i", "f_l", "f_r", "o", "u")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lstmkit.cells.gates import GRU_GATES
+
 
 def gru_cell(
     x: Tensor, h: Tensor,
@@ -22,8 +24,8 @@ def gru_cell(
     gh = h @ weight_hh.T  # (B, 3H)
     if bias_ih is not None:
         gx, gh = gx + bias_ih, gh + bias_hh
-    x_r, x_z, x_n = gx.chunk(3, 1)  # 3 x (B, H)
-    h_r, h_z, h_n = gh.chunk(3, 1)
+    x_r, x_z, x_n = gx.chunk(len(GRU_GATES), 1)  # 3 x (B, H)
+    h_r, h_z, h_n = gh.chunk(len(GRU_GATES), 1)  # 3 x (B, H)
     r = torch.sigmoid(x_r + h_r)
     z = torch.sigmoid(x_z + h_z)
     n = torch.tanh(x_n + r * h_n)

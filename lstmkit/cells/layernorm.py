@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lstmkit.cells.gates import LSTM_GATES
+
 LN_EPS = 1e-5
 
 
@@ -48,7 +50,7 @@ def layernorm_lstm_cell(
         + layer_norm(h @ weight_hh.T, ln_weight_hh, ln_bias_hh)  # (B, 4H)
     if bias_ih is not None:
         gates = gates + bias_ih + bias_hh
-    a_i, a_f, a_g, a_o = gates.chunk(4, 1)  # 4 x (B, H)
+    a_i, a_f, a_g, a_o = gates.chunk(len(LSTM_GATES), 1)  # 4 x (B, H)
     i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
     c_next = f * c + i * g
     h_next = o * torch.tanh(layer_norm(c_next, ln_weight_c, ln_bias_c))

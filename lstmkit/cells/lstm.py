@@ -72,7 +72,7 @@ def lstm_cell(
     gates = x @ weight_ih.T + h @ weight_hh.T  # (B, 4H)
     if bias_ih is not None:
         gates = gates + bias_ih + bias_hh
-    i, f, g, o = gates.chunk(4, 1)  # 4 x (B, H)
+    i, f, g, o = gates.chunk(len(LSTM_GATES), 1)  # 4 x (B, H)
     i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
     c_next = f * c + i * g
     h_next = o * torch.tanh(c_next)

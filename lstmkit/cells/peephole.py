@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lstmkit.cells.gates import LSTM_GATES
+
 
 def peephole_lstm_cell(
     x: Tensor, state: tuple[Tensor, Tensor],
@@ -32,7 +34,7 @@ def peephole_lstm_cell(
     gates = x @ weight_ih.T + h @ weight_hh.T  # (B, 4H)
     if bias_ih is not None:
         gates = gates + bias_ih + bias_hh
-    a_i, a_f, a_g, a_o = gates.chunk(4, 1)  # 4 x (B, H)
+    a_i, a_f, a_g, a_o = gates.chunk(len(LSTM_GATES), 1)  # 4 x (B, H)
     i = torch.sigmoid(a_i + weight_ci * c)
     f = torch.sigmoid(a_f + weight_cf * c)
     g = torch.tanh(a_g)

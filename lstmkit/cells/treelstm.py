@@ -17,9 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-CHILD_SUM_GATES = ("i", "o", "u", "f")
-BINARY_GATES = ("i", "f_l", "f_r", "o", "u")
-BINARY_LEAF_GATES = ("i", "o", "u")
+from lstmkit.cells.gates import BINARY_GATES, BINARY_LEAF_GATES, CHILD_SUM_GATES
 
 
 def child_sum_tree_lstm_cell_plain(
@@ -73,14 +71,16 @@ def child_sum_tree_lstm_cell(
     if x is None and size is None:
         raise ValueError("child_sum_tree_lstm_cell: size (the number of nodes) is required when x is None")
     B = x.shape[0] if x is not None else size
+    n_iou = CHILD_SUM_GATES.index("f")  # the gates i, o, u, before f
+    F = n_iou * H  # the first row of f
     h_sum = child_h.new_zeros(B, H).index_add(0, parent, child_h)
-    iou = h_sum @ weight_hh[: 3 * H].T + bias[: 3 * H]  # (B, 3H)
-    f_pre = child_h @ weight_hh[3 * H:].T + bias[3 * H:]  # (N, H)
+    iou = h_sum @ weight_hh[:F].T + bias[:F]  # (B, 3H)
+    f_pre = child_h @ weight_hh[F:].T + bias[F:]  # (N, H)
     if x is not None:
         wx = x @ weight_ih.T  # (B, 4H)
-        iou = iou + wx[:, : 3 * H]
-        f_pre = f_pre + wx[:, 3 * H:].index_select(0, parent)
-    i, o, u = iou.chunk(3, 1)
+        iou = iou + wx[:, :F]
+        f_pre = f_pre + wx[:, F:].index_select(0, parent)
+    i, o, u = iou.chunk(n_iou, 1)  # 3 x (B, H)
     f = torch.sigmoid(f_pre)
     c = torch.sigmoid(i) * torch.tanh(u) + child_c.new_zeros(B, H).index_add(0, parent, f * child_c)
     h = torch.sigmoid(o) * torch.tanh(c)
@@ -140,7 +140,7 @@ def binary_tree_lstm_leaf(x: Tensor, weight: Tensor, bias: Tensor | None = None)
 
 def binary_leaf_state(gates: Tensor) -> tuple[Tensor, Tensor]:
     """The leaf equations after the matrix product: gates (B, 3H), blocks (i, o, u) -> (h, c)."""
-    i, o, u = gates.chunk(3, 1)
+    i, o, u = gates.chunk(len(BINARY_LEAF_GATES), 1)  # 3 x (B, H)
     c = torch.sigmoid(i) * torch.tanh(u)
     h = torch.sigmoid(o) * torch.tanh(c)
     return h, c
@@ -166,14 +166,13 @@ def binary_tree_lstm_node(
 
 def binary_node_state(gates: Tensor, c_l: Tensor, c_r: Tensor) -> tuple[Tensor, Tensor]:
     """The node equations after the matrix product: gates (B, 5H), blocks (i, f_l, f_r, o, u)."""
-    i, f_l, f_r, o, u = gates.chunk(5, 1)
+    i, f_l, f_r, o, u = gates.chunk(len(BINARY_GATES), 1)  # 5 x (B, H)
     c = torch.sigmoid(i) * torch.tanh(u) + torch.sigmoid(f_l) * c_l + torch.sigmoid(f_r) * c_r
     h = torch.sigmoid(o) * torch.tanh(c)
     return h, c
 
 
 __all__ = [
-    "CHILD_SUM_GATES", "BINARY_GATES", "BINARY_LEAF_GATES",
     "child_sum_tree_lstm_cell_plain", "child_sum_tree_lstm_cell",
     "nary_tree_lstm_cell_plain", "binary_tree_lstm_leaf", "binary_tree_lstm_node",
     "binary_leaf_state", "binary_node_state",

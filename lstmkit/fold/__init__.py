@@ -8,9 +8,9 @@
 See `lstmkit.fold.engine` for the rules, `lstmkit.fold.treelstm` for Tree-LSTMs built on it.
 """
 
-from lstmkit.fold.engine import Fold, Node, Segments, Unfold
+from lstmkit.fold.engine import Fold, Node, Segments
 from lstmkit.fold.tree import Tree, random_binary_tree
 from lstmkit.fold.treelstm import BinaryTreeLSTM, ChildSumTreeLSTM
 
-__all__ = ["Fold", "Unfold", "Node", "Segments", "Tree", "random_binary_tree",
+__all__ = ["Fold", "Node", "Segments", "Tree", "random_binary_tree",
            "BinaryTreeLSTM", "ChildSumTreeLSTM"]

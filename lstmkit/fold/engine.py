@@ -26,7 +26,7 @@ Autograd runs the write's backward only after every read of it, so the slice is 
 That buffer is filled outside autograd, so higher-order gradients (create_graph=True) cannot
 flow through it: a backward with create_graph=True through a batched fold raises RuntimeError.
 
-Eager mode (`Fold(eager=True)` or `Unfold()`) runs the same recording one call at a time with
+Eager mode (`Fold(eager=True)`) runs the same recording one call at a time with
 batch size 1, in recording order: slow, but each error points at one call. It uses no memory
 or gradient buffer, so it supports create_graph=True wherever the model's ops do.
 """
@@ -51,7 +51,7 @@ _NODE, _INT, _FLOAT, _TENSOR, _LIST, _STATIC = "n", "i", "f", "t", "l", "s"
 
 _CREATE_GRAPH_UNSUPPORTED = (
     "lstmkit.fold: create_graph=True (higher-order gradients) is not supported through a batched "
-    "Fold; use Fold(eager=True) / Unfold (where the model's ops support it), or a Tree-LSTM's mode='recursive'")
+    "Fold; use Fold(eager=True) (where the model's ops support it), or a Tree-LSTM's mode='recursive'")
 
 
 class Node:
@@ -78,7 +78,8 @@ class Node:
         """The `n` outputs of a call whose op returns a tuple of `n` tensors."""
         ref = self.ref
         if ref & _OUT_MASK:
-            raise ValueError(f"split: node {self!r} is already one output of a split")
+            raise ValueError(f"split: expected the node of a whole call's result, got {self!r}, "
+                             "already one output of a split")
         if type(n) is not int or not 0 < n <= _MAX_OUTPUTS:
             raise ValueError(f"split: expected an int number of outputs in [1, {_MAX_OUTPUTS}], got {n!r}")
         fold = self.fold
@@ -89,7 +90,8 @@ class Node:
     def __getitem__(self, k: int) -> "Node":
         """`node[k]`: output k of a call that returns a tuple (`node.split(n)[k]`)."""
         if self.ref & _OUT_MASK:
-            raise ValueError(f"node {self!r} is already one output of a split")
+            raise ValueError(f"node[{k!r}]: expected the node of a whole call's result, got {self!r}, "
+                             "already one output of a split")
         if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < _MAX_OUTPUTS:
             raise IndexError(f"fold node output: expected an int in [0, {_MAX_OUTPUTS}), got {k!r}")
         return Node(self.fold, self.ref + k + 1)
@@ -142,7 +144,8 @@ class Segments:
     def fixed(self, k: int) -> Tensor:
         """(B, k, *shape) when every row has exactly k items: a view, no copy."""
         if self._uniform != k:
-            raise ValueError(f"Segments.fixed({k}): rows have {sorted(set(self._lengths.tolist()))} items")
+            raise ValueError(f"Segments.fixed: expected {k} items in every row, got rows of "
+                             f"{sorted(set(self._lengths.tolist()))} items")
         return self.values.view(self.size, k, *self.values.shape[1:])
 
     def __repr__(self) -> str:
@@ -582,10 +585,3 @@ class Fold:
                     args.append(Segments(torch.cat([value(r) for r in v]), [len(v)], 1))
             results[i] = self._outputs(g, self._method(model, op)(*args), 1)
         return [torch.cat([value(int(r)) for r in refs]) for refs in out_refs]
-
-
-class Unfold(Fold):
-    """`Fold(eager=True)`: the same recording, run one call at a time (for debugging)."""
-
-    def __init__(self, device: torch.device | str | None = None, cache: bool = True) -> None:
-        super().__init__(eager=True, device=device, cache=cache)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Iterator
 
+SST_CLASSES = 5  # the labels of random_binary_tree: SST's fine-grained sentiment classes
+
 
 class Tree:
     """A node: an optional label, its children (ordered) and, usually at leaves, a word.
@@ -29,14 +31,14 @@ class Tree:
         stack: list[tuple[Tree, bool]] = [(self, False)]
         while stack:
             node, expanded = stack.pop()
-            if expanded or not node.children:
+            if expanded or node.is_leaf:
                 yield node
             else:
                 stack.append((node, True))
                 stack.extend((c, False) for c in reversed(node.children))
 
     def leaves(self) -> list["Tree"]:
-        return [n for n in self.postorder() if not n.children]
+        return [n for n in self.postorder() if n.is_leaf]
 
     def words(self) -> list[Any]:
         return [n.word for n in self.leaves()]
@@ -79,15 +81,16 @@ class Tree:
         return f"Tree({s if len(s) < 80 else s[:77] + '...'})"
 
 
-def random_binary_tree(n_leaves: int, vocab_size: int, rng: random.Random, num_classes: int = 5) -> Tree:
-    """A random binary tree: the leaves split at a uniform point, recursively; random words and labels."""
+def random_binary_tree(n_leaves: int, vocab_size: int, rng: random.Random) -> Tree:
+    """A random binary tree: the leaves split at a uniform point, recursively; random words and
+    labels (SST's five classes, 0-4)."""
     if n_leaves < 1:
         raise ValueError(f"n_leaves: expected >= 1, got {n_leaves}")
 
     def build(n: int) -> Tree:
         if n == 1:
-            return Tree(rng.randrange(num_classes), word=rng.randrange(vocab_size))
+            return Tree(rng.randrange(SST_CLASSES), word=rng.randrange(vocab_size))
         k = rng.randint(1, n - 1)
-        return Tree(rng.randrange(num_classes), [build(k), build(n - k)])
+        return Tree(rng.randrange(SST_CLASSES), [build(k), build(n - k)])
 
     return build(n_leaves)

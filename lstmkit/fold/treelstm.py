@@ -10,7 +10,10 @@ All three compute the same values and gradients (up to float rounding), also whe
 object is the child of several nodes, except that "recursive" raises RecursionError on trees
 deeper than Python's recursion limit (about 1000 levels), which "fold" and "eager" handle.
 Higher-order gradients (create_graph=True) work in "recursive" and "eager" (where the fused
-float32 CPU kernels hand that backward to the reference cell's); "fold" raises RuntimeError.
+CPU kernels hand that backward to the reference cell's); "fold" raises RuntimeError.
+`BinaryTreeLSTM(backend=...)` picks the implementation of its ops in "fold" and "eager"
+("auto", "reference", "numba"; see `lstmkit.kernels.resolve_tree_backend`); "recursive" is
+always the reference.
 
 The fold ops are the module's methods (`leaf`, `node`, ...), so a module can be passed to
 `Fold.apply` directly, or wrapped by a model that adds more ops of its own.
@@ -24,16 +27,27 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lstmkit.cells.treelstm import (
-    binary_leaf_state, binary_node_state, binary_tree_lstm_leaf, binary_tree_lstm_node, child_sum_tree_lstm_cell,
-)
-from lstmkit.kernels import treelstm_numba as kernels
-from lstmkit.kernels.onednn import linear
+from lstmkit.cells.gates import BINARY_GATES, BINARY_LEAF_GATES, CHILD_SUM_GATES
+from lstmkit.cells.treelstm import binary_tree_lstm_leaf, binary_tree_lstm_node, child_sum_tree_lstm_cell
 from lstmkit.fold.engine import Fold, Node, Segments
 from lstmkit.fold.tree import Tree
+from lstmkit.kernels import TREE_BACKEND_NAMES, check_backend_name, resolve_tree_backend
 from lstmkit.nn import checks
 
 MODES = ("fold", "eager", "recursive")
+
+
+def _each_tree(fn, trees: list[Tree]) -> list:
+    """[fn(t) for t in trees]; a TypeError or ValueError names the tree: "trees[k]: ..."."""
+    out = []
+    for k, t in enumerate(trees):
+        try:
+            out.append(fn(t))
+        except (TypeError, ValueError) as e:
+            if type(e) not in (TypeError, ValueError):  # a subclass may take other arguments
+                raise
+            raise type(e)(f"trees[{k}]: {e}") from e
+    return out
 
 
 class _TreeLSTMBase(nn.Module):
@@ -58,8 +72,7 @@ class _TreeLSTMBase(nn.Module):
         # Checked here, once per batch, not per leaf: reading a parameter costs about 1 us.
         dtype = self._input_weight.dtype
         if x.dtype != dtype:
-            raise TypeError(f"{type(self).__name__}: word vectors must have the parameters' dtype {dtype}, "
-                            f"got {x.dtype}")
+            raise TypeError(f"word vectors: expected the parameters' dtype {dtype}, got {x.dtype}")
         return x
 
     @property
@@ -71,20 +84,20 @@ class _TreeLSTMBase(nn.Module):
         """A node's word, checked: a token id (int) with an embedding, else a vector (input_size,)."""
         w = tree.word
         if w is None:
-            raise ValueError(f"{type(self).__name__}: a leaf without a word: {tree!r}")
+            raise ValueError(f"word: expected one at a leaf, got None at {tree!r}")
         if self.embedding is not None:
             if type(w) is int:
                 return w
             if isinstance(w, (int, np.integer)) and not isinstance(w, bool):  # np.int64, IntEnum, ...
                 return int(w)
-            raise TypeError(f"{type(self).__name__}: words must be token ids (int) with an embedding, got "
-                            f"{type(w).__name__} at {tree!r} (map the tree through a vocabulary first)")
+            raise TypeError(f"word: expected a token id (int) with an embedding, got {type(w).__name__} at "
+                            f"{tree!r} (map the tree through a vocabulary first)")
         if not isinstance(w, Tensor):
-            raise TypeError(f"{type(self).__name__}: without an embedding, words must be tensors of shape "
-                            f"({self.input_size},), got {type(w).__name__} at {tree!r}")
+            raise TypeError(f"word: expected a tensor of shape ({self.input_size},) without an embedding, got "
+                            f"{type(w).__name__} at {tree!r}")
         if w.shape != (self.input_size,):
-            raise ValueError(f"{type(self).__name__}: word vectors must have shape ({self.input_size},) "
-                             f"(input_size), got {tuple(w.shape)} at {tree!r}")
+            raise ValueError(f"word: expected a vector of shape ({self.input_size},) (input_size), got "
+                             f"{tuple(w.shape)} at {tree!r}")
         return w
 
     def _x(self, word) -> Tensor:
@@ -112,12 +125,12 @@ class _TreeLSTMBase(nn.Module):
             if not isinstance(t, Tree):
                 raise TypeError(f"trees[{k}]: expected a Tree, got {type(t).__name__}")
         if mode == "recursive":
-            states = [self.recursive(t) for t in trees]
+            states = _each_tree(self.recursive, trees)
             node_h = torch.cat([h for s in states for h, _ in s])
             root_h = torch.cat([s[-1][0] for s in states])
             return node_h, root_h
         fold = Fold(eager=mode == "eager")
-        nodes = [self.record(fold, t) for t in trees]
+        nodes = _each_tree(lambda t: self.record(fold, t), trees)
         node_s, root_s = fold.apply(self, [[n for ns in nodes for n in ns], [ns[-1] for ns in nodes]])
         return self.hidden(node_s), self.hidden(root_s)
 
@@ -133,18 +146,21 @@ class BinaryTreeLSTM(_TreeLSTMBase):
     Parameters: leaf_weight (3H, I), leaf_bias (3H,) with gate rows (i, o, u);
     node_weight (5H, 2H), node_bias (5H,) with rows (i, f_l, f_r, o, u) over [h_l; h_r].
     `embedding`: an optional module mapping token ids to (·, input_size) vectors; without it,
-    leaf words must be tensors (input_size,).
+    leaf words must be tensors (input_size,). `backend`: the ops' implementation in modes "fold"
+    and "eager": "numba" (fused CPU kernels, float32 and float64), "reference" (the cell
+    functions' torch ops) or "auto" (numba where it runs, else the reference).
     """
 
     def __init__(self, input_size: int, hidden_size: int, embedding: nn.Module | None = None,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, *, backend: str = "auto") -> None:
         super().__init__(input_size, hidden_size, embedding)
+        self.backend = check_backend_name(backend, TREE_BACKEND_NAMES)
         f = {"device": device, "dtype": dtype}
         H = hidden_size
-        self.leaf_weight = nn.Parameter(torch.empty(3 * H, input_size, **f))
-        self.leaf_bias = nn.Parameter(torch.empty(3 * H, **f))
-        self.node_weight = nn.Parameter(torch.empty(5 * H, 2 * H, **f))
-        self.node_bias = nn.Parameter(torch.empty(5 * H, **f))
+        self.leaf_weight = nn.Parameter(torch.empty(len(BINARY_LEAF_GATES) * H, input_size, **f))
+        self.leaf_bias = nn.Parameter(torch.empty(len(BINARY_LEAF_GATES) * H, **f))
+        self.node_weight = nn.Parameter(torch.empty(len(BINARY_GATES) * H, 2 * H, **f))
+        self.node_bias = nn.Parameter(torch.empty(len(BINARY_GATES) * H, **f))
         self.reset_parameters()
 
     @property
@@ -158,25 +174,20 @@ class BinaryTreeLSTM(_TreeLSTMBase):
     def leaf(self, x: Tensor) -> Tensor:
         """Leaves: token ids (B,) or vectors (B, I) -> states (B, 2H)."""
         x = self.embed(x)
-        if kernels.supported(x, self.leaf_weight):
-            return kernels.LeafFn.apply(x, self.leaf_weight, self.leaf_bias)
-        return torch.cat(binary_leaf_state(linear(x, self.leaf_weight, self.leaf_bias)), 1)
+        ops = resolve_tree_backend(self.backend, x.device.type, x.dtype)
+        return ops.leaf(x, self.leaf_weight, self.leaf_bias)
 
     def node(self, children: Segments) -> Tensor:
         """Internal nodes: the states of [left, right] -> states (B, 2H)."""
         P = children.fixed(2)  # (B, 2, 2H)
-        if kernels.supported(P, self.node_weight):
-            return kernels.NodeFn.apply(P, self.node_weight, self.node_bias)
-        B, H = P.shape[0], self.hidden_size
-        hx = P[:, :, :H].reshape(B, 2 * H)  # [h_l; h_r]
-        gates = linear(hx, self.node_weight, self.node_bias)
-        return torch.cat(binary_node_state(gates, P[:, 0, H:], P[:, 1, H:]), 1)
+        ops = resolve_tree_backend(self.backend, P.device.type, P.dtype)
+        return ops.node(P, self.node_weight, self.node_bias)
 
     @staticmethod
     def _check(node: Tree) -> None:
         if len(node.children) not in (0, 2):
-            raise ValueError(f"BinaryTreeLSTM: every node needs 0 or 2 children, got {len(node.children)} "
-                             f"at {node!r} (binarize the tree first)")
+            raise ValueError(f"children: expected 0 or 2 at every node of a BinaryTreeLSTM's trees, got "
+                             f"{len(node.children)} at {node!r} (binarize the tree first)")
 
     def record(self, fold: Fold, tree: Tree) -> list[Node]:
         # An explicit stack rather than recursion, so that a tree of any depth records each node
@@ -230,16 +241,17 @@ class ChildSumTreeLSTM(_TreeLSTMBase):
     input if it has a word (every node of a dependency tree) and none otherwise.
 
     Parameters: weight_ih (4H, I), weight_hh (4H, H), bias (4H,), gate rows (i, o, u, f).
+    It runs the reference cell's torch ops in every mode (there are no fused kernels for it).
     """
 
     def __init__(self, input_size: int, hidden_size: int, embedding: nn.Module | None = None,
                  device=None, dtype=None) -> None:
         super().__init__(input_size, hidden_size, embedding)
         f = {"device": device, "dtype": dtype}
-        H = hidden_size
-        self.weight_ih = nn.Parameter(torch.empty(4 * H, input_size, **f))
-        self.weight_hh = nn.Parameter(torch.empty(4 * H, H, **f))
-        self.bias = nn.Parameter(torch.empty(4 * H, **f))
+        G = len(CHILD_SUM_GATES) * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(G, input_size, **f))
+        self.weight_hh = nn.Parameter(torch.empty(G, hidden_size, **f))
+        self.bias = nn.Parameter(torch.empty(G, **f))
         self.reset_parameters()
 
     @property

@@ -1,8 +1,13 @@
-"""Backends: implementations of one recurrent layer over a whole sequence.
+"""Backends: implementations of one recurrent layer over a whole sequence, and of the binary
+Tree-LSTM's ops (`lstmkit.fold.BinaryTreeLSTM`).
 
 Every backend module exposes the same layer function (the contract `LayerFn` below), the
-cells it implements (`CELLS`) and the device types it runs on (`DEVICES`).
-`resolve_backend` is the one place where a backend name becomes a function.
+cells it implements (`CELLS`), the device types it runs on (`DEVICES`) and, where its kernels
+take only some, the dtypes (`DTYPES`; without it, any; `AUTO_DTYPES`: those "auto" takes it for,
+if fewer). A Tree-LSTM backend module exposes `binary_tree_leaf` and `binary_tree_node` (the
+contract `TreeOps` below), `DEVICES` and the same optional dtypes.
+`resolve_backend` and `resolve_tree_backend` are where a backend name becomes functions, both by
+the one set of rules in `_resolve`.
 
 LayerFn(spec, x, state, params, batch_sizes, reverse) -> (y, final_state)
     spec:        lstmkit.cells.CellSpec of the cell
@@ -16,6 +21,10 @@ LayerFn(spec, x, state, params, batch_sizes, reverse) -> (y, final_state)
                  backends form dW_ih as one GEMM over all T*B rows, zero gradients times padding
     reverse:     run from t = T-1 down to 0
     y:           (T, B, P or H), zeros where a row is past its length
+
+TreeOps: the binary Tree-LSTM's ops, each node's state packed as one row [h, c] (2H)
+    leaf(x (B, I), weight (3H, I), bias (3H,)) -> states (B, 2H)
+    node(children (B, 2, 2H) = [[h_l, c_l], [h_r, c_r]], weight (5H, 2H), bias (5H,)) -> states (B, 2H)
 """
 
 from __future__ import annotations
@@ -24,8 +33,9 @@ import functools
 import importlib
 import warnings
 from types import ModuleType
-from typing import Callable
+from typing import Callable, NamedTuple
 
+import torch
 from torch import Tensor
 
 from lstmkit.cells import CellSpec
@@ -34,6 +44,12 @@ LayerFn = Callable[
     [CellSpec, Tensor, tuple[Tensor, ...], dict[str, Tensor], "Tensor | None", bool],
     tuple[Tensor, tuple[Tensor, ...]],
 ]
+
+
+class TreeOps(NamedTuple):
+    leaf: Callable[[Tensor, Tensor, Tensor], Tensor]
+    node: Callable[[Tensor, Tensor, Tensor], Tensor]
+
 
 # name -> module implementing the contract above.
 BACKENDS = {
@@ -45,21 +61,29 @@ BACKENDS = {
 AUTO_PREFERENCE: dict[str, tuple[str, ...]] = {"cuda": ("triton",), "cpu": ("numba",)}
 BACKEND_NAMES = ("auto", *BACKENDS)
 
+# The same for the binary Tree-LSTM's ops (TreeOps).
+TREE_BACKENDS = {
+    "reference": "lstmkit.kernels.reference",
+    "numba": "lstmkit.kernels.treelstm_numba",
+}
+TREE_AUTO_PREFERENCE: dict[str, tuple[str, ...]] = {"cpu": ("numba",)}
+TREE_BACKEND_NAMES = ("auto", *TREE_BACKENDS)
+
 
 class BackendUnavailable(RuntimeError):
     """A named backend exists but cannot run here (its library or device is missing)."""
 
 
-def check_backend_name(backend: str) -> str:
-    if not isinstance(backend, str) or backend not in BACKEND_NAMES:
-        raise ValueError(f"backend: expected one of {list(BACKEND_NAMES)}, got {backend!r}")
+def check_backend_name(backend: str, names: tuple[str, ...] = BACKEND_NAMES) -> str:
+    if not isinstance(backend, str) or backend not in names:
+        raise ValueError(f"backend: expected one of {list(names)}, got {backend!r}")
     return backend
 
 
 @functools.cache
-def _load(name: str) -> ModuleType:
+def _load(name: str, path: str) -> ModuleType:
     try:
-        return importlib.import_module(BACKENDS[name])
+        return importlib.import_module(path)
     except ImportError as e:
         raise BackendUnavailable(f"backend {name!r} cannot load: {e}") from e
 
@@ -67,29 +91,61 @@ def _load(name: str) -> ModuleType:
 @functools.cache
 def _warn_fallback(name: str, reason: str) -> None:
     warnings.warn(f"lstmkit: fast backend {name!r} unavailable ({reason}); using the reference backend",
-                  RuntimeWarning, stacklevel=3)
+                  RuntimeWarning, stacklevel=4)
 
 
-def resolve_backend(backend: str, device_type: str, cell: str) -> LayerFn:
-    """The layer function for `backend` on `device_type` ("cpu", "cuda") for `cell`.
+def _takes(module: ModuleType, dtype: torch.dtype | None, auto: bool) -> bool:
+    dtypes = getattr(module, "DTYPES", None)
+    if auto:
+        dtypes = getattr(module, "AUTO_DTYPES", dtypes)
+    return dtype is None or dtypes is None or dtype in dtypes
 
-    An explicit name must work or raise; "auto" takes the first preferred backend that loads
-    and implements the cell, warning once when a fast backend fails to load.
+
+def _resolve(backend: str, registry: dict[str, str], preference: dict[str, tuple[str, ...]],
+             device_type: str, dtype: torch.dtype | None, cell: str | None,
+             what: str) -> tuple[str, ModuleType]:
+    """(name, module) of the backend `backend` (a name of `registry`) resolves to for tensors of `device_type` and `dtype`
+    (None: not checked; `what` names it in errors), implementing `cell` (None: no cells to check).
+
+    An explicit name must work or raise; "auto" takes the first preferred backend that loads and
+    runs here, warning once when a fast backend fails to load, else the reference.
     """
-    check_backend_name(backend)
+    check_backend_name(backend, ("auto", *registry))
     if backend != "auto":
-        module = _load(backend)
+        module = _load(backend, registry[backend])
         if device_type not in module.DEVICES:
             raise BackendUnavailable(f"backend {backend!r} runs on {module.DEVICES}, got a {device_type} tensor")
-        if cell not in module.CELLS:
+        if cell is not None and cell not in module.CELLS:
             raise ValueError(f"backend {backend!r} implements cells {module.CELLS}, got cell={cell!r}")
-        return module.layer
-    for name in AUTO_PREFERENCE.get(device_type, ()):
+        if not _takes(module, dtype, auto=False):
+            raise TypeError(f"{what}: backend {backend!r} takes dtypes {list(module.DTYPES)}, got {dtype}")
+        return backend, module
+    for name in preference.get(device_type, ()):
         try:
-            module = _load(name)
+            module = _load(name, registry[name])
         except BackendUnavailable as e:
             _warn_fallback(name, str(e.__cause__ or e))
             continue
-        if cell in module.CELLS and device_type in module.DEVICES:
-            return module.layer
-    return _load("reference").layer
+        runs_here = device_type in module.DEVICES and _takes(module, dtype, auto=True)
+        if runs_here and (cell is None or cell in module.CELLS):
+            return name, module
+    return "reference", _load("reference", registry["reference"])
+
+
+def resolve_backend(backend: str, device_type: str, cell: str, dtype: torch.dtype | None = None) -> LayerFn:
+    """The layer function for `backend` on `device_type` ("cpu", "cuda") for `cell` and inputs of
+    `dtype` (None: any dtype the backend takes; the layer checks its input then)."""
+    return _resolve(backend, BACKENDS, AUTO_PREFERENCE, device_type, dtype, cell, "x")[1].layer
+
+
+def backend_name(backend: str, device_type: str, cell: str) -> str:
+    """The name of the backend `resolve_backend` picks ("auto" resolved): what a run records."""
+    return _resolve(backend, BACKENDS, AUTO_PREFERENCE, device_type, None, cell, "x")[0]
+
+
+@functools.cache
+def resolve_tree_backend(backend: str, device_type: str, dtype: torch.dtype) -> TreeOps:
+    """The binary Tree-LSTM's ops for `backend` ("auto", "reference", "numba") on tensors of
+    `device_type` and `dtype` (remembered: the fold ops ask once per batched call)."""
+    module = _resolve(backend, TREE_BACKENDS, TREE_AUTO_PREFERENCE, device_type, dtype, None, "dtype")[1]
+    return TreeOps(module.binary_tree_leaf, module.binary_tree_node)

@@ -51,9 +51,9 @@ from lstmkit.kernels.lstm_numba_cells import CELL_CODES, GRU, LAYERNORM, NUM_GAT
 
 CELLS = tuple(CELL_CODES)
 DEVICES = ("cpu",)
-_DTYPES = (torch.float32, torch.float64)
+DTYPES = (torch.float32, torch.float64)
 
-__all__ = ["CELLS", "DEVICES", "layer"]
+__all__ = ["CELLS", "DEVICES", "DTYPES", "layer"]
 
 # --- compiled bodies ----------------------------------------------------------------------------
 
@@ -252,7 +252,7 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     if fuse:  # by rows without save, one step's scratch is enough
         gates = x.new_empty(1 if by_rows and not save else T, B, GH)
     else:
-        gates = _input_projection(code, x.reshape(T * B, I), p, perm).view(T, B, GH)
+        gates = _input_projection(code, x.reshape(T * B, I), p, perm).view(T, B, GH)  # (T*B, I) -> (T, B, GH)
     if plan.units:
         hst = x.new_empty(2, B, H)
         hst[0] = h0
@@ -380,27 +380,27 @@ def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gate
     if inv is not None and T * B < w_ih.shape[1] + P:
         # fewer rows of dG than of the weight gradients it forms (small batches): bring dG's
         # columns back to the natural layout once, then the GEMMs need no permutation at all
-        dg_natural = dg.view(T * B, GH).index_select(1, inv).view(T, B, GH)
-        dgh = dgh.view(T * B, GH).index_select(1, inv).view(T, B, GH) if sep else dg_natural
+        dg_natural = dg.view(T * B, GH).index_select(1, inv).view(T, B, GH)  # (T*B, GH) -> (T, B, GH)
+        dgh = dgh.view(T * B, GH).index_select(1, inv).view(T, B, GH) if sep else dg_natural  # the same
         dg, inv = dg_natural, None
     else:
         w_ih = _gate_rows(w_ih, perm)
-    dg2 = dg.view(T * B, GH)
+    dg2 = dg.view(T * B, GH)  # (T*B, GH)
     # dX = dG W_ih on oneDNN, W_ih read through its transpose: at (T*B, 4H, I) = (6400, 2048, 256),
     # 2 threads, 33 ms against MKL's 56 (3200 x 1024 x 128: 4.7 against 7.0)
     if need_x and not fuse_dx:
-        dx = linear(dg2, w_ih.t()).view(T, B, -1)
+        dx = linear(dg2, w_ih.t()).view(T, B, -1)  # (T*B, I) -> (T, B, I)
     if needs.get("weight_ih"):
-        grads["weight_ih"] = natural(_input_weight_grad(dg2, x.reshape(T * B, x.shape[2])))
+        grads["weight_ih"] = natural(_input_weight_grad(dg2, x.reshape(T * B, x.shape[2])))  # X: (T*B, I)
     if needs.get("weight_hh"):
         grads["weight_hh"] = natural(_weight_hh_grad(dgh, y, h0, bs, s.reverse))
     if s.proj and needs.get("weight_hr"):
-        grads["weight_hr"] = torch.mm(dhp.view(T * B, P).t(), hf.view(T * B, H))
+        grads["weight_hr"] = torch.mm(dhp.view(T * B, P).t(), hf.view(T * B, H))  # (P, T*B) @ (T*B, H)
     if code == PEEPHOLE:
         e = a[1, :3 * H]
         if s.width < H:
             e = e.index_select(0, _permutation(3, H, s.width)[1])
-        grads["weight_ci"], grads["weight_cf"], grads["weight_co"] = e.view(3, H).clone().unbind(0)
+        grads["weight_ci"], grads["weight_cf"], grads["weight_co"] = e.view(3, H).clone().unbind(0)  # (3H,) -> 3 x (H,)
     if code == LAYERNORM:
         grads["ln_bias_ih"], grads["ln_bias_hh"] = a[0].clone(), a[0].clone()
         grads["ln_weight_ih"], grads["ln_weight_hh"] = a[1], a[2]
@@ -442,7 +442,7 @@ def _weight_hh_grad(dgh: Tensor, y: Tensor, h0: Tensor, bs: Tensor, reverse: boo
         first = dgh[0]
     g = torch.mm(first.t(), h0.contiguous())
     if T > 1:
-        g.addmm_(main.reshape((T - 1) * B, GH).t(), prev.reshape((T - 1) * B, P))
+        g.addmm_(main.reshape((T - 1) * B, GH).t(), prev.reshape((T - 1) * B, P))  # (GH, (T-1)*B) @ ((T-1)*B, P)
     return g
 
 
@@ -482,10 +482,10 @@ def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str
           batch_sizes: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, tuple[Tensor, ...]]:
     """The layer contract of `lstmkit.kernels` (x: (T, B, I) -> y: (T, B, P or H), final state)."""
     code = CELL_CODES[spec.name]
-    if x.device.type != "cpu":
-        raise ValueError(f"backend 'numba' runs on CPU tensors, got a {x.device.type} tensor")
-    if x.dtype not in _DTYPES:  # half precision: the reference handles it
-        return reference.layer(spec, x, state, params, batch_sizes, reverse)
+    if x.device.type not in DEVICES:
+        raise ValueError(f"x: expected a cpu tensor (backend 'numba' runs on CPU), got {x.device.type}")
+    if x.dtype not in DTYPES:  # backend="auto" takes the reference for others (lstmkit.kernels)
+        raise TypeError(f"x: backend 'numba' takes dtypes {list(DTYPES)}, got {x.dtype}")
     # the kernels and their GEMMs are chosen by x's dtype: any other tensor would be misread
     for name, t in (*zip(("h0", "c0"), state), *params.items()):
         if t.dtype != x.dtype:

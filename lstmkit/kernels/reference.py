@@ -1,4 +1,5 @@
-"""`backend="reference"`: the reference cells looped in Python (autograd does the backward)."""
+"""`backend="reference"`: the reference cells looped in Python (autograd does the backward), and
+the binary Tree-LSTM's ops on packed states (the Tree-LSTM contract of `lstmkit.kernels`)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,27 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells import CELLS, CellSpec
+from lstmkit.cells.gates import BINARY_GATES
 from lstmkit.cells.sequence import reference_layer as layer
+from lstmkit.cells.treelstm import binary_tree_lstm_leaf, binary_tree_lstm_node
 
 CELLS = tuple(CELLS)
 DEVICES = ("cpu", "cuda")
 
-__all__ = ["CELLS", "DEVICES", "layer", "differentiable_grads", "grads_of"]
+__all__ = ["CELLS", "DEVICES", "layer", "differentiable_grads", "grads_of", "binary_tree_leaf", "binary_tree_node"]
+
+
+def binary_tree_leaf(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Leaves (x (B, I), weight (3H, I), bias (3H,)) -> states (B, 2H) = [h, c]."""
+    return torch.cat(binary_tree_lstm_leaf(x, weight, bias), 1)  # (B, 2H)
+
+
+def binary_tree_node(P: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Internal nodes (children (B, 2, 2H) = [[h_l, c_l], [h_r, c_r]], weight (5H, 2H), bias (5H,))
+    -> states (B, 2H) = [h, c]."""
+    B, H = P.shape[0], weight.shape[0] // len(BINARY_GATES)
+    h_children = P[:, :, :H].reshape(B, 2 * H)  # (B, 2H): [h_l; h_r]
+    return torch.cat(binary_tree_lstm_node(h_children, P[:, 0, H:], P[:, 1, H:], weight, bias), 1)  # (B, 2H)
 
 
 def differentiable_grads(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str, Tensor],

@@ -51,9 +51,7 @@ class LSTMCell(nn.Module):
         if hx is None:
             h = c = x.new_zeros(x.shape[0], self.hidden_size)
         else:
-            if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
-                got = f"a {type(hx).__name__} of {len(hx)}" if isinstance(hx, (tuple, list)) else type(hx).__name__
-                raise TypeError(f"hx: expected a tuple (h, c) of two tensors, got {got}")
+            checks.state_pair("hx", hx, "(h, c)")
             h, c = hx
             for name, s in (("h", h), ("c", c)):
                 checks.float_tensor(name, s, dtype)

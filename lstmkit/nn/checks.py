@@ -36,6 +36,13 @@ def float_tensor(name: str, x: object, dtype: torch.dtype) -> Tensor:
     return x
 
 
+def state_pair(name: str, hx: object, names: str) -> None:
+    """`hx` must be a tuple (or list) of two, the LSTM state written `names`, e.g. "(h_0, c_0)"."""
+    if not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+        got = f"a {type(hx).__name__} of {len(hx)}" if isinstance(hx, (tuple, list)) else type(hx).__name__
+        raise TypeError(f"{name}: expected a tuple {names} of two tensors, got {got}")
+
+
 def shape(name: str, x: Tensor, expected: tuple[int, ...]) -> None:
     if tuple(x.shape) != tuple(expected):
         raise ValueError(f"{name}: expected shape {tuple(expected)}, got {tuple(x.shape)}")

@@ -157,7 +157,7 @@ class RecurrentBase(nn.Module):
                 if sorted_indices is not None:
                     h = h.index_select(1, sorted_indices)
                 state.append(h)
-        layer_fn = resolve_backend(self.backend, x.device.type, self.cell)
+        layer_fn = resolve_backend(self.backend, x.device.type, self.cell, x.dtype)
 
         finals: list[list[Tensor]] = [[] for _ in shapes]
         layer_input = x
@@ -206,9 +206,8 @@ class LSTM(RecurrentBase):
                          bidirectional, proj_size, device, dtype, backend)
 
     def forward(self, input, hx: tuple[Tensor, Tensor] | None = None):
-        if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
-            got = f"a {type(hx).__name__} of {len(hx)}" if isinstance(hx, (tuple, list)) else type(hx).__name__
-            raise TypeError(f"hx: expected a tuple (h_0, c_0) of two tensors, got {got}")
+        if hx is not None:
+            checks.state_pair("hx", hx, "(h_0, c_0)")
         output, (h_n, c_n) = self._forward(input, hx)
         return output, (h_n, c_n)
 

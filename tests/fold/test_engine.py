@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from lstmkit.fold import Fold, Segments, Unfold
+from lstmkit.fold import Fold, Segments
 
 D = torch.float64
 
@@ -82,7 +82,7 @@ def run(fold_cls, **kw):
 
 def test_non_tree_graph_batched_equals_eager():
     (a1, b1), g1, calls, fold = run(Fold)
-    (a2, b2), g2, eager_calls, _ = run(Unfold)
+    (a2, b2), g2, eager_calls, _ = run(Fold, eager=True)
     torch.testing.assert_close(a1, a2, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(b1, b2, rtol=1e-12, atol=1e-12)
     for x, y in zip(g1, g2):
@@ -90,7 +90,7 @@ def test_non_tree_graph_batched_equals_eager():
     # Batched: one call per group; eager: one per recorded node, each of one row.
     assert len(calls) == len(fold.schedule()) < len(eager_calls) == len(fold)
     assert all(rows == 1 for _, rows in eager_calls)
-    assert Fold(eager=True).eager and Unfold().eager
+    assert Fold(eager=True).eager and not Fold().eager
 
 
 def test_depth_scheduling():
@@ -182,8 +182,10 @@ def test_user_errors():
         fold.add("gather", [], x)
     with pytest.raises(TypeError, match="neither a Node"):
         fold.add("mix", x, {"a": 1}, 1.0)
-    with pytest.raises(ValueError, match="already one output"):
+    with pytest.raises(ValueError, match="split: expected the node of a whole call's result, got .*already one output"):
         x.split(2)[0].split(2)
+    with pytest.raises(ValueError, match=r"node\[1\]: expected the node of a whole call's result"):
+        x[0][1]
 
     f = Fold()
     f.add("nonexistent", 1)
@@ -257,11 +259,11 @@ def test_create_graph_raises_through_a_fold_and_works_eagerly():
             return x * self.b
 
     model = M()
-    for cls in (Fold, Unfold):
-        fold = cls()
+    for eager in (False, True):
+        fold = Fold(eager=eager)
         (y,) = fold.apply(model, [[fold.add("node", fold.add("leaf", 0))]])  # y = a b
         loss = y.square().sum()
-        if cls is Fold:
+        if not eager:
             with pytest.raises(RuntimeError, match=r"create_graph=True .* not supported through a batched Fold"):
                 torch.autograd.grad(loss, model.b, create_graph=True)
             (gb,) = torch.autograd.grad(loss, model.b)  # first order is unaffected
@@ -270,3 +272,38 @@ def test_create_graph_raises_through_a_fold_and_works_eagerly():
             (gb,) = torch.autograd.grad(loss, model.b, create_graph=True)  # 2 a^2 b = 9
             (ga,) = torch.autograd.grad(gb, model.a)  # 4 a b = 12
             assert (gb.item(), ga.item()) == pytest.approx((9.0, 12.0))
+
+
+class _Segments(nn.Module):
+    def pair(self, xs: Segments):
+        return xs.fixed(2).sum(1)
+
+    def leaf(self, ids):
+        return ids.double()[:, None]
+
+
+def test_segments_fixed_names_the_expected_count():
+    fold = Fold()
+    a, b = fold.add("leaf", 1), fold.add("leaf", 2)
+    out = [fold.add("pair", [a, b]), fold.add("pair", [a, b, a])]
+    with pytest.raises(ValueError, match=r"Segments.fixed: expected 2 items in every row, got rows of \[2, 3\] items"):
+        fold.apply(_Segments(), [out])
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_device_places_the_batched_scalars_of_a_model_without_parameters(eager):
+    """Without parameters to follow (ops over buffers, say), Fold(device=...) says where ints and
+    floats go; the meta device stands in for an accelerator here."""
+    seen = []
+
+    class NoParams(nn.Module):
+        def leaf(self, ids, scale):
+            seen.append((ids.device.type, scale.device.type))
+            return ids.double()[:, None] * scale[:, None]
+
+    for device, want in ((None, "cpu"), ("meta", "meta")):
+        seen.clear()
+        fold = Fold(eager=eager, device=device)
+        (out,) = fold.apply(NoParams(), [[fold.add("leaf", k, 0.5) for k in range(3)]])
+        assert out.device.type == want and out.shape == (3, 1)
+        assert set(seen) == {(want, want)}

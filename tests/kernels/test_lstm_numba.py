@@ -565,13 +565,35 @@ def test_auto_picks_numba_on_cpu():
         assert resolve_backend("numba", "cpu", cell) is lstm_numba.layer
 
 
-def test_other_dtypes_fall_back_to_reference():
-    params = {n: p.detach().bfloat16() for n, p in make_params("lstm", 3, 4).items()}
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_takes_the_reference_under_auto_and_raises_when_named(dtype):
+    """The kernels run float32 and float64: "auto" hands other dtypes to the reference, an
+    explicit backend="numba" says it cannot take them (the dispatch, and the layer called directly)."""
+    assert resolve_backend("auto", "cpu", "lstm", dtype) is reference.layer
+    assert resolve_backend("auto", "cpu", "lstm", torch.float32) is lstm_numba.layer
+    message = rf"x: backend 'numba' takes dtypes \[torch.float32, torch.float64\], got {dtype}"
+    with pytest.raises(TypeError, match=message):
+        resolve_backend("numba", "cpu", "lstm", dtype)
+    params = {n: p.detach().to(dtype) for n, p in make_params("lstm", 3, 4).items()}
     x, state, _ = make_inputs("lstm", 3, 2, 3, 4)
-    x, state = x.detach().bfloat16(), tuple(s.detach().bfloat16() for s in state)
-    y, final = lstm_numba.layer(SPECS["lstm"], x, state, params, None, False)
-    y_ref, final_ref = reference.layer(SPECS["lstm"], x, state, params, None, False)
-    assert torch.equal(y, y_ref) and all(torch.equal(a, b) for a, b in zip(final, final_ref))
+    x, state = x.detach().to(dtype), tuple(s.detach().to(dtype) for s in state)
+    with pytest.raises(TypeError, match=message):
+        lstm_numba.layer(SPECS["lstm"], x, state, params, None, False)
+    torch.manual_seed(0)
+    auto = lstmkit.LSTM(3, 4, backend="auto").to(dtype)
+    ref = lstmkit.LSTM(3, 4, backend="reference").to(dtype)
+    ref.load_state_dict(auto.state_dict())
+    y, (h, c) = auto(x)
+    y_ref, (h_ref, c_ref) = ref(x)
+    assert torch.equal(y, y_ref) and torch.equal(h, h_ref) and torch.equal(c, c_ref)
+    with pytest.raises(TypeError, match=message):
+        lstmkit.LSTM(3, 4, backend="numba").to(dtype)(x)
+
+
+def test_a_device_other_than_cpu_is_named_in_the_error():
+    x, state, _ = make_inputs("lstm", 2, 1, 3, 4)
+    with pytest.raises(ValueError, match=r"x: expected a cpu tensor \(backend 'numba' runs on CPU\), got meta"):
+        lstm_numba.layer(SPECS["lstm"], x.detach().to("meta"), state, make_params("lstm", 3, 4))
 
 
 def test_import_compiles_nothing():
