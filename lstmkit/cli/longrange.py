@@ -6,7 +6,7 @@ import argparse
 import json
 
 from lstmkit.apps.longrange.config import LongRangeConfig
-from lstmkit.apps.longrange.models import LABELS, MATCHES, MODELS
+from lstmkit.apps.longrange.models import CELL, LABELS, MATCHES, MODELS
 from lstmkit.apps.longrange.tasks import DEFAULT_LENGTHS, TASKS
 from lstmkit.kernels import BACKEND_NAMES
 
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     from lstmkit.apps.longrange.plots import plot_gradnorm, plot_task
     from lstmkit.apps.longrange.train import run_experiment
     from lstmkit.utils.checkpoint import atomic_write_bytes, atomic_write_json
-    from lstmkit.utils.runs import make_out_dir, save_config
+    from lstmkit.utils.runs import backend_name, make_out_dir, save_config
 
     cfg = LongRangeConfig(
         tasks=args.tasks, lengths=args.lengths, models=args.models, hidden_size=args.hidden_size, match=args.match,
@@ -114,6 +114,12 @@ def run(args: argparse.Namespace) -> int:
     ).validate()
     if args.jobs < 1:
         raise ValueError(f"--jobs: expected >= 1, got {args.jobs}")
+    # The models run on the CPU. Checked for every model's cell, and resolved for config.json; only
+    # where "auto" would pick different backends for different cells does it stay, as no one name
+    # would say what ran.
+    picked = {backend_name(cfg.backend, "cpu", CELL[m]) for m in cfg.models}
+    if len(picked) == 1:
+        cfg.backend = picked.pop()
     out = make_out_dir(args.out)  # before training, which an unwritable --out would throw away
     result = run_experiment(cfg, jobs=args.jobs)
     save_config(out, cfg)

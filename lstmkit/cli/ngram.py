@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from lstmkit.cli.train import DATA_FIELDS, add_config_arguments, given
+from lstmkit.cli.train import DATA_FIELDS, add_config_arguments, check_one_source
+from lstmkit.utils.options import given
 
 HELP = "character n-gram baseline (interpolated Kneser-Ney) on the same train/validation split as `train`"
 
@@ -24,8 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from lstmkit.apps.charlm.ngram import KneserNey
 
     fields = given(args, DATA_FIELDS)
-    if "text" in fields and "corpus" in fields:
-        raise ValueError("give --text PATH or --corpus NAME, not both")
+    check_one_source(fields)
     for n in args.order:
         if n < 1:
             raise ValueError(f"--order: expected n >= 1, got {n}")

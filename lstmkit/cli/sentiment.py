@@ -6,8 +6,10 @@ import argparse
 import dataclasses
 
 from lstmkit.apps.sentiment.common import RESUMABLE
-from lstmkit.apps.sentiment.config import MODES, OPTIMIZERS, SST_TASKS, DEVICES, IMDBConfig, SSTConfig
+from lstmkit.apps.sentiment.config import MODES, OPTIMIZERS, SST_TASKS, IMDBConfig, SSTConfig
 from lstmkit.kernels import BACKEND_NAMES
+from lstmkit.utils.options import add_field_flag, flag, given
+from lstmkit.utils.runs import DEVICES
 
 HELP = "train a sentiment classifier: a Tree-LSTM on SST (sst) or a bidirectional LSTM on IMDB (imdb)"
 
@@ -52,27 +54,6 @@ IMDB_HELP = {
 CHOICES = {"task": SST_TASKS, "mode": MODES, "optimizer": OPTIMIZERS, "device": DEVICES, "backend": BACKEND_NAMES}
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _add_config_arguments(parser: argparse.ArgumentParser, cls, helps: dict) -> None:
-    defaults = cls()
-    for f in dataclasses.fields(cls):
-        default = getattr(defaults, f.name)
-        kw: dict = {"dest": f.name, "default": argparse.SUPPRESS,
-                    "help": helps[f.name] + ("" if default is None else f" (default: {default})")}
-        if isinstance(default, bool):
-            kw["action"] = argparse.BooleanOptionalAction
-        elif default is None:
-            kw["metavar"] = "PATH"
-        else:
-            kw["type"] = type(default)
-            if f.name in CHOICES:
-                kw["choices"] = CHOICES[f.name]
-        parser.add_argument(_flag(f.name), **kw)
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = ("Each run writes a directory: config.json, vocab.json, model.safetensors (best "
                      "validation epoch), checkpoint.safetensors (latest; --resume), metrics.json and "
@@ -90,14 +71,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--out", metavar="RUN_DIR", help=f"run directory (default: runs/sentiment-{name}-...-<date>-<time>)")
         p.add_argument("--resume", metavar="RUN_DIR",
                        help="continue the run in RUN_DIR with its next epoch; only "
-                            f"{', '.join(_flag(n) for n in sorted(RESUMABLE) if n in helps)} may be changed")
-        _add_config_arguments(p, cls, helps)
+                            f"{', '.join(flag(n) for n in sorted(RESUMABLE) if n in helps)} may be changed")
+        defaults = cls()
+        for f in dataclasses.fields(cls):  # the only None defaults are files
+            add_field_flag(p, defaults, f.name, helps[f.name], choices=CHOICES.get(f.name),
+                           metavar="PATH" if getattr(defaults, f.name) is None else None)
         p.set_defaults(_config_cls=cls)
 
 
 def run(args: argparse.Namespace) -> int:
     cls = args._config_cls
-    fields = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    fields = given(args, (f.name for f in dataclasses.fields(cls)))
     if args.task_name == "sst":
         from lstmkit.apps.sentiment.sst import train_sst as train
     else:

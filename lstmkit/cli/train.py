@@ -6,6 +6,8 @@ import argparse
 import sys
 
 from lstmkit.apps.charlm import config as C
+from lstmkit.utils.options import add_field_flag, flag, given
+from lstmkit.utils.runs import DEVICES, RESUMABLE as RUN_RESUMABLE
 
 HELP = "train a character language model on a text (default: Python's own help text, no download)"
 
@@ -49,39 +51,26 @@ FIELD_HELP = {
     "top_k": "sample only from the k most likely symbols (0: all)",
     "progress": "show a progress bar (on a terminal)",
 }
+CHOICES = {"corpus": C.CORPUS_NAMES, "level": C.LEVELS, "preprocess": C.PREPROCESS, "cell": C.LSTM_CELLS,
+           "backend": C.BACKEND_NAMES, "partition": C.PARTITIONS, "optimizer": C.OPTIMIZERS,
+           "schedule": C.SCHEDULES, "device": DEVICES}
 # What a resumed run may change: budgets and output, nothing that changes the numbers.
-RESUMABLE = {"epochs", "max_time", "max_steps", "patience", "device", "backend", "progress",
-             "sample_length", "sample_prefix", "temperature", "top_k"}
+RESUMABLE = {*RUN_RESUMABLE, "max_steps", "patience", "sample_length", "sample_prefix", "temperature", "top_k"}
 DATA_FIELDS = ("text", "corpus", "level", "preprocess", "val_fraction")
 
 
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
 def add_config_arguments(parser: argparse.ArgumentParser, names) -> None:
-    """One flag per config field; a flag not given is absent from the namespace (default shown)."""
+    """The flags of the config fields `names` (see `add_field_flag`)."""
     defaults = C.CharLMConfig()
     for name in names:
-        default = getattr(defaults, name)
-        kw: dict = {"dest": name, "default": argparse.SUPPRESS,
-                    "help": FIELD_HELP[name] + ("" if default is None else f" (default: {default})")}
-        if isinstance(default, bool):
-            kw["action"] = argparse.BooleanOptionalAction
-        elif name == "text":
-            kw["metavar"] = "PATH"
-        else:
-            kw["type"] = type(default)
-            choices = {"corpus": C.CORPUS_NAMES, "level": C.LEVELS, "preprocess": C.PREPROCESS,
-                       "cell": C.LSTM_CELLS, "backend": C.BACKEND_NAMES, "partition": C.PARTITIONS,
-                       "optimizer": C.OPTIMIZERS, "schedule": C.SCHEDULES, "device": C.DEVICES}.get(name)
-            if choices:
-                kw["choices"] = choices
-        parser.add_argument(flag(name), **kw)
+        add_field_flag(parser, defaults, name, FIELD_HELP[name], choices=CHOICES.get(name),
+                       metavar="PATH" if name == "text" else None)
 
 
-def given(args: argparse.Namespace, names) -> dict:
-    return {n: getattr(args, n) for n in names if hasattr(args, n)}
+def check_one_source(fields: dict) -> None:
+    """--text and --corpus name the same thing, the text to train on: refuse both at once."""
+    if "text" in fields and "corpus" in fields:
+        raise ValueError("give --text PATH or --corpus NAME, not both")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,8 +99,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--resume writes into the run directory it continues; drop --out")
         how = dict(cfg=C.CharLMConfig(), resume=args.resume, overrides=fields)
     else:
-        if "text" in fields and "corpus" in fields:
-            raise ValueError("give --text PATH or --corpus NAME, not both")
+        check_one_source(fields)
         how = dict(cfg=C.CharLMConfig(**fields), out=args.out)
     # Ctrl-C during training makes train() checkpoint and return; one outside it (reading the
     # text, the final sample, a second Ctrl-C while the stop is saved) leaves the last

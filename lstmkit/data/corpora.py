@@ -37,6 +37,7 @@ REMOTE: dict[str, RemoteCorpus] = {
         "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed", 1_115_394,
         "Karpathy's char-rnn Tiny Shakespeare"),
 }
+DOWNLOAD_TIMEOUT = 60.0  # seconds a stalled download waits for the server before it is given up
 EMBEDDED = ("pydoc",)
 NAMES = (*EMBEDDED, *REMOTE)
 DEFAULT = "pydoc"
@@ -73,32 +74,33 @@ def verify(name: str, data: bytes, source: str) -> bytes:
     return data
 
 
-def fetch(name: str, directory: str | os.PathLike | None = None, *, download: bool = True,
-          timeout: float = 60.0) -> Path:
+def fetch(name: str, directory: str | os.PathLike | None = None, *, download: bool = True) -> Path:
     """The path of the verified cached copy of a remote corpus, downloading it if needed."""
+    return _fetch(name, directory, download)[0]
+
+
+def _fetch(name: str, directory: str | os.PathLike | None, download: bool) -> tuple[Path, bytes]:
+    """`fetch`, with the bytes it verified: whoever reads the corpus next need not hash it again."""
     if name not in REMOTE:
         raise ValueError(f"corpus: expected one of {list(NAMES)}, got {name!r}")
     spec = REMOTE[name]
     path = Path(directory or cache_dir()) / f"{name}.txt"
-    if path.is_file():
-        verify(name, path.read_bytes(), str(path))
-        return path
+    if path.is_file():  # checked on every load: a cached copy can change after it was kept
+        return path, verify(name, path.read_bytes(), str(path))
     if not download:
         raise CorpusError(f"corpus {name!r}: not in the cache ({path}) and downloading is off")
     try:
-        with urllib.request.urlopen(spec.url, timeout=timeout) as response:
+        with urllib.request.urlopen(spec.url, timeout=DOWNLOAD_TIMEOUT) as response:
             data = response.read()
     except OSError as e:
         raise CorpusError(f"corpus {name!r}: cannot download {spec.url} ({e}); "
                           f"put a copy at {path} or pass --text PATH") from None
     atomic_write_bytes(path, verify(name, data, spec.url))  # only a verified file is kept
-    return path
+    return path, data
 
 
 def load_corpus(name: str, directory: str | os.PathLike | None = None, *, download: bool = True) -> str:
     """The text of a named corpus (see the module docstring)."""
     if name == "pydoc":
         return pydoc_topics()
-    path = fetch(name, directory, download=download)
-    data = verify(name, path.read_bytes(), str(path))
-    return decode_text(data, f"corpus {name!r}")
+    return decode_text(_fetch(name, directory, download)[1], f"corpus {name!r}")

@@ -141,7 +141,7 @@ def _parse_checked(line: str, num_labels: int, unescape: bool, where: str) -> Tr
     return root
 
 
-def load_sst(path: str | os.PathLike, num_labels: int = 5, unescape: bool = False) -> list[Tree]:
+def load_sst(path: str | os.PathLike) -> list[Tree]:
     """Every tree of an SST-format file (UTF-8, one tree per line); tree k is line k + 1."""
     path = Path(path)
     if not path.is_file():
@@ -155,16 +155,16 @@ def load_sst(path: str | os.PathLike, num_labels: int = 5, unescape: bool = Fals
         lines.pop()  # the final newline ends the last line; it does not start an empty one
     if not lines:
         raise SSTFormatError(f"{path}: the file is empty")
-    return [parse_tree(line.rstrip("\r"), num_labels, unescape, where=f"{path}: line {k}")
+    return [parse_tree(line.rstrip("\r"), where=f"{path}: line {k}")
             for k, line in enumerate(lines, 1)]
 
 
-def load_splits(directory: str | os.PathLike = DEFAULT_DIR, unescape: bool = False) -> dict[str, list[Tree]]:
+def load_splits(directory: str | os.PathLike = DEFAULT_DIR) -> dict[str, list[Tree]]:
     """{train, dev, test}.txt of an SST tree directory."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"SST: no directory at {str(directory)!r} (expected train.txt, dev.txt, test.txt)")
-    return {split: load_sst(directory / f"{split}.txt", unescape=unescape) for split in SPLITS}
+    return {split: load_sst(directory / f"{split}.txt") for split in SPLITS}
 
 
 def binary_label(label: int | None) -> int | None:

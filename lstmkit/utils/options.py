@@ -1,9 +1,12 @@
-"""Checks of the numeric options every app's config and the CLI share (errors name the option)."""
+"""What every app's config and its command line share: the numeric checks (errors name the
+option) and one flag per config field."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import numbers
+from typing import Any, Iterable
 
 SEEDS = 2**32  # numpy's seed range [0, 2**32), the narrowest of the RNGs a run seeds
 
@@ -23,6 +26,41 @@ def check_number(name: str, value: object, low: float | None = None, *, above: b
 
 
 def check_seed(name: str, value: object) -> None:
-    """A ValueError naming `name` unless `value` is an int every seeded RNG accepts."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < SEEDS:
+    """Refuse anything but an int every seeded RNG accepts (a TypeError or ValueError naming `name`)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer in [0, 2**32), got {type(value).__name__} {value!r}")
+    if not 0 <= value < SEEDS:
         raise ValueError(f"{name}: expected an integer in [0, 2**32), got {value!r}")
+
+
+def flag(name: str) -> str:
+    """The command-line flag of config field `name`: `--hidden-size` for `hidden_size`."""
+    return "--" + name.replace("_", "-")
+
+
+def add_field_flag(parser, defaults: Any, name: str, help: str = "", *, default_text: str | None = None,
+                   choices: Iterable | None = None, metavar: str | None = None) -> None:
+    """On `parser` (or an argument group of one), the flag of config field `name`, typed like its
+    value in the config `defaults`; a bool is a --name / --no-name pair. The help ends with the
+    default (`default_text` where given; none for None). A flag left out is absent from the
+    namespace (SUPPRESS): the config's own default applies, and --resume can tell a flag given
+    from one that was not (`given`)."""
+    default = getattr(defaults, name)
+    kw: dict[str, Any] = {}
+    if isinstance(default, bool):
+        kw["action"] = argparse.BooleanOptionalAction
+    elif default is not None:
+        kw["type"] = type(default)
+    if choices is not None:
+        kw["choices"] = choices
+    if metavar is not None:
+        kw["metavar"] = metavar
+    shown = default if default_text is None else default_text
+    if shown is not None:
+        help = f"{help} (default: {shown})".strip()
+    parser.add_argument(flag(name), dest=name, default=argparse.SUPPRESS, help=help, **kw)
+
+
+def given(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    """The config fields among `names` that were named on the command line (see `add_field_flag`)."""
+    return {n: getattr(args, n) for n in names if hasattr(args, n)}

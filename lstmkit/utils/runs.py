@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from lstmkit import kernels
+from lstmkit.kernels import BackendUnavailable
 from lstmkit.utils.checkpoint import atomic_write_json
+
+DEVICES = ("auto", "cpu", "cuda")
+# What --resume may change in every app: budgets and presentation, nothing that changes the
+# numbers (device and backend compute the same function). Apps add their own to these.
+RESUMABLE = ("epochs", "max_time", "progress", "device", "backend")
 
 
 def make_out_dir(path: str | Path, flag: str = "--out") -> Path:
@@ -37,9 +44,38 @@ def resolve_device(name: str, flag: str = "device") -> torch.device:
     return torch.device(name)
 
 
-def save_config(run_dir: str | Path, config: Any, name: str = "config.json") -> Path:
+def backend_name(backend: str, device: torch.device | str, cell: str, flag: str = "backend") -> str:
+    """The backend `lstmkit.LSTM(cell=cell, backend=backend)` runs as on `device`, by name: what
+    "auto" picks there, so that a saved config says what ran. A named backend that cannot run
+    there is refused here, naming `flag`, rather than at the first forward pass."""
+    try:
+        return kernels.backend_name(backend, torch.device(device).type, cell)
+    except BackendUnavailable as e:
+        raise ValueError(f"{flag}: {backend!r} cannot run here ({e}); 'auto' picks one that can") from None
+
+
+def resolve_run(cfg: Any, cell: str = "lstm") -> torch.device:
+    """Resolve "auto" in a run config, in place, before it is saved: its device, and its backend
+    (where it has one) for `cell` on that device. Returns the device."""
+    device = resolve_device(cfg.device)
+    cfg.device = device.type
+    if hasattr(cfg, "backend"):
+        cfg.backend = backend_name(cfg.backend, device, cell)
+    return device
+
+
+def saved_backend_name(backend: str, device: torch.device | str, cell: str) -> str:
+    """A saved config's backend for loading its model onto `device`: itself where it runs there,
+    else what "auto" picks (a model trained with a GPU backend still loads on a CPU)."""
+    try:
+        return backend_name(backend, device, cell)
+    except ValueError:
+        return backend_name("auto", device, cell)
+
+
+def save_config(run_dir: str | Path, config: Any) -> Path:
     """Write a dataclass config (already resolved: no 'auto' left in it) next to the run's outputs."""
-    path = Path(run_dir) / name
+    path = Path(run_dir) / "config.json"
     atomic_write_json(path, dataclasses.asdict(config))
     return path
 

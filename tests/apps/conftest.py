@@ -10,3 +10,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def auto_picks_reference(monkeypatch):
+    """backend "auto" picks the reference on every device: a run left at "auto" resolves to a
+    name known in advance, and does not wait for a JIT compile."""
+    from lstmkit import kernels
+    monkeypatch.setattr(kernels, "AUTO_PREFERENCE", {})

@@ -83,5 +83,13 @@ def test_download_keeps_only_a_verified_file(tmp_path, monkeypatch):
         fetch("tiny", tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing kept
     served["data"] = good
+    hashed = []
+    monkeypatch.setattr(corpora, "sha256_hex", lambda data: hashed.append(data) or hashlib.sha256(data).hexdigest())
     assert load_corpus("tiny", tmp_path) == "hello corpus\n"
     assert (tmp_path / "tiny.txt").read_bytes() == good
+    assert len(hashed) == 1  # verified once, as downloaded
+    # From the cache: verified again, once, as the file may have changed since.
+    (tmp_path / "tiny.txt").write_bytes(b"changed\n")
+    with pytest.raises(CorpusError, match="sha256"):
+        load_corpus("tiny", tmp_path)
+    assert len(hashed) == 2

@@ -1,13 +1,17 @@
-"""Numeric option checks: NaN and infinities refused, bounds inclusive or not, seeds in range."""
+"""Numeric option checks: NaN and infinities refused, bounds inclusive or not, seeds in range; and
+one flag per config field."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from lstmkit.utils.options import check_number, check_seed
+from lstmkit.utils.options import add_field_flag, check_number, check_seed, flag, given
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -32,6 +36,45 @@ def test_bounds():
 def test_seeds():
     check_seed("--seed", 0)
     check_seed("--seed", 2**32 - 1)
-    for bad in (-1, 2**32, 10**20, 1.0):
-        with pytest.raises(ValueError, match=r"--seed: expected an integer in \[0, 2\*\*32\)"):
+    for bad in (-1, 2**32, 10**20):
+        with pytest.raises(ValueError, match=r"--seed: expected an integer in \[0, 2\*\*32\), got "):
             check_seed("--seed", bad)
+    for bad, shown in ((1.0, "float 1.0"), (True, "bool True"), ("3", "str '3'")):
+        with pytest.raises(TypeError, match=rf"--seed: expected an integer in \[0, 2\*\*32\), got {shown}"):
+            check_seed("--seed", bad)
+
+
+@dataclass
+class _Config:
+    path: str | None = None
+    size: int = 4
+    rate: float = 0.5
+    mode: str = "a"
+    progress: bool = True
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    defaults = _Config()
+    add_field_flag(parser, defaults, "path", "a file", metavar="PATH")
+    add_field_flag(parser, defaults, "size", "how many")
+    add_field_flag(parser, defaults, "rate")
+    add_field_flag(parser, defaults, "mode", "which", choices=("a", "b"))
+    add_field_flag(parser, defaults, "progress", "a bar", default_text="on")
+    return parser
+
+
+def test_one_flag_per_field_typed_by_its_default_and_absent_unless_given():
+    parser = _parser()
+    names = [f.name for f in dataclasses.fields(_Config)]
+    assert given(parser.parse_args([]), names) == {}
+    args = parser.parse_args(["--size", "7", "--rate", "0.25", "--no-progress", "--path", "x.txt"])
+    assert given(args, names) == {"path": "x.txt", "size": 7, "rate": 0.25, "progress": False}
+    assert given(args, ["size"]) == {"size": 7}
+    help_text = " ".join(parser.format_help().split())
+    for shown in ("--path PATH a file --size", "how many (default: 4)", "--rate RATE (default: 0.5)",
+                  "which (default: a)", "--progress, --no-progress a bar (default: on)"):
+        assert shown in help_text
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--mode", "c"])
+    assert flag("max_time") == "--max-time"

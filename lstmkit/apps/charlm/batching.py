@@ -76,16 +76,16 @@ def batches(partition: str, ids: Tensor, batch_size: int, num_steps: int, seed: 
     return fn(ids, batch_size, num_steps, epoch_rng(seed, epoch), rank, world)
 
 
-def eval_rows(ids: Tensor, rows: int, pad: int = -100) -> tuple[Tensor, Tensor]:
+def eval_rows(ids: Tensor, rows: int) -> tuple[Tensor, Tensor]:
     """All of `ids` as `rows` streams for evaluation: every token after the first is a target once.
 
-    Returns X, Y of shape (rows, L); the last stream is padded (X with 0, Y with `pad`, which the
-    loss ignores).
+    Returns X, Y of shape (rows, L); the last stream is padded (X with 0, Y with -100, the
+    loss's ignore_index).
     """
     n = len(ids) - 1
     rows = max(1, min(rows, n))
     length = -(-n // rows)
     x = torch.zeros(rows * length, dtype=ids.dtype)
-    y = torch.full((rows * length,), pad, dtype=ids.dtype)
+    y = torch.full((rows * length,), -100, dtype=ids.dtype)
     x[:n], y[:n] = ids[:-1], ids[1:]
     return x.reshape(rows, length), y.reshape(rows, length)

@@ -13,14 +13,13 @@ from lstmkit.cells import LSTM_CELLS
 from lstmkit.data import NAMES as CORPUS_NAMES
 from lstmkit.kernels import BACKEND_NAMES
 from lstmkit.utils.options import check_number, check_seed
-from lstmkit.utils.runs import config_from_dict
+from lstmkit.utils.runs import DEVICES, config_from_dict
 
 LEVELS = ("char", "word")
 PREPROCESS = ("none", "d2l")
 PARTITIONS = ("sequential", "random")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("plateau", "cosine", "constant")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass

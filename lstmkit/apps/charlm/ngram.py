@@ -9,7 +9,8 @@ of k-1 tokens and the context h' without its first token:
 
 where a_N are the raw counts at the highest order N, a_k (k < N) the continuation counts
 |{v : a_{k+1}(v h w) > 0}| (in how many distinct contexts hw was seen), A_k(h) = sum_w a_k(hw),
-N_k(h) = |{w : a_k(hw) > 0}|, and D_k = n1 / (n1 + 2 n2) from the counts of counts of a_k.
+N_k(h) = |{w : a_k(hw) > 0}|, and D_k = n1 / (n1 + 2 n2) from the counts of counts of a_k
+(0.5 when n1 = 0: that estimate would be 0, and a zero discount leaves unseen tokens nothing).
 Every P_k(. | h) sums to one over the vocabulary, unseen contexts included.
 
 Tokens are ids; internally each is one character `chr(id)` so contexts are string slices.
@@ -56,7 +57,7 @@ class KneserNey:
             self.context[k] = {h: (a, m) for h, (a, m) in totals.items()}
             coc = Counter(c for c in self.counts[k].values() if c <= 2)
             n1, n2 = coc[1], coc[2]
-            self.discount[k] = n1 / (n1 + 2 * n2) if n1 + n2 else 0.5
+            self.discount[k] = n1 / (n1 + 2 * n2) if n1 else 0.5
         return self
 
     def _prob(self, w: str, h: str) -> float:
@@ -74,10 +75,11 @@ class KneserNey:
 
     def prob(self, token: int, context) -> float:
         """P(token | the last order-1 tokens of `context`)."""
-        h = self._text(context)[len(context) - self.order + 1:] if self.order > 1 else ""
-        return self._prob(chr(int(token)), h)
+        text = self._text(context)
+        return self._prob(chr(int(token)), text[max(0, len(text) - self.order + 1):])
 
     def distribution(self, context) -> list[float]:
+        """P(w | context) for every token id w: the next-token distribution (it sums to one)."""
         return [self.prob(w, context) for w in range(self.vocab_size)]
 
     def evaluate(self, ids, char_lengths=None) -> Metrics:

@@ -18,6 +18,8 @@ from lstmkit.apps.charlm.config import CharLMConfig
 from lstmkit.apps.charlm.model import CharLM
 from lstmkit.apps.charlm.vocab import Vocab
 from lstmkit.utils.checkpoint import load_checkpoint, save_checkpoint
+from lstmkit.utils.plots import pyplot, save_figure
+from lstmkit.utils.runs import saved_backend_name
 
 MODEL = "model.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
@@ -46,18 +48,15 @@ def read_run_file(run_dir: str | Path, name: str, fmt: str) -> dict:
     return state
 
 
-def load_model(run_dir: str | Path, device=None, backend: str | None = None
-               ) -> tuple[CharLM, Vocab, CharLMConfig, dict]:
+def load_model(run_dir: str | Path, device=None) -> tuple[CharLM, Vocab, CharLMConfig, dict]:
     """(model in eval mode, vocab, config, the saved model's metrics) of a run directory."""
-    return model_from_state(read_run_file(run_dir, MODEL, MODEL_FORMAT), device, backend)
+    return model_from_state(read_run_file(run_dir, MODEL, MODEL_FORMAT), device)
 
 
-def model_from_state(state: dict, device=None, backend: str | None = None
-                     ) -> tuple[CharLM, Vocab, CharLMConfig, dict]:
+def model_from_state(state: dict, device=None) -> tuple[CharLM, Vocab, CharLMConfig, dict]:
     """`load_model` for a model file already read (`read_run_file(run_dir, MODEL, MODEL_FORMAT)`)."""
     cfg = CharLMConfig.from_dict(state["config"])
-    if backend is not None:
-        cfg.backend = backend
+    cfg.backend = saved_backend_name(cfg.backend, device or "cpu", cfg.cell)
     vocab = Vocab.from_dict(state["vocab"])
     model = CharLM(len(vocab), cfg.validate())
     model.load_state_dict(state["model"])
@@ -75,11 +74,7 @@ def load_training_state(run_dir: str | Path) -> dict:
 
 def plot_curves(path: str | Path, history: list[dict]) -> None:
     """Loss (train and validation, nats/token) and validation perplexity against epochs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
@@ -93,8 +88,4 @@ def plot_curves(path: str | Path, history: list[dict]) -> None:
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
-
+    save_figure(fig, path)

@@ -5,7 +5,10 @@ learning-rate schedule, early stopping and the best-model file. A time or step b
 (`max_time`, `max_steps`) interrupts training anywhere, mid-epoch included: the state is then
 checkpointed so that `--resume` continues with exactly the numbers an uninterrupted run would
 have produced (same batches, same dropout masks, same optimizer state). Ctrl-C (SIGINT) during
-training stops it the same way, at the next step.
+training stops it the same way, at the next step. A stop mid-epoch also validates the model it
+stopped with and keeps it as the best model if it beats every validation before: a budgeted run
+keeps its last progress, and a run stopped and resumed may end with another best model than an
+unbroken one (its training, checkpoint and history are the same).
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from lstmkit.apps.charlm.metrics import Metrics, evaluate
 from lstmkit.apps.charlm.model import CharLM
 from lstmkit.data.prefetch import CUDAPrefetcher
 from lstmkit.utils.checkpoint import atomic_write_json
-from lstmkit.utils.runs import make_out_dir, resolve_device, rng_state, save_config, seed_everything, set_rng_state
+from lstmkit.utils.runs import (
+    make_out_dir, resolve_device, resolve_run, rng_state, save_config, seed_everything, set_rng_state,
+)
 
 # --- processes ------------------------------------------------------------------------------
 
@@ -185,9 +190,9 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
         cfg = CharLMConfig.from_dict({**saved["config"], **(overrides or {})})
         out = Path(resume)
     cfg.validate()
+    resolve_run(cfg, cfg.cell)  # the saved config names what was used, wherever it is resumed from
     d = setup_dist(cfg.device)
-    if resume is None:  # the saved config names what was used, wherever it is resumed from
-        cfg.device = d.device.type
+    if resume is None:
         if cfg.text is not None:
             cfg.text = str(Path(cfg.text).resolve())
     else:

@@ -29,10 +29,12 @@ class Vocab:
     """Tokens sorted by decreasing frequency (ties by code point); ids are positions."""
 
     def __init__(self, tokens: list[str], level: str = "char") -> None:
-        if len(set(tokens)) != len(tokens):
-            raise ValueError("vocab: tokens must be distinct")
         if not tokens:
-            raise ValueError("vocab: no tokens")
+            raise ValueError("tokens: expected at least one token, got none")
+        repeated = [t for t, n in Counter(tokens).items() if n > 1]
+        if repeated:
+            shown = ", ".join(repr(t) for t in repeated[:20]) + (", ..." if len(repeated) > 20 else "")
+            raise ValueError(f"tokens: expected distinct tokens, got {len(repeated)} more than once: {shown}")
         self.level = level
         self.tokens = list(tokens)
         self.index = {t: i for i, t in enumerate(self.tokens)}

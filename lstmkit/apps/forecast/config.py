@@ -13,11 +13,7 @@ from lstmkit.cells import LSTM_CELLS
 from lstmkit.data.timeseries import DATASETS, check_gap_policy
 from lstmkit.kernels import BACKEND_NAMES
 from lstmkit.utils.options import check_number, check_seed
-from lstmkit.utils.runs import config_from_dict
-
-DEVICES = ("auto", "cpu", "cuda")
-# Settings --resume may change; every other one comes from the run's config.json.
-RESUMABLE = ("epochs", "max_time", "progress", "device", "backend")
+from lstmkit.utils.runs import DEVICES, config_from_dict
 
 
 @dataclass

@@ -22,7 +22,7 @@ def naive_scale(train_target: np.ndarray) -> float:
     """In-sample MAE of the one-step naive forecast: mean |y_t - y_{t-1}| over the training span."""
     train_target = np.asarray(train_target, dtype=float)
     if len(train_target) < 2:
-        raise ValueError("MASE: the training span needs at least 2 values")
+        raise ValueError(f"train_target: MASE needs at least 2 values of the training span, got {len(train_target)}")
     return float(np.mean(np.abs(np.diff(train_target))))
 
 
@@ -37,11 +37,11 @@ def scores(y: np.ndarray, pred: np.ndarray, train_target: np.ndarray) -> dict:
     return {"mae": mae(y, pred), "rmse": rmse(y, pred), "mase": mase(y, pred, train_target)}
 
 
-def table(results: dict[str, dict], reference: str = "LSTM") -> str:
-    """A Markdown table, one row per method, with how the reference's RMSE compares to each row's."""
-    ref = results[reference]["rmse"]
-    lines = [f"| method | MAE | RMSE | MASE | {reference} RMSE vs this |", "|---|---:|---:|---:|---:|"]
+def table(results: dict[str, dict]) -> str:
+    """A Markdown table, one row per method, with how the LSTM's RMSE compares to each row's."""
+    ref = results["LSTM"]["rmse"]
+    lines = ["| method | MAE | RMSE | MASE | LSTM RMSE vs this |", "|---|---:|---:|---:|---:|"]
     for name, r in results.items():
-        vs = "-" if name == reference else f"{100.0 * (ref / r['rmse'] - 1.0):+.1f}%"
+        vs = "-" if name == "LSTM" else f"{100.0 * (ref / r['rmse'] - 1.0):+.1f}%"
         lines.append(f"| {name} | {r['mae']:.4f} | {r['rmse']:.4f} | {r['mase']:.4f} | {vs} |")
     return "\n".join(lines)

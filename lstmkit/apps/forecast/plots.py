@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save(fig, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    _pyplot().close(fig)
-    tmp.replace(path)
+from lstmkit.utils.plots import pyplot, save_figure
 
 
 def plot_forecast(path, times, y: np.ndarray, preds: dict[str, np.ndarray], target: str, source: str) -> None:
     """Actual vs predicted (one step ahead, the first horizon step) on the test span."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(12, 4.5))
     ax.plot(times, y[:, 0], color="black", lw=1.6, label="actual")
     styles = {"LSTM": dict(color="C3", lw=1.4)}
@@ -39,11 +22,11 @@ def plot_forecast(path, times, y: np.ndarray, preds: dict[str, np.ndarray], targ
     ax.legend(fontsize=8, ncol=3)
     fig.autofmt_xdate()
     fig.tight_layout()
-    save(fig, path)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_curves(path, history: list[dict]) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     if history:
         epochs = [h["epoch"] for h in history]
@@ -54,4 +37,4 @@ def plot_curves(path, history: list[dict]) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    save(fig, path)
+    save_figure(fig, path, dpi=110)

@@ -25,21 +25,21 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from lstmkit.apps.forecast import baselines, plots
-from lstmkit.apps.forecast.config import RESUMABLE, ForecastConfig
+from lstmkit.apps.forecast.config import ForecastConfig
 from lstmkit.apps.forecast.metrics import scores, table
 from lstmkit.apps.forecast.model import Forecaster
 from lstmkit.apps.forecast.windows import PARTS, Prepared, Scaler, prepare
 from lstmkit.data.timeseries import Series, load_csv, load_dataset, parse_columns, seasonal_period
 from lstmkit.utils.checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
-from lstmkit.utils.runs import make_out_dir, resolve_device, rng_state, save_config, seed_everything, set_rng_state
+from lstmkit.utils.runs import (
+    RESUMABLE, make_out_dir, resolve_run, rng_state, save_config, saved_backend_name, seed_everything, set_rng_state,
+)
 
 MODEL = "model.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
@@ -131,33 +131,32 @@ def check_checkpoint(ck: dict, cfg: ForecastConfig, data_sha256: str, path: Path
                          "resuming would mix the two; start a new run in another --out")
 
 
-def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = False,
-                       log: Callable[[str], None] = print) -> dict:
+def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = False) -> dict:
     """The whole run; returns metrics.json's content. Refuses bad input before writing anything."""
-    cfg.validate()
+    cfg = dataclasses.replace(cfg).validate()  # a copy: what is resolved below is the run's, not the caller's
     if cfg.csv is not None and not resume:  # recorded absolute, so --resume works from any directory
-        cfg = dataclasses.replace(cfg, csv=str(Path(cfg.csv).resolve()))
+        cfg.csv = str(Path(cfg.csv).resolve())
     out = Path(out)
     check_run_dir(out, resume)
-    device = resolve_device(cfg.device)
+    device = resolve_run(cfg, cfg.cell)
     data = Data(cfg)  # every check on the data happens here, before anything is written
     make_out_dir(out)  # after the data's checks, so a refused file leaves no directory behind
     prep = data.prep
     summary = data.summary()
     rep = data.series.report
-    log(f"series {data.series.source}: {len(data.series)} rows, columns {data.series.columns} "
-        f"(target {data.series.target!r}); windows train/val/test "
-        f"{len(prep.raw['train'])}/{len(prep.raw['val'])}/{len(prep.raw['test'])}")
+    print(f"series {data.series.source}: {len(data.series)} rows, columns {data.series.columns} "
+          f"(target {data.series.target!r}); windows train/val/test "
+          f"{len(prep.raw['train'])}/{len(prep.raw['val'])}/{len(prep.raw['test'])}")
     if rep["excluded_columns"]:
-        log(f"--features all: left out {rep['excluded_columns']} (not one number in them)")
+        print(f"--features all: left out {rep['excluded_columns']} (not one number in them)")
     if rep["missing_values"]:
-        log(f"gaps ({rep['gap_policy']}): {rep['filled_values']} missing values filled with the last observation "
-            f"before them, in {rep['filled_runs']} runs (longest {rep['longest_filled_run']}); trimmed "
-            f"{rep['trimmed_leading_rows']} leading rows with no observation before them; windows left out for a "
-            f"filled-in target, train/val/test: {'/'.join(str(prep.dropped[p]) for p in PARTS)}")
+        print(f"gaps ({rep['gap_policy']}): {rep['filled_values']} missing values filled with the last observation "
+              f"before them, in {rep['filled_runs']} runs (longest {rep['longest_filled_run']}); trimmed "
+              f"{rep['trimmed_leading_rows']} leading rows with no observation before them; windows left out for a "
+              f"filled-in target, train/val/test: {'/'.join(str(prep.dropped[p]) for p in PARTS)}")
     if rep.get("time_gaps"):
-        log(f"note: {rep['time_gaps']} step(s) longer than the usual {rep['step']} (rows absent from the file; "
-            "not invented)")
+        print(f"note: {rep['time_gaps']} step(s) longer than the usual {rep['step']} (rows absent from the file; "
+              "not invented)")
 
     seed_everything(cfg.seed)
     model = Forecaster(len(data.series.columns), cfg.horizon, cfg).to(device)
@@ -177,7 +176,7 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
         state = {k: ck[k] for k in state}
         if cfg.epochs > state["epoch"] and state["done"] == "epochs":
             state["done"] = False  # more epochs asked for than the finished run had
-        log(f"resumed from epoch {state['epoch']} (best validation RMSE {state['best_val']:.4f}, scaled)")
+        print(f"resumed from epoch {state['epoch']} (best validation RMSE {state['best_val']:.4f}, scaled)")
 
     save_config(out, cfg)
     atomic_write_json(out / "data.json", summary)
@@ -228,9 +227,9 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
         bar.set_postfix(train=f"{total / n:.4f}", val_rmse=f"{val_rmse:.4f}", best=f"{state['best_val']:.4f}")
     bar.close()
     if stopped_by_time:
-        log(f"stopped by --max-time {cfg.max_time:g} s at epoch {state['epoch']}; --resume continues")
+        print(f"stopped by --max-time {cfg.max_time:g} s at epoch {state['epoch']}; --resume continues")
     elif state["done"] == "early_stop":
-        log(f"early stop at epoch {state['epoch']} ({cfg.patience} epochs without a better validation RMSE)")
+        print(f"early stop at epoch {state['epoch']} ({cfg.patience} epochs without a better validation RMSE)")
 
     # Score the best model (by validation RMSE) and the baselines on the same test windows.
     model.load_state_dict(state["best_model"])
@@ -263,7 +262,7 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
     atomic_write_bytes(out / "predictions.csv", pd.DataFrame(frame).to_csv(index=False).encode())
     plots.plot_forecast(out / "forecast.png", times[test.origin + 1], y, preds, data.series.target, data.series.source)
     plots.plot_curves(out / "curves.png", state["history"])
-    log(md)
+    print(md)
     return metrics
 
 
@@ -273,6 +272,7 @@ def load_model(run_dir: str | Path) -> tuple[Forecaster, ForecastConfig, Scaler,
     if state.get("format") != MODEL_FORMAT:
         raise ValueError(f"{run_dir}: not a forecast model (format {state.get('format')!r})")
     cfg = ForecastConfig.from_dict(state["config"])
+    cfg.backend = saved_backend_name(cfg.backend, "cpu", cfg.cell)  # where the model is built
     model = Forecaster(len(state["columns"]), cfg.horizon, cfg)
     model.load_state_dict(state["model"])
     return model.eval(), cfg, Scaler.from_dict(state["scaler"]), list(state["columns"])

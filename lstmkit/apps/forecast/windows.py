@@ -68,14 +68,14 @@ class Windows:
         return len(self.origin)
 
 
-def make_windows(values: np.ndarray, start: int, end: int, window: int, horizon: int, target: int = 0,
+def make_windows(values: np.ndarray, start: int, end: int, window: int, horizon: int,
                  filled: np.ndarray | None = None) -> Windows:
-    """Windows of `values` (N, F) lying entirely inside rows [start, end), without those whose
-    targets hold a filled-in value (see `window_origins`)."""
+    """Windows of `values` (N, F, target first) lying entirely inside rows [start, end), without
+    those whose targets hold a filled-in value (see `window_origins`)."""
     origin = window_origins(start, end, window, horizon, filled)
     idx_x = origin[:, None] + np.arange(-window + 1, 1)[None, :]  # (n, window)
     idx_y = origin[:, None] + np.arange(1, horizon + 1)[None, :]  # (n, horizon)
-    return Windows(values[idx_x], values[idx_y, target], origin)
+    return Windows(values[idx_x], values[idx_y, 0], origin)
 
 
 @dataclass
@@ -94,8 +94,9 @@ class Scaler:
     def transform(self, values: np.ndarray) -> np.ndarray:
         return (values - self.mean) / self.std
 
-    def inverse_target(self, y: np.ndarray, target: int = 0) -> np.ndarray:
-        return y * self.std[target] + self.mean[target]
+    def inverse_target(self, y: np.ndarray) -> np.ndarray:
+        """Target values (column 0) back in the series' units."""
+        return y * self.std[0] + self.mean[0]
 
     def to_dict(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 
 from lstmkit.apps.longrange.models import MATCHES, MODELS
@@ -45,8 +46,10 @@ class LongRangeConfig:
         for m in self.models:
             if m not in MODELS:
                 raise ValueError(f"models: expected names from {list(MODELS)}, got {m!r}")
-        if len(set(self.tasks)) != len(self.tasks) or len(set(self.models)) != len(self.models):
-            raise ValueError("tasks/models: a name is given twice")
+        for name in ("tasks", "models"):
+            repeated = [n for n, count in Counter(getattr(self, name)).items() if count > 1]
+            if repeated:
+                raise ValueError(f"{name}: expected each name once, got {', '.join(map(repr, repeated))} more than once")
         if self.lengths is not None:
             if not self.lengths or any(n < 1 for n in self.lengths):
                 raise ValueError(f"lengths: expected positive integers, got {self.lengths}")

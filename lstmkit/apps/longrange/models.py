@@ -12,18 +12,19 @@ import torch
 from torch import Tensor, nn
 
 import lstmkit
+from lstmkit import costs
+from lstmkit.cells import CELLS
 
 MODELS = ("rnn", "gru", "lstm", "peephole")
 LABELS = {"rnn": "Elman RNN", "gru": "GRU", "lstm": "LSTM", "peephole": "peephole LSTM"}
+CELL = {"rnn": "rnn_tanh", "gru": "gru", "lstm": "lstm", "peephole": "peephole"}  # lstmkit.cells' name of each
 MATCHES = ("params", "hidden")
-_GATES = {"rnn": 1, "gru": 3, "lstm": 4, "peephole": 4}
 
 
 def parameter_count(model: str, input_size: int, hidden: int, output_size: int) -> int:
     """Parameters of `SequenceModel(model, input_size, hidden, output_size)` (recurrent layer + head)."""
-    g = _GATES[model]
-    n = g * hidden * (input_size + hidden + 2) + hidden * output_size + output_size
-    return n + (3 * hidden if model == "peephole" else 0)
+    layer = costs.parameter_count(costs.RNNConfig(input_size, hidden, cell=CELL[model]))
+    return layer + hidden * output_size + output_size
 
 
 def matched_hidden(model: str, input_size: int, lstm_hidden: int, output_size: int, match: str = "params") -> int:
@@ -51,12 +52,13 @@ class SequenceModel(nn.Module):
         elif model == "gru":
             self.rnn = lstmkit.GRU(input_size, hidden, backend=backend)
         else:
-            self.rnn = lstmkit.LSTM(input_size, hidden, cell="lstm" if model == "lstm" else "peephole",
-                                    backend=backend)
+            self.rnn = lstmkit.LSTM(input_size, hidden, cell=CELL[model], backend=backend)
             # Forget-gate bias (Gers et al. 2000; Jozefowicz et al. 2015): start by remembering.
+            forget = CELLS[CELL[model]].gates.index("f")  # the forget gate's block of bias rows
+            rows = slice(forget * hidden, (forget + 1) * hidden)
             with torch.no_grad():
-                self.rnn.bias_ih_l0[hidden:2 * hidden].fill_(forget_bias)
-                self.rnn.bias_hh_l0[hidden:2 * hidden].zero_()
+                self.rnn.bias_ih_l0[rows].fill_(forget_bias)
+                self.rnn.bias_hh_l0[rows].zero_()
         self.head = nn.Linear(hidden, output_size)
 
     def forward(self, x: Tensor) -> Tensor:

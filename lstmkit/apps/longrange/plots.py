@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lstmkit.apps.forecast.plots import _pyplot, save
 from lstmkit.apps.longrange.models import LABELS
 from lstmkit.apps.longrange.tasks import get_task
+from lstmkit.utils.plots import pyplot, save_figure
 
 
 def plot_task(path: str | Path, task_name: str, runs: list[dict]) -> None:
     """Left: final held-out metric against length, one line per model, with chance.
     Right: learning curves (held-out metric against step) at the longest length."""
-    plt = _pyplot()
+    plt = pyplot()
     task = get_task(task_name)
     runs = [r for r in runs if r["task"] == task_name]
     models = list(dict.fromkeys(r["model"] for r in runs))
@@ -37,12 +37,12 @@ def plot_task(path: str | Path, task_name: str, runs: list[dict]) -> None:
     ax2.set_xlabel("training step")
     ax2.set_title(f"{task_name}: learning curves at length {lengths[-1]}")
     fig.tight_layout()
-    save(fig, path)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_gradnorm(path: str | Path, gradnorm: dict) -> None:
     """|dL/dx_t| (batch mean) against t, log scale: at initialisation and after training."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, when in zip(axes, ("init", "trained")):
         for k, (m, g) in enumerate(gradnorm[when].items()):
@@ -54,4 +54,4 @@ def plot_gradnorm(path: str | Path, gradnorm: dict) -> None:
         ax.legend()
     axes[0].set_ylabel("mean |dL / dx_t|  (0, an fp32 underflow, drawn at 1e-30)")
     fig.tight_layout()
-    save(fig, path)
+    save_figure(fig, path, dpi=110)

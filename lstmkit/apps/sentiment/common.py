@@ -23,12 +23,13 @@ import torch
 from torch import Tensor, nn
 
 from lstmkit.utils.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
-from lstmkit.utils.runs import make_out_dir, save_config, set_rng_state
+from lstmkit.utils.options import flag
+from lstmkit.utils.plots import pyplot, save_figure
+from lstmkit.utils.runs import RESUMABLE as RUN_RESUMABLE, make_out_dir, resolve_run, save_config, set_rng_state
 
 MODEL = "model.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
-# What --resume may change: budgets and presentation, nothing that changes the numbers.
-RESUMABLE = {"epochs", "max_time", "device", "threads", "progress", "backend"}
+RESUMABLE = {*RUN_RESUMABLE, "threads"}  # what --resume may change
 
 
 def new_run_dir(out: str | None, task: str) -> Path:
@@ -50,10 +51,6 @@ def removed_if_empty_on_failure(run_dir: Path, remove: bool):
         if remove and run_dir.is_dir() and not any(run_dir.iterdir()):
             run_dir.rmdir()
         raise
-
-
-def write_config(run_dir: Path, cfg) -> None:
-    save_config(run_dir, cfg)
 
 
 @contextlib.contextmanager
@@ -90,7 +87,7 @@ def begin(state: dict | None, run_dir: Path, cfg, model: nn.Module, opt: torch.o
         opt.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         history, best, start_epoch = state["history"], state["best"], int(state["epoch"]) + 1
-    write_config(run_dir, cfg)
+    save_config(run_dir, cfg)
     return history, best, start_epoch
 
 
@@ -131,8 +128,7 @@ def read_run_file(run_dir: str | Path, name: str, fmt: str) -> dict:
 def resume_config(cls, state: dict, overrides: dict):
     fixed = sorted(set(overrides) - RESUMABLE)
     if fixed:
-        raise ValueError("--resume continues a run with its own settings; drop "
-                         + ", ".join("--" + f.replace("_", "-") for f in fixed))
+        raise ValueError(f"--resume continues a run with its own settings; drop {', '.join(map(flag, fixed))}")
     cfg = cls.from_dict(state["config"])
     for k, v in overrides.items():
         setattr(cfg, k, v)
@@ -194,11 +190,7 @@ def format_confusion(cm: Tensor, classes: tuple[str, ...]) -> str:
 
 def plot_confusion(path: str | Path, cm: Tensor, classes: tuple[str, ...], title: str) -> None:
     """A confusion matrix PNG: counts in the cells, shaded by the fraction of the true class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     cm = cm.to(torch.float64)
     frac = cm / cm.sum(1, keepdim=True).clamp(min=1)
     n = len(classes)
@@ -215,29 +207,27 @@ def plot_confusion(path: str | Path, cm: Tensor, classes: tuple[str, ...], title
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def write_metrics(run_dir: Path, metrics: dict) -> None:
     atomic_write_json(run_dir / "metrics.json", metrics)
 
 
-def open_run(cls, cfg, resume: str | None, overrides: dict | None, fmt: str, out: str | None,
-             task: Callable[[Any], str]):
-    """(config, checkpoint state, run dir) of a fresh run (state None, a new run dir named by `out`
-    or by task(config)) or of one resumed."""
+def train(cls, fmt: str, task: Callable[[Any], str], run: Callable[..., dict], cfg, out: str | None,
+          resume: str | None, overrides: dict | None, log) -> dict:
+    """A fresh run of `cfg` (into `out`, or a new run directory named by task(config)), or the run
+    in `resume` continued with `overrides`: `run(config, checkpoint state or None, run_dir, log)`
+    with the config's thread count. fmt: the checkpoint format. Returns run's metrics."""
     if resume is None:
         cfg = (cfg or cls()).validate()
         cfg = dataclasses.replace(cfg, **{name: str(Path(getattr(cfg, name)).resolve())
                                           for name in cls.PATHS if getattr(cfg, name)})
-        return cfg, None, new_run_dir(out, task(cfg))
-    state = read_run_file(resume, CHECKPOINT, fmt)
-    return resume_config(cls, state, overrides or {}), state, Path(resume)
-
-
-def config_fields(cls) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
+        state = None
+    else:
+        state = read_run_file(resume, CHECKPOINT, fmt)
+        cfg = resume_config(cls, state, overrides or {})
+    resolve_run(cfg)  # before the run directory is made: a device that is not there fails first
+    run_dir = new_run_dir(out, task(cfg)) if resume is None else Path(resume)
+    with intra_op_threads(cfg.threads), removed_if_empty_on_failure(run_dir, not (resume or out)):
+        return run(cfg, state, run_dir, log)

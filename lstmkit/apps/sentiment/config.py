@@ -9,13 +9,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from lstmkit.fold.treelstm import MODES
 from lstmkit.kernels import BACKEND_NAMES
 from lstmkit.utils.options import check_number, check_seed
+from lstmkit.utils.runs import DEVICES, config_from_dict
 
 SST_TASKS = ("fine", "binary")
-MODES = ("fold", "eager", "recursive")
 OPTIMIZERS = ("adagrad", "adam", "sgd")
-DEVICES = ("auto", "cpu", "cuda")
 
 
 class _Config:
@@ -24,11 +24,7 @@ class _Config:
 
     @classmethod
     def from_dict(cls, d: dict):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"config: unknown fields {unknown}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
     def _one_of(self, name: str, allowed) -> None:
         if getattr(self, name) not in allowed:

@@ -22,7 +22,7 @@ from lstmkit.apps.sentiment.config import IMDBConfig
 from lstmkit.apps.sentiment.models import ReviewClassifier
 from lstmkit.apps.sentiment.vocab import Vocab, load_vectors
 from lstmkit.data.imdb import CLASSES, load_imdb, tokenize
-from lstmkit.utils.runs import resolve_device, rng_state, seed_everything
+from lstmkit.utils.runs import rng_state, seed_everything
 
 MODEL_FORMAT = "lstmkit.sentiment.imdb.model/1"
 CHECKPOINT_FORMAT = "lstmkit.sentiment.imdb.checkpoint/1"
@@ -111,14 +111,11 @@ def build_model(cfg: IMDBConfig, vocab: Vocab) -> ReviewClassifier:
 def train_imdb(cfg: IMDBConfig | None = None, out: str | None = None, resume: str | None = None,
                overrides: dict | None = None, log=print) -> dict:
     """Train (or resume) a run; returns its metrics (also written to metrics.json)."""
-    cfg, state, run_dir = common.open_run(IMDBConfig, cfg, resume, overrides, CHECKPOINT_FORMAT, out,
-                                          lambda cfg: "imdb")
-    with common.intra_op_threads(cfg.threads), common.removed_if_empty_on_failure(run_dir, not (resume or out)):
-        return _train(cfg, state, run_dir, log)
+    return common.train(IMDBConfig, CHECKPOINT_FORMAT, lambda cfg: "imdb", _train, cfg, out, resume, overrides, log)
 
 
 def _train(cfg: IMDBConfig, state: dict | None, run_dir: Path, log) -> dict:
-    device = resolve_device(cfg.device)
+    device = torch.device(cfg.device)  # resolved by common.train
     seed_everything(cfg.seed)
 
     data, vocab = load_data(cfg, Vocab.from_list(state["vocab"]) if state else None)

@@ -22,7 +22,7 @@ from lstmkit.apps.sentiment.models import TreeSentiment
 from lstmkit.apps.sentiment.vocab import Vocab, load_vectors
 from lstmkit.data.sst import BINARY_CLASSES, FINE_CLASSES, load_splits, to_binary
 from lstmkit.fold import Tree
-from lstmkit.utils.runs import resolve_device, rng_state, seed_everything
+from lstmkit.utils.runs import rng_state, seed_everything
 
 MODEL_FORMAT = "lstmkit.sentiment.sst.model/1"
 CHECKPOINT_FORMAT = "lstmkit.sentiment.sst.checkpoint/1"
@@ -84,14 +84,12 @@ def build_model(cfg: SSTConfig, vocab: Vocab) -> TreeSentiment:
 def train_sst(cfg: SSTConfig | None = None, out: str | None = None, resume: str | None = None,
               overrides: dict | None = None, log=print) -> dict:
     """Train (or resume) a run; returns its metrics (also written to metrics.json)."""
-    cfg, state, run_dir = common.open_run(SSTConfig, cfg, resume, overrides, CHECKPOINT_FORMAT, out,
-                                          lambda cfg: f"sst-{cfg.task}")
-    with common.intra_op_threads(cfg.threads), common.removed_if_empty_on_failure(run_dir, not (resume or out)):
-        return _train(cfg, state, run_dir, log)
+    return common.train(SSTConfig, CHECKPOINT_FORMAT, lambda cfg: f"sst-{cfg.task}", _train, cfg, out, resume,
+                        overrides, log)
 
 
 def _train(cfg: SSTConfig, state: dict | None, run_dir: Path, log) -> dict:
-    device = resolve_device(cfg.device)
+    device = torch.device(cfg.device)  # resolved by common.train
     seed_everything(cfg.seed)
 
     data, vocab = load_data(cfg, Vocab.from_list(state["vocab"]) if state else None)

@@ -124,6 +124,24 @@ def test_cuda_without_a_gpu(tiny_run, tmp_path, capsys, monkeypatch):
     assert not out.exists()
 
 
+def test_a_backend_that_cannot_run_on_the_device_is_named(tiny_run, tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("triton runs here")
+    out = tmp_path / "out"
+    fails(capsys, ["train", "--text", str(tiny_run.parent / "tiny.txt"), "--out", str(out), *TINY,
+                   "--backend", "triton"], "backend: 'triton' cannot run here", "'auto' picks one that can")
+    assert not out.exists()
+
+
+def test_vocab_names_its_repeated_tokens():
+    from lstmkit.apps.charlm.vocab import Vocab
+
+    with pytest.raises(ValueError, match=r"^tokens: expected distinct tokens, got 2 more than once: 'a', ' '$"):
+        Vocab(["a", "b", " ", "a", " ", "a"])
+    with pytest.raises(ValueError, match="^tokens: expected at least one token, got none$"):
+        Vocab([])
+
+
 # --- 6, 7. eval and the run's own text ------------------------------------------------------
 
 @pytest.fixture

@@ -54,3 +54,23 @@ def test_bad_arguments():
         KneserNey(0, 5)
     with pytest.raises(ValueError, match="vocab_size"):
         KneserNey(2, 3).fit([0, 1, 7])
+
+
+@pytest.mark.parametrize("order", [2, 4, 7])
+def test_prob_takes_the_whole_of_a_short_context(order):
+    """prob() gives what evaluate() scores: at the start of a text the context is shorter than
+    order - 1 tokens and is used whole (it was cut to its last order-1-len tokens)."""
+    ids = corpus()
+    model = KneserNey(order, 14).fit(ids)
+    seq = ids[100:100 + order + 2]
+    want = -sum(math.log(model.prob(seq[i], seq[max(0, i - order + 1): i])) for i in range(1, len(seq)))
+    assert model.evaluate(seq).nll == pytest.approx(want, rel=1e-12)
+
+
+def test_no_zero_discount_when_no_count_is_one():
+    """Every count 2 or more (n1 = 0): n1 / (n1 + 2 n2) would be 0, passing no probability down,
+    so an unseen token got P = 0 and scoring a text with one failed (math domain error)."""
+    m = KneserNey(1, 3).fit([0, 0, 0, 1, 1])
+    assert 0 < m.discount[1] <= 1
+    assert m.prob(2, []) > 0
+    assert math.isfinite(m.evaluate([0, 2, 1]).nll)

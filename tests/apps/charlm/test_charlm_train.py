@@ -81,6 +81,23 @@ def test_resume_equals_uninterrupted(tiny_text, tmp_path, partition, stop_at):
         assert {k: v for k, v in a.items() if k != "time"} == {k: v for k, v in b.items() if k != "time"}
 
 
+def test_saved_config_names_the_device_and_backend_that_ran(tiny_text, tmp_path, auto_picks_reference):
+    out = tmp_path / "run"
+    quiet(tiny(tiny_text, backend="auto", device="auto", max_steps=2, sample_length=0), out=out)
+    saved = json.loads((out / "config.json").read_text())
+    assert "auto" not in saved.values()
+    assert (saved["device"], saved["backend"]) == ("cuda" if torch.cuda.is_available() else "cpu", "reference")
+    assert load_checkpoint(out / "checkpoint.safetensors")["config"] == saved
+    # A resumed run takes its saved config as it is, and resolves an "auto" given again.
+    quiet(CharLMConfig(), resume=out, overrides={"max_steps": 3, "backend": "auto"})
+    assert json.loads((out / "config.json").read_text()) == {**saved, "max_steps": 3}
+    # A model trained with a GPU backend loads and runs on a CPU, on a backend that runs there.
+    state = runs.read_run_file(out, runs.MODEL, runs.MODEL_FORMAT)
+    state["config"]["backend"] = "triton"
+    model, vocab, _, _ = runs.model_from_state(state, torch.device("cpu"))
+    assert evaluate(model, vocab.encode("The Time ")).bpc > 0
+
+
 def test_resume_refuses_changed_settings(tiny_text, tmp_path):
     quiet(tiny(tiny_text, max_steps=5), out=tmp_path / "r")
     assert main(["train", "--resume", str(tmp_path / "r"), "--hidden-size", "32"]) == 2

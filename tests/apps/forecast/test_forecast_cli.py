@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from lstmkit.cli.main import main
 from lstmkit.utils.checkpoint import load_checkpoint, save_checkpoint
@@ -62,6 +63,19 @@ def test_end_to_end_then_resume(tmp_path, csv, capsys):
     from lstmkit.apps.forecast.run import load_model
     model, cfg, scaler, columns = load_model(out)
     assert columns == ["temp", "wind"] and cfg.window == 6
+
+
+def test_saved_config_names_the_device_and_backend_that_ran(tmp_path, csv, auto_picks_reference):
+    out = tmp_path / "run"
+    tiny = [a for a in TINY if a not in ("--backend", "reference")]
+    assert main(["forecast", "--csv", str(csv), "--target", "temp", *tiny, "--device", "auto", "--epochs", "1",
+                 "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert "auto" not in saved.values()
+    assert (saved["device"], saved["backend"]) == ("cuda" if torch.cuda.is_available() else "cpu", "reference")
+    # A resumed run takes its saved config as it is, and resolves an "auto" given again.
+    assert main(["forecast", "--out", str(out), "--resume", "--epochs", "2", "--backend", "auto", "--no-progress"]) == 0
+    assert json.loads((out / "config.json").read_text()) == {**saved, "epochs": 2}
 
 
 def test_a_relative_csv_resumes_from_another_directory(tmp_path, csv, capsys, monkeypatch):

@@ -39,6 +39,15 @@ def test_tiny_run(tmp_path, capsys):
     assert record["curve"] == first["curve"] and "head.weight" in state
 
 
+def test_saved_config_names_the_backend_that_ran(tmp_path, auto_picks_reference):
+    out = tmp_path / "lr"
+    assert main(["longrange", "--tasks", "adding", "--lengths", "3", "--models", "rnn,lstm", "--hidden-size", "4",
+                 "--steps", "2", "--eval-every", "2", "--eval-size", "8", "--batch-size", "4", "--no-progress",
+                 "--no-gradnorm", "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert "auto" not in saved.values() and saved["backend"] == "reference"
+
+
 def test_bad_names_are_refused(capsys):
     with pytest.raises(SystemExit) as e:
         main(["longrange", "--tasks", "parity"])
@@ -56,6 +65,8 @@ def _no_training(*args, **kwargs):
     (["--forget-bias", "nan"], "forget_bias: expected a finite number, got nan"),
     (["--forget-bias", "inf"], "forget_bias: expected a finite number, got inf"),
     (["--lr", "inf"], "lr: expected a finite number > 0, got inf"),
+    (["--models", "lstm,rnn,lstm"], "models: expected each name once, got 'lstm' more than once"),
+    (["--tasks", "copy,adding,copy,adding"], "tasks: expected each name once, got 'copy', 'adding' more than once"),
     (["--out", "{afile}"], "--out: cannot create directory '{afile}' (File exists)"),
     (["--out", "{afile}/run"], "--out: cannot create directory '{afile}/run' (Not a directory)"),
 ])

@@ -221,3 +221,20 @@ def test_imdb_split_left_empty_is_refused_before_any_file(reviews, tmp_path, cap
     assert list(out.iterdir()) == []  # so the retry below is not refused as a non-empty --out
     assert main([*run, "--train-limit", "2"]) == 0
     assert json.loads((out / "config.json").read_text())["train_limit"] == 2
+
+
+def test_saved_configs_name_the_device_and_backend_that_ran(sst_dir, reviews, tmp_path, auto_picks_reference):
+    here = "cuda" if torch.cuda.is_available() else "cpu"
+    tiny = ["--epochs", "1", "--embedding-size", "4", "--hidden-size", "4", "--threads", "1", "--no-progress"]
+    sst = tmp_path / "sst-run"
+    assert main(["sentiment", "sst", "--data-dir", str(sst_dir), "--out", str(sst), *tiny]) == 0
+    saved = json.loads((sst / "config.json").read_text())
+    assert "auto" not in saved.values() and saved["device"] == here
+    # A resumed run takes its saved config as it is, and resolves an "auto" given again.
+    assert main(["sentiment", "sst", "--resume", str(sst), "--epochs", "2", "--device", "auto", "--no-progress"]) == 0
+    assert json.loads((sst / "config.json").read_text()) == {**saved, "epochs": 2}
+    imdb = tmp_path / "imdb-run"
+    assert main(["sentiment", "imdb", "--data", str(reviews), "--out", str(imdb), *tiny]) == 0
+    saved = json.loads((imdb / "config.json").read_text())
+    assert "auto" not in saved.values() and (saved["device"], saved["backend"]) == (here, "reference")
+    assert load_checkpoint(imdb / "checkpoint.safetensors")["config"] == saved
