@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# What a session lent a GPU runs first, as one call of the device tool (a few minutes on an
-# H100, well inside a session's 15 minutes of device time):
+# What a session lent a GPU runs first, as one call of the device tool: at most 9 minutes and
+# 10 seconds (the steps' timeouts), inside the 10 a call may take and a session's 15 of device
+# time, the machine's start included:
 #
 #     bash benchmarks/gpu_session.sh "$OUT"
 #
@@ -19,13 +20,17 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 
 echo "## 1. persistent kernel launches"
-timeout 240 python3 benchmarks/gpu_lstm.py --quick --skip-train --tune --json "$out/tune.json" 2>&1 \
+SECONDS=0
+timeout 200 python3 benchmarks/gpu_lstm.py --quick --skip-train --tune --json "$out/tune.json" 2>&1 \
     | tee "$out/tune.md" | grep '^# '
+echo "($SECONDS s)"; SECONDS=0
 echo "## 2. GPU tests"
-timeout 180 python3 -m pytest -q -o addopts= -p no:cacheprovider tests/kernels/test_lstm_triton.py -k gpu_ \
+timeout 200 python3 -m pytest -q -o addopts= -p no:cacheprovider tests/kernels/test_lstm_triton.py -k gpu_ \
     >"$out/tests.log" 2>&1
 tail -n 15 "$out/tests.log"
+echo "($SECONDS s)"; SECONDS=0
 echo "## 3. lstmkit bench --device cuda"
 timeout 150 python3 -m lstmkit bench --device cuda --impls 'lstmkit-triton*' --max-impl-s 2 --out "$out/bench" \
     >"$out/bench.log" 2>&1
 tail -n 40 "$out/bench.log"
+echo "($SECONDS s)"
