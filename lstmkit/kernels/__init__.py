@@ -7,7 +7,8 @@ take only some, the dtypes (`DTYPES`; without it, any; `AUTO_DTYPES`: those "aut
 if fewer). A Tree-LSTM backend module exposes `binary_tree_leaf` and `binary_tree_node` (the
 contract `TreeOps` below), `DEVICES` and the same optional dtypes.
 `resolve_backend` and `resolve_tree_backend` are where a backend name becomes functions, both by
-the one set of rules in `_resolve`.
+the one set of rules in `_resolve`. A fused backend hands the calls its kernels cannot serve to
+the reference (`needs_reference`, `batched`: forward-mode AD, torch.func's transforms).
 
 LayerFn(spec, x, state, params, batch_sizes, reverse) -> (y, final_state)
     spec:        lstmkit.cells.CellSpec of the cell
@@ -29,14 +30,15 @@ TreeOps: the binary Tree-LSTM's ops, each node's state packed as one row [h, c] 
 
 from __future__ import annotations
 
-import functools
 import importlib
 import warnings
 from types import ModuleType
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import Tensor
+from torch._C._functorch import peek_interpreter_stack
 
 from lstmkit.cells import CellSpec
 
@@ -80,16 +82,30 @@ def check_backend_name(backend: str, names: tuple[str, ...] = BACKEND_NAMES) -> 
     return backend
 
 
-@functools.cache
+# The resolve path keeps what it has done in plain dicts and a set, not functools caches: under
+# torch.compile dynamo turns a lookup in them into a guard, where it traces through a cache wrapper
+# (with a warning) down to importlib, which it cannot trace (a graph break).
+_modules: dict[str, ModuleType | ImportError] = {}  # module path -> the module, or why it cannot load
+_warned: set[tuple[str, str]] = set()
+
+
 def _load(name: str, path: str) -> ModuleType:
-    try:
-        return importlib.import_module(path)
-    except ImportError as e:
-        raise BackendUnavailable(f"backend {name!r} cannot load: {e}") from e
+    module = _modules.get(path)
+    if module is None:
+        try:
+            module = importlib.import_module(path)
+        except ImportError as e:
+            module = e
+        _modules[path] = module
+    if isinstance(module, ImportError):
+        raise BackendUnavailable(f"backend {name!r} cannot load: {module}") from module
+    return module
 
 
-@functools.cache
 def _warn_fallback(name: str, reason: str) -> None:
+    if (name, reason) in _warned:
+        return
+    _warned.add((name, reason))
     warnings.warn(f"lstmkit: fast backend {name!r} unavailable ({reason}); using the reference backend",
                   RuntimeWarning, stacklevel=4)
 
@@ -143,9 +159,47 @@ def backend_name(backend: str, device_type: str, cell: str) -> str:
     return _resolve(backend, BACKENDS, AUTO_PREFERENCE, device_type, None, cell, "x")[0]
 
 
-@functools.cache
+_tree_ops: dict[tuple[str, str, torch.dtype], TreeOps] = {}
+
+
 def resolve_tree_backend(backend: str, device_type: str, dtype: torch.dtype) -> TreeOps:
     """The binary Tree-LSTM's ops for `backend` ("auto", "reference", "numba") on tensors of
     `device_type` and `dtype` (remembered: the fold ops ask once per batched call)."""
-    module = _resolve(backend, TREE_BACKENDS, TREE_AUTO_PREFERENCE, device_type, dtype, None, "dtype")[1]
-    return TreeOps(module.binary_tree_leaf, module.binary_tree_node)
+    key = (backend, device_type, dtype)
+    ops = _tree_ops.get(key)
+    if ops is None:
+        module = _resolve(backend, TREE_BACKENDS, TREE_AUTO_PREFERENCE, device_type, dtype, None, "dtype")[1]
+        ops = _tree_ops[key] = TreeOps(module.binary_tree_leaf, module.binary_tree_node)
+    return ops
+
+
+# --- what the fused backends share ----------------------------------------------------------------
+
+
+def needs_reference(tensors: Iterable[Tensor]) -> bool:
+    """Whether a fused backend must hand a layer call on `tensors` (its input, state and
+    parameters) to the reference backend, whose torch ops every autograd mode and torch.func
+    transform takes.
+
+    The fused kernels have no forward-mode derivative, and read memory, which the tensors inside
+    a torch.func transform (its wrappers) do not have: forward-mode AD (a tensor with a tangent:
+    torch.autograd.forward_ad, torch.func.jvp) and every torch.func transform (grad, vjp, jacrev,
+    jacfwd, vmap, ...) go to the reference. Through the fused autograd.Functions instead, grad-like
+    transforms would still need the reference's backward (they always ask for a differentiable
+    one), after a kernel forward that buys nothing; and torch.func.vjp's backward runs after its
+    transform has ended, on wrappers the reference can no longer differentiate. Outside both (the
+    common case) this costs ~0.1 us a call.
+    """
+    # the dual level first: unpacking every tensor costs ~0.5 us each, the level a global's read
+    if fwAD._current_level >= 0 and any(fwAD.unpack_dual(t).tangent is not None for t in tensors):
+        return True
+    # under torch.compile dynamo traces its own transforms, and its `peek_interpreter_stack()` is a
+    # None that `is not None` (torch 2.13): without the second test it would trace the reference
+    return peek_interpreter_stack() is not None and not torch.compiler.is_compiling()
+
+
+def batched(*grads: Tensor | None) -> bool:
+    """Whether a backward's incoming gradients are vmap's wrappers, which have no memory of their
+    own (torch.autograd.grad with is_grads_batched=True, autograd.functional.jacobian with
+    vectorize=True): a fused backward cannot read them, the reference's torch ops can."""
+    return any(g is not None and not torch._C._has_storage(g) for g in grads)

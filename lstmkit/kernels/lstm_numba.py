@@ -23,6 +23,7 @@ one of two ways (`_plan`):
     all of it; two meetings per step in the forward, one in the backward (whose every thread runs
     the pointwise pass).
 Under `torch.no_grad()` (or when nothing requires grad) the forward saves no activations.
+Forward-mode AD and torch.func's transforms go to the reference backend (`kernels.needs_reference`).
 
 Importing this module compiles nothing; each kernel compiles on first use, one per (direction,
 cell, dtype), and is cached on disk by numba. It raises ImportError when numba or torch's BLAS
@@ -43,6 +44,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells import CellSpec
+from lstmkit.kernels import batched, needs_reference
 from lstmkit.kernels import lstm_numba_cells as K
 from lstmkit.kernels.onednn import linear
 from lstmkit.kernels.panels import PANEL, panels
@@ -169,7 +171,10 @@ def _gate_rows(t: Tensor, perm: Tensor | None) -> Tensor:
     return t.contiguous() if perm is None else t.index_select(0, perm)
 
 
-_NO_ROWS = torch.zeros(0, dtype=torch.int64)
+# made with torch.func off: this module may be imported inside a transform (a first call under
+# torch.func.grad), which would make the tensor one of its wrappers, with no memory to read
+with torch._C._DisableFuncTorch():
+    _NO_ROWS = torch.zeros(0, dtype=torch.int64)
 
 
 def _recurrent_weight(w_hh: Tensor, plan: _Plan, B: int, perm: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -338,6 +343,11 @@ def _backward(s: _Meta, needs: dict[str, bool], need_x: bool, x, h0, c0, y, gate
     dy = dy.contiguous() if dy is not None else x.new_zeros(T, B, P)
     dh = dhT.contiguous().clone() if dhT is not None else x.new_zeros(B, P)
     dc = (dcT.contiguous().clone() if dcT is not None else x.new_zeros(B, H)) if lstm_family else dummy2
+    if T * B == 0:
+        # no step or no row (an empty batch): the state passes through and the weights get zeros,
+        # as the reference's; the kernel has nothing to do, and oneDNN's GEMMs refuse empty operands
+        grads = {n: torch.zeros_like(t) for n, t in p.items() if needs.get(n)}
+        return (x.new_zeros(x.shape) if need_x else None), dh, (dc if lstm_family else None), grads
     # the gate gradients end in the GEMMs below (which make new tensors): reused scratch
     dg = _scratch(0, (T, B, GH), x)
     dgh = _scratch(1, (T, B, GH), x) if sep else dg
@@ -462,7 +472,9 @@ class _LayerFunction(torch.autograd.Function):
     def backward(ctx, dy, dhT, *rest):
         x, h0, c0, y, gates, cs, hf, uh, acts, chat, stats, bs, *values = ctx.saved_tensors
         p = dict(zip(ctx.names, values))
-        if torch.is_grad_enabled():  # create_graph=True: a backward autograd can differentiate
+        if torch.is_grad_enabled() or batched(dy, dhT, *rest):
+            # create_graph=True: a backward autograd can differentiate; or gradients batched by vmap
+            # (autograd.grad's is_grads_batched, jacobian(vectorize=True)), which the kernel cannot read
             state = (h0, c0) if ctx.has_c else (h0,)
             dx, dstate, grads = reference.differentiable_grads(ctx.spec, x, state, p, ctx.batch_sizes, ctx.reverse,
                                                                (dy, dhT, *rest))
@@ -495,9 +507,12 @@ def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str
     names = tuple(params)
     values = tuple(params[n] for n in names)
     tensors = (x, h0, *((c0,) if c0 is not None else ()), *values)
+    save = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     # the kernels compute in the parameters' dtype: autocast's casts would meet them half way
     with torch.autocast("cpu", enabled=False):
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        if needs_reference(tensors):
+            return reference.layer(spec, x, state, params, batch_sizes, reverse)
+        if save:
             outs = _LayerFunction.apply(spec, names, reverse, batch_sizes, x, h0, c0, *values)
             return outs[0], tuple(outs[1:])
         with torch.no_grad():

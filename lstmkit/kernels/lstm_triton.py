@@ -49,7 +49,7 @@ from torch import Tensor
 
 from lstmkit.cells import CellSpec, get_cell
 from lstmkit.cells.layernorm import LN_EPS
-from lstmkit.kernels import reference
+from lstmkit.kernels import batched, needs_reference, reference
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -797,7 +797,9 @@ class _TritonLayer(torch.autograd.Function):
         if ctx.entry is None:
             ctx.saved["hbuf"] = params.pop()
         p = dict(zip(ctx.names, params))
-        if torch.is_grad_enabled():  # create_graph=True: a backward autograd can differentiate
+        if torch.is_grad_enabled() or batched(dy, dhT, dcT):
+            # create_graph=True: a backward autograd can differentiate; or gradients batched by vmap
+            # (autograd.grad's is_grads_batched, jacobian(vectorize=True)), which the kernels cannot read
             if ctx.entry is not None:
                 ctx.entry.release(ctx.generation)
             pdt = params[0].dtype
@@ -884,7 +886,8 @@ def _graph_backward(cfg, entry: _GraphEntry, gin, p, need) -> dict[str, Tensor]:
 
 def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str, Tensor],
           batch_sizes: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """The layer contract of lstmkit.kernels (see there) on CUDA tensors (CPU under the interpreter)."""
+    """The layer contract of lstmkit.kernels (see there) on CUDA tensors (CPU under the interpreter);
+    forward-mode AD and torch.func's transforms run the reference (`kernels.needs_reference`)."""
     if spec.name not in CELLS:
         raise ValueError(f"backend 'triton' implements cells {CELLS}, got cell={spec.name!r}")
     if x.device.type not in DEVICES:
@@ -901,6 +904,8 @@ def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str
         return x.new_zeros(0, B, P, dtype=cd), (h0, c0)
     ordered = [params.get(n) for n in _PARAM_ORDER]
     tensors = [x, h0, c0, *[t for t in ordered if t is not None]]
+    if needs_reference(tensors):
+        return reference.layer(spec, x, state, params, batch_sizes, reverse)
     save = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     steps = tuple(int(b) for b in batch_sizes.tolist()) if batch_sizes is not None else None
 

@@ -17,6 +17,16 @@ def positive_int(name: str, value: object) -> int:
     return int(value)
 
 
+def boolean(name: str, value: object) -> bool:
+    """A flag that must be a bool, as torch.nn's RNNs require of bias and batch_first (not numpy's
+    bool_ either): bias=0 or batch_first=None is an error, not a truth value."""
+    if not isinstance(value, bool):
+        kind = type(value)  # numpy's bool_ is named "bool" too: name its module
+        got = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        raise TypeError(f"{name}: expected a bool, got {got}")
+    return value
+
+
 def dropout_rate(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"dropout: expected a float in [0, 1], got {type(value).__name__}")

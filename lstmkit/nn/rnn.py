@@ -21,6 +21,9 @@ from lstmkit.kernels import check_backend_name, resolve_backend
 from lstmkit.nn import checks
 from lstmkit.nn.checks import init_parameters
 
+# torch.nn.RNNBase.mode of each cell; every LSTM cell is "LSTM"
+_MODES = {"gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
+
 
 class RecurrentBase(nn.Module):
     """Stacked, optionally bidirectional recurrent layers of one cell type."""
@@ -47,28 +50,33 @@ class RecurrentBase(nn.Module):
         if proj_size and not self.spec.has_cell_state:
             raise ValueError(f"proj_size: only LSTM cells have a projection, got proj_size={proj_size} for cell={cell!r}")
         self.proj_size = proj_size
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
-        self.bidirectional = bool(bidirectional)
+        self.bias = checks.boolean("bias", bias)
+        self.batch_first = checks.boolean("batch_first", batch_first)
+        self.bidirectional = bool(bidirectional)  # torch takes any truth value here
         self.backend = check_backend_name(backend)
+        self.mode = _MODES.get(cell, "LSTM")
 
         factory = {"device": device, "dtype": dtype}
         gh = self.spec.num_gates * hidden_size
         out_size = proj_size or hidden_size
+        # torch's bookkeeping of the weights' names, which weight-drop wrappers and pruning code
+        # read: per layer and direction in torch's order, then the cell's own parameters
+        self._all_weights: list[list[str]] = []
         for layer in range(num_layers):
-            layer_in = input_size if layer == 0 else out_size * self.num_directions
+            shapes = {"weight_ih": (gh, input_size if layer == 0 else out_size * self.num_directions),
+                      "weight_hh": (gh, out_size)}
+            if self.bias:
+                shapes.update(bias_ih=(gh,), bias_hh=(gh,))
+            if proj_size:
+                shapes["weight_hr"] = (proj_size, hidden_size)
+            for extra in self.spec.extra_params:
+                shapes[extra.name] = (gh if extra.width == "GH" else hidden_size,)
             for suffix in self._suffixes(layer):
-                def add(name: str, *shape: int) -> None:
+                for name, shape in shapes.items():
                     self.register_parameter(name + suffix, nn.Parameter(torch.empty(*shape, **factory)))
-                add("weight_ih", gh, layer_in)
-                add("weight_hh", gh, out_size)
-                if self.bias:
-                    add("bias_ih", gh)
-                    add("bias_hh", gh)
-                if proj_size:
-                    add("weight_hr", proj_size, hidden_size)
-                for extra in self.spec.extra_params:
-                    add(extra.name, gh if extra.width == "GH" else hidden_size)
+                self._all_weights.append([name + suffix for name in shapes])
+        self._flat_weights_names = [name for names in self._all_weights for name in names]
+        self._init_flat_weights()
         self.reset_parameters()
 
     @property
@@ -84,18 +92,31 @@ class RecurrentBase(nn.Module):
     def flatten_parameters(self) -> None:
         """No-op, for code written against torch.nn.LSTM (cuDNN weight packing)."""
 
+    def _init_flat_weights(self) -> None:
+        self._flat_weights = [getattr(self, name, None) for name in self._flat_weights_names]
+
+    def __setattr__(self, name: str, value) -> None:
+        # `_flat_weights` follows a weight replaced by name, as torch's (weight drop, pruning);
+        # the forward itself reads the module's attributes, not this list
+        if name in self.__dict__.get("_flat_weights_names", ()):
+            self._flat_weights[self._flat_weights_names.index(name)] = value
+        super().__setattr__(name, value)
+
+    def _apply(self, fn, recurse=True):
+        module = super()._apply(fn, recurse)
+        self._init_flat_weights()  # .to() and the like may put new parameters in place
+        return module
+
     @property
     def all_weights(self) -> list[list[nn.Parameter]]:
         """Each layer and direction's parameters, in torch's order (then the cell's own)."""
-        return [list(self.layer_params(layer, d).values())
-                for layer in range(self.num_layers) for d in range(self.num_directions)]
+        return [[getattr(self, name) for name in names] for names in self._all_weights]
 
     def layer_params(self, layer: int, direction: int) -> dict[str, Tensor]:
         """The parameters of one layer and direction by their base names (the backends' `params`)."""
         suffix = self._suffixes(layer)[direction]
-        names = ["weight_ih", "weight_hh"] + (["bias_ih", "bias_hh"] if self.bias else []) \
-            + (["weight_hr"] if self.proj_size else []) + [e.name for e in self.spec.extra_params]
-        return {n: getattr(self, n + suffix) for n in names}
+        return {name[:-len(suffix)]: getattr(self, name)
+                for name in self._all_weights[layer * self.num_directions + direction]}
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, cell={self.cell!r}, backend={self.backend!r}"

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import math
 
+import warnings
+
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
+from torch.func import functional_call, grad, jacfwd, jacrev, jvp, vjp, vmap
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import lstmkit
 from lstmkit.cells import CELLS as SPECS
-from lstmkit.kernels import BACKENDS, lstm_numba, reference, resolve_backend
+from lstmkit.kernels import BACKENDS, lstm_numba, needs_reference, reference, resolve_backend
 from lstmkit.kernels.panels import PANEL, panels
 
 CELLS = lstm_numba.CELLS
@@ -235,6 +239,39 @@ def test_layer_long_sequence_matches_reference(cell):
     compare_layer(cell, 1000, 2, 2, 3)
 
 
+@pytest.mark.parametrize("cell, dtype", [*((c, F64) for c in CELLS), ("lstm", torch.float32),
+                                         ("layernorm", torch.float32)])
+@pytest.mark.parametrize("H, proj", [(5, 2), (40, 0)], ids=["H5-proj", "H40"])
+def test_empty_batch_matches_reference(cell, dtype, H, proj, two_threads):
+    """B=0 (an empty last batch): zero-size y, final state and dX and zero weight gradients, the
+    reference's. The backward crashed: float32's GEMMs refused the empty operands, float64's dX
+    could not be reshaped. H=40 on two threads: the unit split."""
+    proj = proj if cell in LSTM_FAMILY else 0
+    params = make_params(cell, 3, H, proj, dtype=dtype)
+    x, state, _ = make_inputs(cell, 4, 0, 3, H, proj, dtype=dtype)
+    want = run_layer(reference.layer, cell, x, state, params, None, False)
+    got = run_layer(lstm_numba.layer, cell, x, state, params, None, False)
+    assert got["y"].shape == (4, 0, proj or H) and got["dx"].shape == x.shape
+    assert_all_close(got, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cls", [lstmkit.LSTM, lstmkit.GRU, lstmkit.RNN], ids=lambda c: c.__name__)
+def test_module_empty_batch_matches_torch(cls):
+    """The default backend (numba), float32, an input that needs no gradient: torch.nn's
+    zero-size outputs and zero parameter gradients (the dW_ih GEMM crashed even so)."""
+    torch.manual_seed(0)
+    ref = getattr(torch.nn, cls.__name__)(3, 4, num_layers=2)
+    fast = cls(3, 4, num_layers=2)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 0, 3)
+    for m in (ref, fast):
+        out, _ = m(x)
+        assert out.shape == (5, 0, 4)
+        out.sum().backward()
+    for (name, a), b in zip(fast.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=0, msg=name)
+
+
 # --------------------------------------------------------------------------------------
 # float32 (rational tanh approximation): close to a float64 reference
 # --------------------------------------------------------------------------------------
@@ -335,6 +372,143 @@ def test_create_graph_with_weights_that_made_the_input(cell):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+# --------------------------------------------------------------------------------------
+# torch.func and forward-mode AD: the reference's numbers
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_torch_func_reverse_transforms_match_reference(cell):
+    """torch.func.grad, vjp and jacrev through the module on backend="numba" (the CPU default),
+    as torch.nn.LSTM takes them: the reference's numbers (the backend hands the layer over)."""
+    ref, fast = module_pair(cell, input_size=3, hidden_size=4, num_layers=2, bidirectional=True)
+    x = torch.randn(4, 2, 3, dtype=F64)
+    params = {n: p.detach() for n, p in fast.named_parameters()}
+
+    def results(m):
+        def out(p, x):
+            return functional_call(m, p, (x,))[0]
+        y, pullback = vjp(out, params, x)
+        return (grad(lambda p, x: out(p, x).pow(2).sum(), argnums=(0, 1))(params, x),
+                pullback(torch.linspace(-1, 1, y.numel(), dtype=F64).view_as(y)),
+                jacrev(out, argnums=(0, 1))(params, x))
+
+    torch.testing.assert_close(results(fast), results(ref), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_vmap_matches_reference(cell):
+    """torch.func.vmap, alone (inference) and over grad (per-sample gradients): the reference's
+    numbers, where the kernels could not read vmap's batched tensors."""
+    ref, fast = module_pair(cell, input_size=3, hidden_size=4)
+    xs = torch.randn(3, 4, 2, 3, dtype=F64)
+    params = {n: p.detach() for n, p in fast.named_parameters()}
+
+    def results(m):
+        def loss(p, x):
+            return functional_call(m, p, (x,))[0].pow(2).sum()
+        with torch.no_grad():
+            ys = vmap(lambda x: m(x)[0])(xs)
+        return ys, vmap(grad(loss), in_dims=(None, 0))(params, xs)
+
+    torch.testing.assert_close(results(fast), results(ref), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("params_need_grad", [False, True], ids=["frozen", "trainable"])
+def test_forward_mode_ad_matches_reference(cell, params_need_grad):
+    """Forward-mode AD (torch.autograd.forward_ad, torch.func.jvp and jacfwd): the reference's
+    tangents, whether or not the parameters require grad. Before, frozen parameters took the
+    no-grad path, which dropped the tangent (None), and trainable ones raised in the Function."""
+    ref, fast = module_pair(cell, input_size=3, hidden_size=4, num_layers=2)
+    for m in (ref, fast):
+        m.requires_grad_(params_need_grad)
+    g = torch.Generator().manual_seed(4)
+    x, tangent = (torch.randn(5, 2, 3, generator=g, dtype=F64) for _ in range(2))
+
+    def results(m):
+        with fwAD.dual_level():
+            y = fwAD.unpack_dual(m(fwAD.make_dual(x, tangent))[0])
+            assert y.tangent is not None
+            dual = (y.primal.clone(), y.tangent.clone())
+        return dual, jvp(lambda x: m(x)[0], (x,), (tangent,)), jacfwd(lambda x: m(x)[0])(x[:2, :1])
+
+    torch.testing.assert_close(results(fast), results(ref), rtol=1e-9, atol=1e-10)
+
+
+def test_batched_gradients_take_the_reference_backward():
+    """A backward whose incoming gradients vmap batches (autograd.grad's is_grads_batched,
+    jacobian(vectorize=True)): the reference's backward, as the kernel cannot read them."""
+    ref, fast = module_pair("lstm", input_size=3, hidden_size=4)
+    x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
+
+    def results(m):
+        y = m(x)[0]
+        assert m is ref or type(y.grad_fn).__name__ == "_LayerFunctionBackward"  # the kernel's Function
+        basis = torch.eye(y.numel(), dtype=F64)[:4].view(4, *y.shape)
+        return (torch.autograd.grad(y, x, basis, is_grads_batched=True),
+                torch.autograd.functional.jacobian(lambda x: m(x)[0], x, vectorize=True))
+
+    torch.testing.assert_close(results(fast), results(ref), rtol=1e-9, atol=1e-10)
+
+
+def test_first_use_inside_a_transform_leaves_the_kernels_working():
+    """A process whose first call is inside torch.func.grad imports the backend there: a tensor
+    the module makes at import would be one of the transform's wrappers, with no memory for the
+    kernels of every later call."""
+    import subprocess
+    import sys
+    code = ("import torch, lstmkit; from torch.func import functional_call, grad;"
+            "m = lstmkit.LSTM(3, 4); x = torch.randn(4, 2, 3);"
+            "grad(lambda p: functional_call(m, p, (x,))[0].sum())({n: t.detach() for n, t in m.named_parameters()});"
+            "m(x)[0].sum().backward()")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_needs_reference_only_for_what_the_kernels_cannot_take():
+    """Plain tensors, duals without a tangent and torch.compile's tracing take the kernels;
+    tangents and torch.func's transforms the reference."""
+    x, w = torch.randn(3), torch.randn(3, requires_grad=True)
+    assert not needs_reference((x, w))
+    with fwAD.dual_level():
+        assert not needs_reference((x, w))
+        assert needs_reference((fwAD.make_dual(x, torch.ones(3)), w))
+    found = []
+    grad(lambda x: found.append(needs_reference((x, w))) or x.sum())(x)
+    vmap(lambda x: found.append(needs_reference((x, w))) or x)(torch.randn(2, 3))
+    assert found == [True, True]
+
+
+def test_torch_compile_resolves_without_warnings_and_runs_the_kernels():
+    """torch.compile of a module: the resolve path caches in plain dicts (dynamo warned once
+    about the functools cache wrappers and broke the graph at importlib), and the layer still
+    runs the kernels eagerly (dynamo traced the reference instead when it took torch.func's
+    state for a transform)."""
+    counters = torch._dynamo.utils.counters
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    m = lstmkit.LSTM(3, 4, backend="numba")
+    x = torch.randn(5, 2, 3)
+    want = m(x)[0]
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = torch.compile(m, backend=backend)(x)[0]
+    breaks = list(counters["graph_break"])
+    torch._dynamo.reset()
+    assert not [w for w in caught if "cache" in str(w.message)], [str(w.message) for w in caught]
+    assert not [b for b in breaks if "import_module" in b], breaks  # the first break is in the kernel's Python
+    targets = [str(n.target) for gm in graphs for n in gm.graph.nodes]
+    assert "unbind" not in targets  # the reference's loop over the steps was not traced
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_cpu_autocast_computes_in_float32():

@@ -280,6 +280,90 @@ def test_interp_double_backward_matches_reference(cell):
 
 
 @interp
+@pytest.mark.parametrize("cell", ["lstm", "layernorm"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_interp_empty_batch_matches_reference(cell, dtype):
+    """B=0 (an empty last batch), with a projection: zero-size outputs, final state and dX and zero
+    weight gradients, the reference's; the no-grad path too."""
+    case = _layer_case(cell, 4, 0, 3, 5, proj=2, dtype=dtype)
+    want = _run_with_grads(reference_layer, *case)
+    got = _run_with_grads(_triton_layer(), *case)
+    assert got["y"].shape == (4, 0, 2)
+    _assert_close(got, want, rtol=0, atol=0)
+    with torch.no_grad():
+        y, (h, c) = _triton_layer()(*case)
+    assert (y.shape, h.shape, c.shape) == ((4, 0, 2), (0, 2), (0, 5))
+
+
+def _module_pair(cell, **kw):
+    torch.manual_seed(0)
+    ref = _perturbed(lstmkit.LSTM(3, 4, cell=cell, dtype=torch.float64, backend="reference", **kw))
+    tri = lstmkit.LSTM(3, 4, cell=cell, dtype=torch.float64, backend="triton", **kw)
+    tri.load_state_dict(ref.state_dict())
+    return ref, tri
+
+
+@interp
+@pytest.mark.parametrize("cell", ["lstm", "layernorm"])
+def test_interp_torch_func_transforms_match_reference(cell):
+    """torch.func.grad, vjp, jacrev and vmap (over grad: per-sample gradients) through the module:
+    the reference's numbers (the backend hands the layer over)."""
+    from torch.func import functional_call, grad, jacrev, vjp, vmap
+    ref, tri = _module_pair(cell, bidirectional=True)
+    xs = torch.randn(2, 3, 2, 3, dtype=torch.float64)
+    params = {n: p.detach() for n, p in tri.named_parameters()}
+
+    def results(m):
+        def out(p, x):
+            return functional_call(m, p, (x,))[0]
+
+        def loss(p, x):
+            return out(p, x).pow(2).sum()
+        y, pullback = vjp(out, params, xs[0])
+        return (grad(loss, argnums=(0, 1))(params, xs[0]), pullback(torch.ones_like(y)),
+                jacrev(out, argnums=1)(params, xs[0, :, :1]), vmap(grad(loss), in_dims=(None, 0))(params, xs))
+
+    torch.testing.assert_close(results(tri), results(ref), rtol=1e-9, atol=1e-10)
+
+
+@interp
+@pytest.mark.parametrize("params_need_grad", [False, True], ids=["frozen", "trainable"])
+def test_interp_forward_mode_ad_matches_reference(params_need_grad):
+    """Forward-mode AD (torch.autograd.forward_ad, torch.func.jvp): the reference's tangents,
+    whether or not the parameters require grad (frozen ones went to the Function, which raised)."""
+    import torch.autograd.forward_ad as fwAD
+    from torch.func import jvp
+    ref, tri = _module_pair("lstm", num_layers=2)
+    for m in (ref, tri):
+        m.requires_grad_(params_need_grad)
+    x, tangent = torch.randn(3, 2, 3, dtype=torch.float64), torch.randn(3, 2, 3, dtype=torch.float64)
+
+    def results(m):
+        with fwAD.dual_level():
+            y = fwAD.unpack_dual(m(fwAD.make_dual(x, tangent))[0])
+            assert y.tangent is not None
+            dual = (y.primal.clone(), y.tangent.clone())
+        return dual, jvp(lambda x: m(x)[0], (x,), (tangent,))
+
+    torch.testing.assert_close(results(tri), results(ref), rtol=1e-9, atol=1e-10)
+
+
+@interp
+def test_interp_batched_gradients_take_the_reference_backward():
+    """A backward whose incoming gradients vmap batches (autograd.grad's is_grads_batched):
+    the reference's backward, as the kernels cannot read them."""
+    ref, tri = _module_pair("lstm")
+    x = torch.randn(3, 2, 3, dtype=torch.float64, requires_grad=True)
+
+    def results(m):
+        y = m(x)[0]
+        return torch.autograd.grad(y, x, torch.eye(y.numel(), dtype=torch.float64)[:3].view(3, *y.shape),
+                                   is_grads_batched=True)
+
+    torch.testing.assert_close(results(tri), results(ref), rtol=1e-9, atol=1e-10)
+
+
+@interp
 @pytest.mark.parametrize("cell", CELLS)
 def test_interp_module_packed_unsorted_bidirectional(cell):
     """lstmkit.LSTM(backend="triton"): 2 layers, bidirectional, PackedSequence with unsorted

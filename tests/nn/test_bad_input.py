@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,6 +26,27 @@ from lstmkit.kernels import resolve_backend
 def test_constructor_errors(kwargs, exc, pattern):
     with pytest.raises(exc, match=pattern):
         lstmkit.LSTM(**kwargs)
+
+
+@pytest.mark.parametrize("cls", [lstmkit.LSTM, lstmkit.GRU, lstmkit.RNN], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("kwargs, pattern", [
+    (dict(bias=0), "bias: expected a bool, got int"),
+    (dict(batch_first=None), "batch_first: expected a bool, got NoneType"),
+    (dict(bias=np.bool_(True)), "bias: expected a bool, got numpy.bool"),
+])
+def test_flags_must_be_bools_as_torch_wants(cls, kwargs, pattern):
+    """bias and batch_first: a TypeError for anything but a bool, where torch.nn's RNNs raise one
+    too (bool() took them as truth values)."""
+    with pytest.raises(TypeError):
+        getattr(torch.nn, cls.__name__)(3, 4, **kwargs)
+    with pytest.raises(TypeError, match=pattern):
+        cls(3, 4, **kwargs)
+
+
+def test_bidirectional_takes_a_truth_value_as_torch():
+    """torch.nn's RNNs take any truth value for bidirectional (not checked there): so does lstmkit."""
+    assert torch.nn.LSTM(3, 4, bidirectional=1).weight_ih_l0_reverse is not None
+    assert lstmkit.LSTM(3, 4, bidirectional=1).bidirectional is True
 
 
 @pytest.fixture
@@ -76,7 +98,6 @@ def test_rnn_nonlinearity():
 
 def test_constructor_takes_what_torch_takes():
     """numpy scalars and dropout=1.0 as torch accepts them; dropout on one layer warns as torch does."""
-    import numpy as np
     lstm = lstmkit.LSTM(np.int64(3), 4, num_layers=np.int64(2), dropout=np.float32(1.0), proj_size=np.int64(2))
     assert (lstm.num_layers, lstm.dropout, lstm.proj_size) == (2, 1.0, 2)
     with pytest.warns(UserWarning, match="expects num_layers > 1, got dropout=0.5 and num_layers=1"):

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from torch.nn.utils import prune
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import lstmkit
@@ -167,6 +168,81 @@ def test_module_attributes_match_torch():
     assert [[w.shape for w in ws] for ws in ours.all_weights] == [[w.shape for w in ws] for ws in ref.all_weights]
     assert [p for ws in ours.all_weights for p in ws] == list(ours.parameters())
     assert repr(lstmkit.LSTMCell(I, H)) == "LSTMCell(5, 7, cell='lstm')"
+
+
+@pytest.mark.parametrize("cls, kwargs", [
+    ("LSTM", dict(num_layers=2, bidirectional=True, proj_size=3, bias=False)),
+    ("LSTM", dict(num_layers=3, proj_size=2)),
+    ("LSTM", dict(bidirectional=True)),
+    ("GRU", dict(num_layers=2, bias=False)),
+    ("RNN", dict(nonlinearity="relu", bidirectional=True)),
+    ("RNN", dict()),
+])
+def test_weight_bookkeeping_matches_torch(cls, kwargs):
+    """torch's `_flat_weights_names`, `_all_weights`, `_flat_weights` and `mode`, which weight-drop
+    wrappers and pruning code read: the same names and modes, the parameters in that order."""
+    ref = getattr(torch.nn, cls)(I, H, **kwargs)
+    ours = getattr(lstmkit, cls)(I, H, **kwargs)
+    assert ours.mode == ref.mode
+    assert ours._flat_weights_names == ref._flat_weights_names
+    assert ours._all_weights == ref._all_weights
+    assert [type(w) for w in ours._flat_weights] == [type(w) for w in ref._flat_weights]
+    assert all(w is p for w, p in zip(ours._flat_weights, ours.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("cell", ["peephole", "layernorm"])
+def test_weight_bookkeeping_names_a_cells_own_parameters_after_torchs(cell):
+    """The cell's own parameters (peepholes, layer-norm gains and biases) follow torch's names in
+    each layer and direction, as in `all_weights`; the mode is LSTM's."""
+    ours = lstmkit.LSTM(I, H, num_layers=2, bidirectional=True, cell=cell)
+    torchs = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True)._all_weights
+    extra = [e.name for e in ours.spec.extra_params]
+    assert ours.mode == "LSTM"
+    assert ours._all_weights == [names + [e + names[0][len("weight_ih"):] for e in extra] for names in torchs]
+    assert ours._flat_weights_names == [n for names in ours._all_weights for n in names] == \
+        [n for n, _ in ours.named_parameters()]
+    assert [[w.shape for w in ws] for ws in ours.all_weights] == [[getattr(ours, n).shape for n in names]
+                                                                 for names in ours._all_weights]
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+def test_flat_weights_follow_replaced_weights(backend):
+    """`_flat_weights` stays the module's weights, as torch's: a parameter replaced by setattr,
+    .double(), a conversion that puts new parameters in place, pruning, a weight-drop wrapper's
+    plain tensor (the parameter deleted, a tensor set in its place); and the forward uses each of
+    them, as torch.nn.LSTM's does."""
+    torch.manual_seed(0)
+    ref, ours = torch.nn.LSTM(I, H, num_layers=2), lstmkit.LSTM(I, H, num_layers=2, backend=backend)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(T, B, I)
+
+    def same(*modules):
+        for m in modules:
+            assert all(w is getattr(m, n) for w, n in zip(m._flat_weights, m._flat_weights_names, strict=True))
+        torch.testing.assert_close(ours(x.to(ours.weight_ih_l0.dtype))[0], ref(x.to(ref.weight_ih_l0.dtype))[0])
+
+    for m in (ref, ours):
+        m.weight_hh_l1 = torch.nn.Parameter(m.weight_hh_l1.detach() * 0.5)
+    same(ref, ours)
+    for m in (ref, ours):
+        m.double()
+    same(ref, ours)
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        for m in (ref, ours):
+            m.float()
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(False)
+    same(ref, ours)
+    for m in (ref, ours):
+        prune.l1_unstructured(m, "weight_ih_l0", 0.5)
+    same(ref, ours)
+    raw = ref.weight_hh_l0.detach().clone().requires_grad_()
+    keep = torch.rand(raw.shape, generator=torch.Generator().manual_seed(1)) > 0.5
+    for m in (ref, ours):  # weight drop: the raw weight kept elsewhere, a dropped copy set by name
+        del m.weight_hh_l0
+        m.weight_hh_l0 = raw * keep / 0.5
+    same(ref, ours)
 
 
 @pytest.mark.parametrize("backend", ["reference", "numba"])
