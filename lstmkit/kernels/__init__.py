@@ -87,13 +87,17 @@ def check_backend_name(backend: str, names: tuple[str, ...] = BACKEND_NAMES) -> 
 # (with a warning) down to importlib, which it cannot trace (a graph break).
 _modules: dict[str, ModuleType | ImportError] = {}  # module path -> the module, or why it cannot load
 _warned: set[tuple[str, str]] = set()
+# A backend's first import may happen inside torch.compile: with dynamo off for it and all it
+# calls, not traced (numba's own import-time code traced frame by frame: seconds, and
+# recompile-limit warnings).
+_import = torch.compiler.disable(importlib.import_module)
 
 
 def _load(name: str, path: str) -> ModuleType:
     module = _modules.get(path)
     if module is None:
         try:
-            module = importlib.import_module(path)
+            module = _import(path)
         except ImportError as e:
             module = e
         _modules[path] = module

@@ -490,6 +490,9 @@ class _LayerFunction(torch.autograd.Function):
 # --- the layer contract ---------------------------------------------------------------------------
 
 
+# dynamo cannot trace numba's kernels: without this, a first call under torch.compile traced into
+# numba's own compiler (seconds, and recompile-limit warnings) before breaking the graph there
+@torch.compiler.disable
 def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str, Tensor],
           batch_sizes: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, tuple[Tensor, ...]]:
     """The layer contract of `lstmkit.kernels` (x: (T, B, I) -> y: (T, B, P or H), final state)."""

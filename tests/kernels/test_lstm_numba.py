@@ -10,7 +10,9 @@ float64 for every cell, float32 for two cells.
 from __future__ import annotations
 
 import math
-
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import pytest
@@ -509,6 +511,26 @@ def test_torch_compile_resolves_without_warnings_and_runs_the_kernels():
     targets = [str(n.target) for gm in graphs for n in gm.graph.nodes]
     assert "unbind" not in targets  # the reference's loop over the steps was not traced
     torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_torch_compile_of_a_first_use_does_not_trace_numba():
+    """In a fresh process the numba backend is first imported, and its kernels compiled, inside
+    torch.compile: with dynamo off for both (numba's import-time code and its compiler were traced
+    frame by frame: recompile-limit warnings, and seconds more)."""
+    code = textwrap.dedent("""
+        import torch, lstmkit
+        m = lstmkit.LSTM(3, 4)
+        x = torch.randn(5, 2, 3, requires_grad=True)
+        y, _ = torch.compile(m)(x)
+        y.sum().backward()
+        ref = lstmkit.LSTM(3, 4, backend="reference")
+        ref.load_state_dict(m.state_dict())
+        torch.testing.assert_close(y, ref(x)[0], rtol=1e-5, atol=1e-6)
+        print("ok")
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr[-4000:]
+    assert "recompile_limit" not in r.stderr and "numba" not in r.stderr, r.stderr[-4000:]
 
 
 def test_cpu_autocast_computes_in_float32():
