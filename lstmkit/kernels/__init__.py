@@ -30,7 +30,9 @@ TreeOps: the binary Tree-LSTM's ops, each node's state packed as one row [h, c] 
 
 from __future__ import annotations
 
+import functools
 import importlib
+import sys
 import warnings
 from types import ModuleType
 from typing import Callable, Iterable, NamedTuple
@@ -87,10 +89,27 @@ def check_backend_name(backend: str, names: tuple[str, ...] = BACKEND_NAMES) -> 
 # (with a warning) down to importlib, which it cannot trace (a graph break).
 _modules: dict[str, ModuleType | ImportError] = {}  # module path -> the module, or why it cannot load
 _warned: set[tuple[str, str]] = set()
-# A backend's first import may happen inside torch.compile: with dynamo off for it and all it
-# calls, not traced (numba's own import-time code traced frame by frame: seconds, and
-# recompile-limit warnings).
-_import = torch.compiler.disable(importlib.import_module)
+
+
+def eager(fn: Callable) -> Callable:
+    """`fn` with dynamo off, never traced by torch.compile, for what dynamo would trace frame by
+    frame only to fail (numba's import-time code and its compiler: seconds, and recompile-limit
+    warnings). torch.compiler.disable imports dynamo (a second of start-up), so it is applied at
+    the first call made with dynamo loaded: before, nothing can be compiling."""
+    disabled = None
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        nonlocal disabled
+        if "torch._dynamo" not in sys.modules:
+            return fn(*args, **kwargs)
+        if disabled is None:
+            disabled = torch.compiler.disable(fn)
+        return disabled(*args, **kwargs)
+    return run
+
+
+_import = eager(importlib.import_module)  # a backend's first import may come inside torch.compile
 
 
 def _load(name: str, path: str) -> ModuleType:

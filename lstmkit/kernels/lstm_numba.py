@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells import CellSpec
-from lstmkit.kernels import batched, needs_reference
+from lstmkit.kernels import batched, eager, needs_reference
 from lstmkit.kernels import lstm_numba_cells as K
 from lstmkit.kernels.onednn import linear
 from lstmkit.kernels.panels import PANEL, panels
@@ -492,7 +492,7 @@ class _LayerFunction(torch.autograd.Function):
 
 # dynamo cannot trace numba's kernels: without this, a first call under torch.compile traced into
 # numba's own compiler (seconds, and recompile-limit warnings) before breaking the graph there
-@torch.compiler.disable
+@eager
 def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str, Tensor],
           batch_sizes: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, tuple[Tensor, ...]]:
     """The layer contract of `lstmkit.kernels` (x: (T, B, I) -> y: (T, B, P or H), final state)."""

@@ -909,15 +909,16 @@ def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str
     save = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     steps = tuple(int(b) for b in batch_sizes.tolist()) if batch_sizes is not None else None
 
-    cfg = _Cfg(spec.name, T, B, I, H, P, proj, "bias_ih" in params, bool(reverse), steps, cd, sd, tf32, save)
+    fields = (spec.name, T, B, I, H, P, proj, "bias_ih" in params, bool(reverse), steps, cd, sd, tf32, save)
     if not save and USE_PERSISTENT and x.is_cuda:
         from lstmkit.kernels import lstm_triton_persistent as pk
         if pk.supported(spec.name, B, H, proj, cd, x.device):
             # the launch is part of the configuration, so a graph captured with another is not replayed
-            cfg = dataclasses.replace(cfg, tune=pk.tuning(H, B, PERSISTENT_WARPS, PERSISTENT_SPLIT, PERSISTENT_FMA))
-            y, hT, cT = _persistent(cfg, x, h0, c0, params)
+            tune = pk.tuning(H, B, PERSISTENT_WARPS, PERSISTENT_SPLIT, PERSISTENT_FMA)
+            y, hT, cT = _persistent(_Cfg(*fields, tune=tune), x, h0, c0, params)
             return y, (hT.to(pdt), cT.to(pdt))
 
+    cfg = _Cfg(*fields)
     mask = None
     if steps is not None:
         mask = torch.arange(B, device=x.device)[None, :] < torch.tensor(steps, device=x.device)[:, None]

@@ -533,6 +533,14 @@ def test_torch_compile_of_a_first_use_does_not_trace_numba():
     assert "recompile_limit" not in r.stderr and "numba" not in r.stderr, r.stderr[-4000:]
 
 
+def test_importing_and_running_the_library_loads_no_dynamo():
+    """Keeping dynamo out of a traced call must not import it (a second of every command's start)."""
+    code = ("import sys, torch, lstmkit; lstmkit.LSTM(3, 4)(torch.randn(2, 1, 3)); "
+            "print('torch._dynamo' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stdout + r.stderr[-2000:]
+
+
 def test_cpu_autocast_computes_in_float32():
     """Under CPU autocast the kernels run in the parameters' float32, forward and backward (a
     bf16 GEMM would meet the float32 kernel half way): the numbers of a run without autocast."""
