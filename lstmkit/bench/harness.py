@@ -119,15 +119,15 @@ class BenchResult:
         }
 
 
-def measure_peak(size: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
-    """GEMM GFLOP/s: median of torch.mm(n x n, n x n) in fp32 (CPU: at the current thread count;
+def measure_peak(size: int, device: str = "cpu") -> float:
+    """GEMM GFLOP/s: median of five torch.mm(n x n, n x n) in fp32 (CPU: at the current thread count;
     GPU: with TF32 as cuDNN's RNN would use it)."""
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     out = torch.empty(size, size, device=device)
     with _rnn_matmul_precision(device):
         torch.mm(a, b, out=out)
         times = []
-        for _ in range(repeats):
+        for _ in range(5):
             _sync(device)
             t0 = time.perf_counter()
             torch.mm(a, b, out=out)
@@ -307,18 +307,18 @@ def _time_group(cases: dict[str, Case], runners: dict[str, tuple[Impl, Runner]],
                         gemm_flops(case, runners[name][0], mode), warmup_calls=warmups[name]) for name in calls]
 
 
-def time_data_path(shape: Shape, batches: int = 8, repeats: int = 5, device: str = "cuda",
-                   log: Callable[[str], None] = lambda s: None) -> list[dict]:
+def time_data_path(shape: Shape, repeats: int, log: Callable[[str], None]) -> list[dict]:
     """Training steps fed from host memory: each batch copied when it is needed (`.to(device)`,
     which waits for the copy) against `CUDAPrefetcher` (pinned, on a side stream, one batch ahead).
 
     The model is `lstmkit.LSTM(backend="auto")` (what `lstmkit train` builds); a step is forward,
     backward and an SGD update. Returns one row per way: ms per step (median over `repeats`
-    passes over `batches` host batches) and the ratio to the synchronous copy.
+    passes over 8 host batches) and the ratio to the synchronous copy.
     """
     import lstmkit
     from lstmkit.data.prefetch import CUDAPrefetcher
 
+    device, batches = "cuda", 8
     torch.manual_seed(0)
     model = lstmkit.LSTM(shape.I, shape.H, backend="auto").to(device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)

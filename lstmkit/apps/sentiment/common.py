@@ -210,6 +210,26 @@ def plot_confusion(path: str | Path, cm: Tensor, classes: tuple[str, ...], title
     save_figure(fig, path)
 
 
+def evaluate_best(run_dir: Path, model_format: str, model: nn.Module,
+                  predictions: dict[str, Callable[[], tuple[Tensor, Tensor]]], classes: tuple[str, ...],
+                  metric: str, title: str, log) -> dict:
+    """The best epoch's model (model.safetensors) loaded into `model`, then for each split its
+    `predictions[split]()` (predicted, true labels): {split: {metric: accuracy, "confusion": ...}}.
+    Each split's accuracy and confusion matrix are logged and drawn to confusion_<split>.png."""
+    model.load_state_dict(read_run_file(run_dir, MODEL, model_format)["model"])
+    label = metric.replace("_", " ")
+    results = {}
+    for split, predict in predictions.items():
+        pred, gold = predict()
+        cm = confusion_matrix(pred, gold, len(classes))
+        acc = float((pred == gold).float().mean())
+        results[split] = {metric: acc, "confusion": cm.tolist()}
+        plot_confusion(run_dir / f"confusion_{split}.png", cm, classes, f"{title}, {split}: {label} {acc:.3f}")
+        log(f"{split}: {label} {acc:.4f} ({int((pred == gold).sum())}/{len(gold)})")
+        log(format_confusion(cm, classes))
+    return results
+
+
 def write_metrics(run_dir: Path, metrics: dict) -> None:
     atomic_write_json(run_dir / "metrics.json", metrics)
 

@@ -9,6 +9,7 @@ to pick the best epoch; the reported figure is accuracy on the test split.
 
 from __future__ import annotations
 
+import functools
 import random
 import sys
 from pathlib import Path
@@ -185,17 +186,10 @@ def _train(cfg: IMDBConfig, state: dict | None, run_dir: Path, log) -> dict:
             log(common.stopped_message(cfg, record, run_dir))
             break
 
-    saved = common.read_run_file(run_dir, common.MODEL, MODEL_FORMAT)
-    model.load_state_dict(saved["model"])
-    results = {}
-    for split in ("val", "test"):
-        pred, gold = predict(model, data[split], device)
-        cm = common.confusion_matrix(pred, gold, len(CLASSES))
-        acc = float((pred == gold).float().mean())
-        results[split] = {"accuracy": acc, "confusion": cm.tolist()}
-        common.plot_confusion(run_dir / f"confusion_{split}.png", cm, CLASSES, f"IMDB, {split}: accuracy {acc:.3f}")
-        log(f"{split}: accuracy {acc:.4f} ({int((pred == gold).sum())}/{len(gold)})")
-    log(common.format_confusion(torch.tensor(results["test"]["confusion"]), CLASSES))
+    results = common.evaluate_best(run_dir, MODEL_FORMAT, model,
+                                   {split: functools.partial(predict, model, data[split], device)
+                                    for split in ("val", "test")},
+                                   CLASSES, "accuracy", "IMDB", log)
     metrics = {"task": "imdb", "best": best, "history": history, **results, "vectors": cfg.vectors,
                "train_seconds": round(budget.used, 1)}
     common.write_metrics(run_dir, metrics)

@@ -8,6 +8,7 @@ root (sentence) accuracy on dev (each epoch; the best epoch's model is kept) and
 
 from __future__ import annotations
 
+import functools
 import random
 import sys
 from pathlib import Path
@@ -93,7 +94,6 @@ def _train(cfg: SSTConfig, state: dict | None, run_dir: Path, log) -> dict:
     seed_everything(cfg.seed)
 
     data, vocab = load_data(cfg, Vocab.from_list(state["vocab"]) if state else None)
-    n_classes = len(classes(cfg))
     vectors_found = None
     if state is None and cfg.vectors:
         matrix, vectors_found = load_vectors(cfg.vectors, vocab, lowercase_fallback=not cfg.lowercase)
@@ -162,19 +162,10 @@ def _train(cfg: SSTConfig, state: dict | None, run_dir: Path, log) -> dict:
             log(common.stopped_message(cfg, record, run_dir))
             break
 
-    # The best epoch's model on dev and test.
-    saved = common.read_run_file(run_dir, common.MODEL, MODEL_FORMAT)
-    model.load_state_dict(saved["model"])
-    results = {}
-    for split, trees in (("dev", dev), ("test", test)):
-        pred, gold = predict(model, trees, cfg.mode, device)
-        cm = common.confusion_matrix(pred, gold, n_classes)
-        acc = float((pred == gold).float().mean())
-        results[split] = {"root_accuracy": acc, "confusion": cm.tolist()}
-        common.plot_confusion(run_dir / f"confusion_{split}.png", cm, classes(cfg),
-                              f"SST {cfg.task}, {split}: root accuracy {acc:.3f}")
-        log(f"{split}: root accuracy {acc:.4f} ({int((pred == gold).sum())}/{len(gold)})")
-        log(common.format_confusion(cm, classes(cfg)))
+    results = common.evaluate_best(run_dir, MODEL_FORMAT, model,
+                                   {split: functools.partial(predict, model, trees, cfg.mode, device)
+                                    for split, trees in (("dev", dev), ("test", test))},
+                                   classes(cfg), "root_accuracy", f"SST {cfg.task}", log)
     metrics = {"task": f"sst-{cfg.task}", "best": best, "history": history, **results,
                "vectors": cfg.vectors, "train_seconds": round(budget.used, 1)}
     common.write_metrics(run_dir, metrics)
