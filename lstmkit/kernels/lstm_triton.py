@@ -128,6 +128,19 @@ def _ln4_centered(R, g_off, act, ok, H, eps, ACC: tl.constexpr):
     return d_i, d_f, d_g, d_o, (1.0 / tl.sqrt(var + eps))[:, None]
 
 
+@triton.jit
+def _step_tile(n_active, B, H, NG: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+    """The program's [BLOCK_B, BLOCK_H] tile of (batch rows, hidden units): its columns and their
+    mask, the masks of its rows in the batch (ok) and still inside their sequence (act), and the
+    offsets of its elements in a (B, NG*H) gate tensor and in a (B, H) state tensor."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    col_ok = cols < H
+    ok = (rows < B)[:, None] & col_ok[None, :]
+    act = ok & (rows < n_active)[:, None]
+    return cols, col_ok, ok, act, rows[:, None] * (NG * H) + cols[None, :], rows[:, None] * H + cols[None, :]
+
+
 @triton.jit(do_not_specialize=["n_active"])
 def _fwd_step_kernel(
     G, R, HP, HN, CP, CN, M,
@@ -143,17 +156,7 @@ def _fwd_step_kernel(
     HP/HN, CP/CN: previous / new hidden and cell state (B, H). M: (B, H) o*tanh(c) (PROJ).
     Rows >= n_active are past their sequence's end: their state is carried unchanged.
     """
-    pid_b = tl.program_id(0)
-    pid_h = tl.program_id(1)
-    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    row_ok = rows < B
-    col_ok = cols < H
-    ok = row_ok[:, None] & col_ok[None, :]
-    act = ok & (rows < n_active)[:, None]
-    GH = NG * H
-    g_off = rows[:, None] * GH + cols[None, :]
-    s_off = rows[:, None] * H + cols[None, :]
+    cols, col_ok, ok, act, g_off, s_off = _step_tile(n_active, B, H, NG, BLOCK_B, BLOCK_H)
 
     cp = tl.load(CP + s_off, mask=ok, other=0.0).to(ACC)
     if CELL == _CIFG:
@@ -232,17 +235,7 @@ def _bwd_step_kernel(
     dL/dc_t (DC, overwritten with dL/dc_{t-1}). Writes dL/d(gate pre-activations) to DG, and
     for layernorm dL/d(raw recurrent product) to DR and dL/d(LN(c)) to DN. Rows past their
     end get zero gate gradients and carry DC unchanged."""
-    pid_b = tl.program_id(0)
-    pid_h = tl.program_id(1)
-    rows = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-    cols = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    row_ok = rows < B
-    col_ok = cols < H
-    ok = row_ok[:, None] & col_ok[None, :]
-    act = ok & (rows < n_active)[:, None]
-    GH = NG * H
-    g_off = rows[:, None] * GH + cols[None, :]
-    s_off = rows[:, None] * H + cols[None, :]
+    cols, col_ok, ok, act, g_off, s_off = _step_tile(n_active, B, H, NG, BLOCK_B, BLOCK_H)
 
     if CELL == _CIFG:
         f = tl.load(G + g_off, mask=act, other=0.0).to(ACC)
