@@ -24,7 +24,8 @@ two small autograd functions: a read scatters its gradient into one gradient buf
 with `index_add_`, and the write of a group's output hands the group its slice of that buffer.
 Autograd runs the write's backward only after every read of it, so the slice is complete then.
 That buffer is filled outside autograd, so higher-order gradients (create_graph=True) cannot
-flow through it: a backward with create_graph=True through a batched fold raises RuntimeError.
+flow through it, nor can batched gradients (is_grads_batched=True), forward-mode AD or
+torch.func's transforms: each raises RuntimeError through a batched fold.
 
 Eager mode (`Fold(eager=True)`) runs the same recording one call at a time with
 batch size 1, in recording order: slow, but each error points at one call. It uses no memory
@@ -40,6 +41,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lstmkit.kernels import batched, in_transform
+
 # A value reference packs a node index and an output code into one int: index << _OUT_BITS | code,
 # code 0 for the node's whole result (a single tensor), k + 1 for output k of `split`.
 _OUT_BITS = 6
@@ -49,9 +52,12 @@ _OUT_MASK = _MAX_OUTPUTS
 # Argument kinds, one character each; a group's signature is their string.
 _NODE, _INT, _FLOAT, _TENSOR, _LIST, _STATIC = "n", "i", "f", "t", "l", "s"
 
-_CREATE_GRAPH_UNSUPPORTED = (
-    "lstmkit.fold: create_graph=True (higher-order gradients) is not supported through a batched "
-    "Fold; use Fold(eager=True) (where the model's ops support it), or a Tree-LSTM's mode='recursive'")
+_UNSUPPORTED = ("lstmkit.fold: {} not supported through a batched Fold; use Fold(eager=True) (where the "
+                "model's ops support it), or a Tree-LSTM's mode='recursive'")
+_CREATE_GRAPH_UNSUPPORTED = _UNSUPPORTED.format("create_graph=True (higher-order gradients) is")
+_BATCHED_GRADS_UNSUPPORTED = _UNSUPPORTED.format("is_grads_batched=True (batched gradients, vectorized jacobians) is")
+_FORWARD_AD_UNSUPPORTED = _UNSUPPORTED.format("forward-mode AD (torch.autograd.forward_ad, torch.func.jvp) is")
+_TRANSFORMS_UNSUPPORTED = _UNSUPPORTED.format("torch.func's transforms (grad, vjp, jacrev, vmap, ...) are")
 
 
 class Node:
@@ -194,6 +200,10 @@ class _Write(torch.autograd.Function):
         return value.new_empty(0)  # a token: readers take it as an input so autograd orders them first
 
     @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError(_FORWARD_AD_UNSUPPORTED)
+
+    @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, _token_grad):
         m = ctx.memory
@@ -210,10 +220,16 @@ class _Read(torch.autograd.Function):
         return memory.values.index_select(0, rows)
 
     @staticmethod
+    def jvp(ctx, *tangents):
+        raise RuntimeError(_FORWARD_AD_UNSUPPORTED)
+
+    @staticmethod
     def backward(ctx, grad: Tensor):
-        # Every backward through a batched fold starts at a read, so this one check covers it.
+        # Every backward through a batched fold starts at a read, so these checks cover it.
         if torch.is_grad_enabled():
             raise RuntimeError(_CREATE_GRAPH_UNSUPPORTED)
+        if batched(grad):
+            raise RuntimeError(_BATCHED_GRADS_UNSUPPORTED)
         ctx.memory.grad_buffer().index_add_(0, ctx.rows, grad)
         empty = ctx.token_like.new_empty(0) if ctx.token_like is not None else None
         return (None, None) + (empty,) * ctx.n_tokens
@@ -464,6 +480,8 @@ class Fold:
         return outs[code - 1]
 
     def _apply_batched(self, model: Any, out_refs: list[np.ndarray], device: torch.device) -> list[Tensor]:
+        if in_transform():
+            raise RuntimeError(_TRANSFORMS_UNSUPPORTED)
         where = np.asarray(self._where, dtype=np.int64)
         gid_of, pos_of = where >> 32, where & 0xFFFFFFFF
 

@@ -12,15 +12,30 @@ class Tree:
     """A node: an optional label, its children (ordered) and, usually at leaves, a word.
 
     `word` is a string after parsing and a token id (int) once mapped through a vocabulary.
+    The children are fixed when the node is made: a tree is built from its leaves up, so no node
+    can be its own descendant (the Tree-LSTMs' explicit-stack walks would run forever on one).
     """
 
-    __slots__ = ("label", "children", "word")
+    __slots__ = ("label", "_children", "word")
 
     def __init__(self, label: int | None = None, children: tuple["Tree", ...] | list["Tree"] = (),
                  word: Any = None) -> None:
+        children = tuple(children)
+        for c in children:
+            if not isinstance(c, Tree):
+                raise TypeError(f"children: expected Tree nodes, got {type(c).__name__} {c!r}")
         self.label = label
-        self.children = tuple(children)
+        self._children = children
         self.word = word
+
+    @property
+    def children(self) -> tuple["Tree", ...]:
+        return self._children
+
+    @children.setter
+    def children(self, value) -> None:
+        raise AttributeError("children: a Tree's children are fixed when it is made (so that no node can "
+                             "be its own descendant); make a new Tree instead")
 
     @property
     def is_leaf(self) -> bool:

@@ -9,8 +9,9 @@ in post-order (children before parents, root last); root_h (B, H) the roots'. Mo
 All three compute the same values and gradients (up to float rounding), also where one Tree
 object is the child of several nodes, except that "recursive" raises RecursionError on trees
 deeper than Python's recursion limit (about 1000 levels), which "fold" and "eager" handle.
-Higher-order gradients (create_graph=True) work in "recursive" and "eager" (where the fused
-CPU kernels hand that backward to the reference cell's); "fold" raises RuntimeError.
+Higher-order gradients (create_graph=True), batched gradients (is_grads_batched=True),
+forward-mode AD and torch.func's transforms work in "recursive" and "eager" (where the fused
+CPU kernels hand those calls to the reference cell's ops); "fold" raises RuntimeError.
 `BinaryTreeLSTM(backend=...)` picks the implementation of its ops in "fold" and "eager"
 ("auto", "reference", "numba"; see `lstmkit.kernels.resolve_tree_backend`); "recursive" is
 always the reference.

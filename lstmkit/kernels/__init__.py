@@ -216,6 +216,11 @@ def needs_reference(tensors: Iterable[Tensor]) -> bool:
     # the dual level first: unpacking every tensor costs ~0.5 us each, the level a global's read
     if fwAD._current_level >= 0 and any(fwAD.unpack_dual(t).tangent is not None for t in tensors):
         return True
+    return in_transform()
+
+
+def in_transform() -> bool:
+    """Whether this runs inside a torch.func transform (grad, vjp, jacrev, jacfwd, vmap, ...)."""
     # under torch.compile dynamo traces its own transforms, and its `peek_interpreter_stack()` is a
     # None that `is not None` (torch 2.13): without the second test it would trace the reference
     return peek_interpreter_stack() is not None and not torch.compiler.is_compiling()

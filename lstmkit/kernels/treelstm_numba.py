@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells.gates import BINARY_GATES, BINARY_LEAF_GATES
+from lstmkit.kernels import batched, needs_reference
 from lstmkit.kernels import lstm_numba_cells as K
 from lstmkit.kernels.onednn import linear
 from lstmkit.kernels.reference import binary_tree_leaf as reference_leaf
@@ -50,8 +51,10 @@ def _np(t: Tensor) -> np.ndarray:
 
 
 # The backward kernels have no backward of their own. When autograd asks for a differentiable
-# backward (create_graph=True, the only time it runs one with grad mode on), the functions below
-# return the reference ops' gradients instead, recomputed from the saved inputs.
+# backward (create_graph=True, the only time it runs one with grad mode on), or hands a backward
+# vmap's batched gradients, which a kernel cannot read, the functions below return the reference
+# ops' gradients instead, recomputed from the saved inputs. Forward-mode AD and torch.func's
+# transforms run the reference ops from the start (`binary_tree_leaf`, `binary_tree_node`).
 
 
 class LeafFn(torch.autograd.Function):
@@ -68,7 +71,7 @@ class LeafFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         x, weight, bias, S, out = ctx.saved_tensors
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or batched(dout):
             return grads_of(reference_leaf, (x, weight, bias), dout)
         x = x.contiguous()
         dG, db = torch.empty_like(S), S.new_zeros(S.shape[1])
@@ -96,7 +99,7 @@ class NodeFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         P, weight, bias, hx, Pc, S, out = ctx.saved_tensors
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or batched(dout):
             return grads_of(reference_node, (P, weight, bias), dout)
         P = Pc
         B, H = out.shape[0], out.shape[1] // 2
@@ -108,5 +111,14 @@ class NodeFn(torch.autograd.Function):
 
 
 # The ops of the Tree-LSTM backend contract (see lstmkit.kernels)
-binary_tree_leaf = LeafFn.apply
-binary_tree_node = NodeFn.apply
+
+def binary_tree_leaf(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    if needs_reference((x, weight, bias)):
+        return reference_leaf(x, weight, bias)
+    return LeafFn.apply(x, weight, bias)
+
+
+def binary_tree_node(P: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    if needs_reference((P, weight, bias)):
+        return reference_node(P, weight, bias)
+    return NodeFn.apply(P, weight, bias)

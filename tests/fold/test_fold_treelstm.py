@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from lstmkit.fold import BinaryTreeLSTM, ChildSumTreeLSTM, Fold, Tree, random_binary_tree
@@ -200,3 +201,40 @@ def test_create_graph_needs_recursive_or_eager_torch_ops():
         _, root = module(trees, mode="fold")
         with pytest.raises(RuntimeError, match="create_graph=True .* not supported through a batched Fold"):
             torch.autograd.grad(root.square().sum(), inputs, create_graph=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, D])
+def test_autograd_modes_and_torch_func_in_eager_match_recursive(dtype):
+    """Forward-mode AD, torch.func.grad and batched gradients on the numba backend ("auto" in
+    float32) hand the call to the reference ops (before: NotImplementedError/RuntimeError); in
+    mode "fold" each is refused with a message naming it."""
+    torch.manual_seed(0)
+    vecs = [torch.randn(2, dtype=dtype) for _ in range(4)]
+    module = BinaryTreeLSTM(2, 3, backend="numba").to(dtype)
+    names = [n for n, _ in module.named_parameters()]
+
+    def root(v0, mode, params=None):
+        trees = awkward_trees([v0, *vecs[1:]])
+        if params is None:
+            return module(list(trees), mode=mode)[1]
+        return torch.func.functional_call(module, dict(zip(names, params)), (list(trees),), {"mode": mode})[1]
+
+    def tangent(mode):
+        with fwAD.dual_level():
+            return fwAD.unpack_dual(root(fwAD.make_dual(vecs[0], torch.ones_like(vecs[0])), mode)).tangent
+
+    def func_grad(mode):
+        return torch.func.grad(lambda ps: root(vecs[0], mode, ps).square().sum())(tuple(module.parameters()))
+
+    def jacobian(mode):
+        v = vecs[0].clone().requires_grad_()
+        r = root(v, mode)
+        eye = torch.eye(r.numel(), dtype=dtype).view(-1, *r.shape)
+        return torch.autograd.grad(r, v, eye, is_grads_batched=True)[0]
+
+    tol = dict(rtol=1e-4, atol=1e-6) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-13)
+    for fn, error in ((tangent, "forward-mode AD"), (func_grad, "torch.func's transforms"),
+                      (jacobian, "is_grads_batched=True")):
+        torch.testing.assert_close(fn("eager"), fn("recursive"), **tol)
+        with pytest.raises(RuntimeError, match=f"{error} .* not supported through a batched Fold"):
+            fn("fold")
