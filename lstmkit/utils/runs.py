@@ -87,18 +87,24 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """Every RNG a run draws from, in a form `save_checkpoint` can store."""
+    """Every RNG a run draws from, in a form `save_checkpoint` can store: on a GPU run also the
+    current device's generator, which dropout on CUDA tensors draws from."""
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
         "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
     }
+    if torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
+    if "cuda" in state:  # the run was on a GPU, and its config's device puts it back on one
+        torch.cuda.set_rng_state(state["cuda"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal.tolist()), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]

@@ -39,6 +39,18 @@ def test_rng_state_resumes_every_generator(tmp_path):
     assert draws == (random.random(), np.random.rand(), torch.rand(1))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_rng_state_resumes_the_cuda_generator(tmp_path):
+    """Dropout on CUDA tensors draws from the device's generator: a resumed GPU run re-seeded it."""
+    torch.rand(1, device="cuda")
+    saved = rng_state()
+    draws = torch.rand(3, device="cuda")
+    save_checkpoint(tmp_path / "rng.safetensors", {"rng": saved})
+    torch.manual_seed(123)
+    set_rng_state(load_checkpoint(tmp_path / "rng.safetensors")["rng"])
+    assert torch.equal(draws, torch.rand(3, device="cuda"))
+
+
 def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "ck.safetensors"
     save_checkpoint(path, {"step": 1})

@@ -30,10 +30,16 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch])
 
 
-def _rows(batch_size: int, rank: int, world: int) -> slice:
+def rows_per_process(batch_size: int, world: int) -> int:
+    """Each process's rows of the global batch, which they share evenly."""
     if batch_size % world:
-        raise ValueError(f"batch_size: expected a multiple of the number of processes ({world}), got {batch_size}")
-    per = batch_size // world
+        raise ValueError(f"batch_size: expected a multiple of the number of processes ({world}), got {batch_size} "
+                         "(the global batch is split evenly across them)")
+    return batch_size // world
+
+
+def _rows(batch_size: int, rank: int, world: int) -> slice:
+    per = rows_per_process(batch_size, world)
     return slice(rank * per, (rank + 1) * per)
 
 

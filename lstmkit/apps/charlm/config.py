@@ -26,7 +26,7 @@ SCHEDULES = ("plateau", "cosine", "constant")
 class CharLMConfig:
     # --- data ---
     text: str | None = None  # a UTF-8 file; None: the named corpus below
-    corpus: str = "pydoc"  # pydoc (embedded in CPython), timemachine, tinyshakespeare
+    corpus: str | None = "pydoc"  # pydoc (embedded in CPython), timemachine, tinyshakespeare; a run with text saves None
     level: str = "char"  # tokens: characters, or words (runs of letters/digits, punctuation, whitespace)
     preprocess: str = "none"  # "d2l": letters only, lower case, other runs -> one space (the d2l book's)
     val_fraction: float = 0.1  # the last part of the text, held out for validation

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from lstmkit.apps.charlm import runs
-from lstmkit.apps.charlm.batching import batches, num_batches
+from lstmkit.apps.charlm.batching import batches, num_batches, rows_per_process
 from lstmkit.apps.charlm.config import CharLMConfig
 from lstmkit.apps.charlm.corpus import check_run_text, load_run_corpus, min_train_tokens, preprocess_prefix
 from lstmkit.apps.charlm.generate import generate
@@ -192,9 +192,11 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
     cfg.validate()
     resolve_run(cfg, cfg.cell)  # the saved config names what was used, wherever it is resumed from
     d = setup_dist(cfg.device)
+    rows_per_process(cfg.batch_size, d.world)
     if resume is None:
         if cfg.text is not None:
             cfg.text = str(Path(cfg.text).resolve())
+            cfg.corpus = None  # the saved config names the file read, and no corpus beside it
     else:
         check_run_text(cfg, resume, "put it back there to resume the run")
     corpus = load_run_corpus(cfg)  # errors here leave nothing written

@@ -90,3 +90,18 @@ def test_torchrun_train_matches_one_process(tiny_text, tmp_path):
     assert a["progress"]["step"] == b["progress"]["step"] == 25
     for name, p in b["model"].items():
         torch.testing.assert_close(a["model"][name], p, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_torchrun_refuses_an_uneven_global_batch_before_writing(tiny_text, tmp_path):
+    """--batch-size 3 over 2 processes was refused only once the first epoch began, after the run
+    directory, config.json and vocab.json had been written; now before anything is."""
+    out = tmp_path / "odd"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "lstmkit.cli.main", "train", "--text", str(tiny_text), "--batch-size", "3",
+                        "--num-steps", "8", "--no-progress", "--out", str(out)],
+                       cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode != 0
+    assert "batch_size: expected a multiple of the number of processes (2), got 3" in r.stdout + r.stderr
+    assert "run directory:" not in r.stdout
+    assert not out.exists()

@@ -87,6 +87,7 @@ def test_saved_config_names_the_device_and_backend_that_ran(tiny_text, tmp_path,
     saved = json.loads((out / "config.json").read_text())
     assert "auto" not in saved.values()
     assert (saved["device"], saved["backend"]) == ("cuda" if torch.cuda.is_available() else "cpu", "reference")
+    assert (saved["text"], saved["corpus"]) == (str(tiny_text.resolve()), None)  # not the unused "pydoc"
     assert load_checkpoint(out / "checkpoint.safetensors")["config"] == saved
     # A resumed run takes its saved config as it is, and resolves an "auto" given again.
     quiet(CharLMConfig(), resume=out, overrides={"max_steps": 3, "backend": "auto"})
