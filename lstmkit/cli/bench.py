@@ -49,9 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shapes", nargs="+", metavar="SHAPE", default=unset,
                    help="shapes as T100,B32,I128,H256 with optional ,packed (PackedSequence of random sorted "
                         "lengths) or ,P128 (proj_size); default: the issue's four shapes plus a packed and a "
-                        "proj_size row")
+                        "proj_size row; with --device cuda, issue 7's two training shapes and T100 at B 1, 2, 4, 8 and "
+                        "I = H 256, 512, 1024")
     p.add_argument("--threads", nargs="+", type=int, metavar="N", default=unset,
-                   help="torch.set_num_threads values (default: 1 2)")
+                   help="torch.set_num_threads values (default: 1 2; with --device cuda, torch's current count)")
     p.add_argument("--modes", nargs="+", choices=harness.MODES, default=list(harness.MODES),
                    help="fwd (under no_grad) and/or fwd+bwd (dX and every weight gradient)")
     p.add_argument("--repeats", type=int, default=unset,
@@ -73,7 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a smoke run in seconds: tiny shapes, 1 thread, 2 repetitions, 1 warm-up call, "
                         "a 256x256 peak (options given explicitly win)")
     p.add_argument("--peak-size", type=int, default=unset,
-                   help="n of the n x n fp32 torch.mm that measures the sgemm peak (default: 2048)")
+                   help="n of the n x n fp32 torch.mm that measures the sgemm peak (default: 2048; 8192 with "
+                        "--device cuda)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: nn.LSTM on cuDNN is the baseline, against each triton kernel (the persistent "
                         "one included), the CPU implementations for scale, and the data path with and "

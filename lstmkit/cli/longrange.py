@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="params: RNN and GRU get the hidden size with the LSTM's parameter count; hidden: same "
                         "hidden size for all")
     p.add_argument("--steps", type=int, default=D.steps, help="training steps per model, task and length")
-    p.add_argument("--batch-size", type=int, default=D.batch_size)
+    p.add_argument("--batch-size", type=int, default=D.batch_size, help="examples per training step")
     p.add_argument("--lr", type=float, default=D.lr, help="Adam learning rate")
     p.add_argument("--clip", type=float, default=D.clip, help="max gradient norm (0: none)")
     p.add_argument("--forget-bias", type=float, default=D.forget_bias, help="initial forget-gate bias of the LSTMs")
@@ -62,8 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "accuracy >= 0.99)")
     p.add_argument("--gradnorm", action=argparse.BooleanOptionalAction, default=D.gradnorm,
                    help="plot |dL/dx_t| per step for the RNN and the LSTM (adding, longest length)")
-    p.add_argument("--seed", type=int, default=D.seed)
-    p.add_argument("--backend", default=D.backend, choices=BACKEND_NAMES)
+    p.add_argument("--seed", type=int, default=D.seed, help="seed of the data, the initialisation and the order")
+    p.add_argument("--backend", default=D.backend, choices=BACKEND_NAMES, help="the LSTMs' backend (lstmkit.LSTM's)")
     p.add_argument("--jobs", type=int, default=1,
                    help="train this many models at once, each in a process of one thread (up to the cores)")
     p.add_argument("--out", default="runs/longrange", metavar="DIR", help="output directory")

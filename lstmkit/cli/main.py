@@ -24,6 +24,22 @@ COMMANDS = (
 )
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each flag's help ends with its default, unless the help already gives it, there is none
+    (None), or the flag is a switch (store_true); a list default reads as typed on the command line."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help = action.help or ""
+        if (action.default is None or action.default is argparse.SUPPRESS
+                or (action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction))
+                or "(default" in help or "%(default)" in help):
+            return action.help
+        if isinstance(action.default, (list, tuple)):
+            shown = " ".join(map(str, action.default)).replace("%", "%%")
+            return f"{help} (default: {shown})"
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lstmkit",
@@ -33,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"lstmkit.cli.{name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
