@@ -46,13 +46,15 @@ for key in shapes:
     torch.manual_seed(0)
     proj = H // 2 if mode == "proj" else 0
     ref = torch.nn.LSTM(I, H, proj_size=proj)
-    x = torch.randn(T, B, I, requires_grad=input_grad)
+    x = torch.randn(T, B, I)
     if mode == "packed":
         lengths = torch.randint(T // 2, T + 1, (B,))
         lengths[0] = T
-        inp = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+        # its data as the leaf: a packing op in the graph would be freed by the first backward
+        inp = packed._replace(data=packed.data.requires_grad_(input_grad))
     else:
-        inp = x
+        inp = x.requires_grad_(input_grad)
     mods = {"nn": ref}
     for cell in cells:
         m = lstmkit.LSTM(I, H, proj_size=proj, cell=cell, backend="numba")

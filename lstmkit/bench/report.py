@@ -124,11 +124,12 @@ def markdown(result: BenchResult, command: str) -> str:
                    f"cuDNN's RNN uses it, before the shapes and after them): {peaks}.")
         if result.cpu_peak_gflops:
             size = cpu_peak_size(n)
-            out.append(f"CPU rows (`cpu:`) ran on the same case in host memory; their percent is of the CPU's sgemm "
-                       f"peak (torch.mm {size}x{size} fp32, before the shapes and after them): "
+            out.append(f"CPU rows (`cpu:`) ran on the same case in host memory; their percent is of the CPU's GEMM "
+                       f"peak ({size}x{size} fp32, the faster of torch.mm and oneDNN, before the shapes and after them): "
                        f"{_peaks(result.cpu_peak_gflops, result.cpu_peak_gflops_end)}.")
     else:
-        out.append(f"sgemm peak in this run (torch.mm {n}x{n} fp32, before the shapes and after them): "
+        out.append(f"GEMM peak in this run ({n}x{n} fp32, the faster of torch.mm's sgemm and oneDNN's, before the "
+                   "shapes and after them): "
                    f"{_peaks(result.peak_gflops, result.peak_gflops_end)}.")
     if ms:
         spreads = [m.spread for m in ms]

@@ -74,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a smoke run in seconds: tiny shapes, 1 thread, 2 repetitions, 1 warm-up call, "
                         "a 256x256 peak (options given explicitly win)")
     p.add_argument("--peak-size", type=int, default=unset,
-                   help="n of the n x n fp32 torch.mm that measures the sgemm peak (default: 2048; 8192 with "
+                   help="n of the n x n fp32 product that measures the GEMM peak (default: 2048; 8192 with "
                         "--device cuda)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: nn.LSTM on cuDNN is the baseline, against each triton kernel (the persistent "

@@ -16,6 +16,7 @@ import torch
 from lstmkit.bench import harness, report
 from lstmkit.bench.impls import BASELINE, Shape, make_case, registry
 from lstmkit.cli.main import main
+from lstmkit.kernels import onednn
 
 IMPLS, _ = registry()
 LSTM_IMPLS = [i for i in IMPLS if i.cell == "lstm" and i.name != BASELINE]
@@ -172,7 +173,7 @@ def test_cpu_rows_of_a_gpu_run_are_judged_against_the_cpu_peak(monkeypatch):
     result.config = {"peak_size": 8192}
     md = report.markdown(result, "lstmkit bench --device cuda")
     assert "(torch.mm 8192x8192 fp32 on the GPU" in md and "50000 GFLOP/s (40000 at the end)" in md
-    assert "CPU's sgemm peak (torch.mm 2048x2048 fp32, before the shapes and after them): " \
+    assert "CPU's GEMM peak (2048x2048 fp32, the faster of torch.mm and oneDNN, before the shapes and after them): " \
         "8 GFLOP/s with 1 thread (10 at the end)." in md
 
 
@@ -260,3 +261,21 @@ def test_quick_gpu_run_has_cuda_cpu_and_data_path_rows(tmp_path):
     impls = {m["impl"] for m in data["measurements"]}
     assert BASELINE in impls and "cpu:nn.LSTM" in impls
     assert data["device"] == "cuda" and len(data["data_path"]) == 2
+
+
+@pytest.mark.skipif(onednn.LINEAR is None, reason="torch without oneDNN")
+def test_cpu_peak_includes_onednn_gemm(monkeypatch):
+    """nn.LSTM and the kernels multiply with oneDNN, faster than torch.mm's sgemm here: a peak of
+    torch.mm alone put their GFLOP/s above 100%."""
+    calls = []
+    real = onednn.linear
+
+    def counted(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(onednn, "linear", counted)
+    assert harness.measure_peak(64) > 0
+    assert len(calls) == 6  # one untimed, five timed
+    a, b_t = calls[0]
+    torch.testing.assert_close(real(a, b_t), a @ b_t.t())
