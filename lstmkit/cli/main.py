@@ -59,8 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        # Bad input is reported as one line, not a traceback.
+    except (ValueError, TypeError, OSError) as e:
+        # Bad input is reported as one line, not a traceback: a wrong value, or a path that cannot
+        # be read or written (missing, a directory, no permission, a name too long).
         print(f"lstmkit {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -108,4 +108,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except SafetensorError as e:  # truncated, corrupt, or not safetensors at all
         raise ValueError(f"checkpoint: {str(path)!r} is not a readable safetensors file ({e})") from e
-    return _merge(json.loads(metadata[_META_KEY]), tensors)
+    try:
+        state = _merge(json.loads(metadata[_META_KEY]), tensors)
+    except (ValueError, KeyError, TypeError) as e:  # metadata that save_checkpoint did not write
+        raise ValueError(f"checkpoint: {str(path)!r} has malformed lstmkit metadata ({type(e).__name__}: {e})") from e
+    if not isinstance(state, dict):  # save_checkpoint stores a dict; every reader relies on it
+        raise ValueError(f"checkpoint: {str(path)!r}: expected an lstmkit checkpoint holding a mapping, got "
+                         f"a {type(state).__name__}")
+    return state

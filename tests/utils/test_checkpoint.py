@@ -98,3 +98,17 @@ def test_files_get_the_umask_mode_not_mkstemps(tmp_path):
     os.umask(umask)
     assert os.stat(tmp_path / "c.safetensors").st_mode & 0o777 == 0o666 & ~umask
 
+
+
+@pytest.mark.parametrize("meta, error", [
+    ('{"__list__": [1, 2], "tuple": false}', "expected an lstmkit checkpoint holding a mapping, got a list"),
+    ('{"__dict__": [["a", {"__tensor__": "missing"}]]}', "malformed lstmkit metadata \\(KeyError"),
+    ("not json", "malformed lstmkit metadata \\(JSONDecodeError"),
+    ('{"__dict__": 5}', "malformed lstmkit metadata \\(TypeError"),
+])
+def test_metadata_save_checkpoint_did_not_write_is_a_value_error(tmp_path, meta, error):
+    """A crafted file's metadata crashed the readers (AttributeError from state.get, KeyError)."""
+    path = tmp_path / "m.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"lstmkit": meta})
+    with pytest.raises(ValueError, match=error):
+        load_checkpoint(path)

@@ -20,7 +20,10 @@ def sample_next(logits: Tensor, temperature: float, top_k: int, generator: torch
     """One id from `logits` (V,): greedy at temperature 0, else softmax(logits / T) over the top k."""
     if temperature == 0:
         return int(logits.argmax())
-    logits = logits.double() / temperature
+    # shifted first, so that the largest is 0: a tiny temperature then sends the others to -inf
+    # (greedy, its limit) instead of the largest to +inf, whose softmax is NaN
+    logits = logits.double()
+    logits = (logits - logits.max()) / temperature
     if 0 < top_k < logits.numel():
         kth = torch.topk(logits, top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -43,7 +43,7 @@ def read_run_file(run_dir: str | Path, name: str, fmt: str) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"RUN_DIR: {str(run_dir)!r} has no {name} (not a finished `lstmkit train` run?)")
     state = load_checkpoint(path)
-    if not isinstance(state, dict) or state.get("format") != fmt:
+    if state.get("format") != fmt:
         raise ValueError(f"{path}: expected an lstmkit checkpoint of format {fmt!r}, got {state.get('format')!r}")
     return state
 

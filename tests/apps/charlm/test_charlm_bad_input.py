@@ -2,6 +2,7 @@
 status 2, and nothing printed, trained or written before it."""
 
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -209,3 +210,28 @@ def test_seed_out_of_range_is_named(tiny_run, tmp_path, capsys, seed):
 def test_largest_seed_works(tiny_run, capsys):
     CharLMConfig(seed=2**32 - 1).validate()
     assert main(["generate", str(tiny_run), "--seed", str(2**32 - 1), "--length", "5"]) == 0
+
+
+def test_a_tiny_temperature_samples_greedily():
+    """logits / 1e-320 overflowed to inf, and softmax of inf is NaN: multinomial raised."""
+    from lstmkit.apps.charlm.generate import sample_next
+
+    logits = torch.tensor([0.5, 2.0, -1.0, 1.5])
+    for temperature in (1e-320, 1e-300, 5e-324):
+        assert sample_next(logits, temperature, 0, torch.Generator().manual_seed(0)) == 1
+        assert sample_next(logits, temperature, 2, torch.Generator().manual_seed(0)) == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file of mode 000")
+def test_an_unreadable_text_is_a_one_line_error(tmp_path, capsys):
+    """PermissionError (and any other OSError but FileNotFoundError) was a traceback."""
+    text = tmp_path / "locked.txt"
+    text.write_text("abc " * 100)
+    text.chmod(0)
+    assert main(["ngram", "--text", str(text)]) == 2
+    assert "lstmkit ngram: error: " in capsys.readouterr().err
+
+
+def test_a_name_too_long_is_a_one_line_error(tmp_path, capsys):
+    assert main(["ngram", "--text", str(tmp_path / ("x" * 300))]) == 2
+    assert "lstmkit ngram: error: " in capsys.readouterr().err
