@@ -54,15 +54,19 @@ class CUDAPrefetcher:
     def __init__(self, loader: Iterable, device: torch.device | str, pin: bool = True) -> None:
         self.loader = loader
         self.device = torch.device(device)
-        if self.device.type == "cuda" and self.device.index is None and torch.cuda.is_available():
-            self.device = torch.device("cuda", torch.cuda.current_device())
+        if self.device.type == "cuda":
+            if not torch.cuda.is_available():  # torch's own error would be an AssertionError at the first batch
+                raise ValueError(f"device: expected a device this machine has, got {str(self.device)!r} "
+                                 "(torch.cuda.is_available() is False)")
+            if self.device.index is None:
+                self.device = torch.device("cuda", torch.cuda.current_device())
         self.pin = pin
 
     def __len__(self) -> int:
         return len(self.loader)  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[Any]:
-        if self.device.type != "cuda" or not torch.cuda.is_available():
+        if self.device.type != "cuda":
             for batch in self.loader:
                 yield _map(batch, lambda t: t.to(self.device))
             return

@@ -72,3 +72,10 @@ def test_mapping_batches_keep_their_type():
     assert "missing" not in batch  # the caller's batch is not changed
     (plain,) = list(CUDAPrefetcher([MappingProxyType({"x": x})], "cpu"))  # read-only: a dict
     assert type(plain) is dict and torch.equal(plain["x"], x)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")
+def test_cuda_without_a_gpu_is_named():
+    """It raised torch's AssertionError ("Torch not compiled with CUDA enabled") at the first batch."""
+    with pytest.raises(ValueError, match=r"device: expected a device this machine has, got 'cuda'"):
+        CUDAPrefetcher(_batches(), "cuda")
