@@ -25,7 +25,8 @@ timeout 200 python3 benchmarks/gpu_lstm.py --quick --skip-train --tune --json "$
     | tee "$out/tune.md" | grep '^# '
 echo "($SECONDS s)"; SECONDS=0
 echo "## 2. GPU tests"
-timeout 200 python3 -m pytest -q -o addopts= -p no:cacheprovider tests/kernels/test_lstm_triton.py -k gpu_ \
+timeout 200 python3 -m pytest -q -o addopts= -p no:cacheprovider tests/kernels/test_lstm_triton.py \
+    tests/utils/test_checkpoint.py tests/data/test_prefetch.py -k "gpu_ or cuda_" \
     >"$out/tests.log" 2>&1
 tail -n 15 "$out/tests.log"
 echo "($SECONDS s)"; SECONDS=0
