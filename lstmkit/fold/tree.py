@@ -16,7 +16,7 @@ class Tree:
     can be its own descendant (the Tree-LSTMs' explicit-stack walks would run forever on one).
     """
 
-    __slots__ = ("label", "_children", "word")
+    __slots__ = ("label", "children", "word")
 
     def __init__(self, label: int | None = None, children: tuple["Tree", ...] | list["Tree"] = (),
                  word: Any = None) -> None:
@@ -24,18 +24,17 @@ class Tree:
         for c in children:
             if not isinstance(c, Tree):
                 raise TypeError(f"children: expected Tree nodes, got {type(c).__name__} {c!r}")
+        object.__setattr__(self, "children", children)
         self.label = label
-        self._children = children
         self.word = word
 
-    @property
-    def children(self) -> tuple["Tree", ...]:
-        return self._children
-
-    @children.setter
-    def children(self, value) -> None:
-        raise AttributeError("children: a Tree's children are fixed when it is made (so that no node can "
-                             "be its own descendant); make a new Tree instead")
+    def __setattr__(self, name: str, value: Any) -> None:
+        # a guard on writes, not a property: reading `children` stays a plain slot read, which
+        # every walk over a tree does once per node
+        if name == "children":
+            raise AttributeError("children: a Tree's children are fixed when it is made (so that no node can "
+                                 "be its own descendant); make a new Tree instead")
+        object.__setattr__(self, name, value)
 
     @property
     def is_leaf(self) -> bool:
