@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,7 @@ import torch
 
 from lstmkit import costs
 from lstmkit.bench.impls import BASELINE, Case, Impl, Runner, Shape, make_case
-from lstmkit.utils.options import check_number, check_seed
+from lstmkit.utils.options import check_seed, check_threads
 
 MODES = ("fwd", "fwd+bwd")
 # The CPU's GEMM peak in a GPU run: 2048 already saturates a CPU, and the GPU's 8192 would take
@@ -53,15 +52,6 @@ def check_warmup(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
         raise ValueError(f"{name}: expected an int >= 1 (the last warm-up call also sizes the samples), "
                          f"got {value!r}")
-
-
-def check_threads(name: str, values: list[int]) -> None:
-    """A ValueError naming `name` unless every value is an int in [1, os.cpu_count()]."""
-    cores = os.cpu_count() or 1
-    for n in values:
-        check_number(name, n, 0, above=True)
-        if n > cores:  # torch.set_num_threads crashes the process far above the core count
-            raise ValueError(f"{name}: expected at most {cores} (os.cpu_count()), got {n}")
 
 
 @dataclass

@@ -29,7 +29,7 @@ COMMON_HELP = {
     "train_limit": "use only N training examples (0: all), for quick runs",
     "seed": "random seed (initialisation, order, dropout)",
     "device": "auto, cpu or cuda",
-    "threads": "torch intra-op threads (0: torch's default)",
+    "threads": "torch intra-op threads, at most os.cpu_count() (0: torch's default)",
     "progress": "show progress bars",
 }
 SST_HELP = {

@@ -2,13 +2,14 @@
 
 The file has a header row and the columns `split,label,text` (others, such as `rating` and
 `id`, are allowed and ignored; header names are matched ignoring case and surrounding spaces):
-split is `train` or `test`, label `neg`/`pos` (or 0/1), text the review (the original `<br />`
-line breaks may be left in). Blank lines are skipped. Any file of this format loads; a
-malformed row raises `IMDBFormatError` with its line number.
+split is `train` or `test`, label `neg`/`pos` (or 0/1), both in any case, text the review (the
+original `<br />` line breaks may be left in). Blank lines are skipped. Any file of this format
+loads; a malformed row (another split included) raises `IMDBFormatError` with its line number.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
@@ -18,6 +19,10 @@ from pathlib import Path
 CLASSES = ("negative", "positive")
 DEFAULT_PATH = Path("..") / "shared" / "data" / "imdb" / "imdb_subset.csv"
 REQUIRED = ("split", "label", "text")
+SPLITS = ("train", "test")
+# The csv module refuses fields longer than 131,072 characters by default, and real reviews pass
+# that; this is the largest limit a C long holds on every platform (32 bits on Windows).
+_FIELD_LIMIT = 2**31 - 1
 _LABELS = {"neg": 0, "pos": 1, "0": 0, "1": 1, "negative": 0, "positive": 1}
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 # Words (with inner apostrophes: don't, it's) and single punctuation marks.
@@ -57,13 +62,24 @@ def _not_utf8(path: Path, error: UnicodeDecodeError) -> str:
     return f"{path}: not UTF-8 text ({error.reason})"  # the file changed since it failed to decode
 
 
+@contextlib.contextmanager
+def _csv_field_limit(limit: int):
+    """csv.field_size_limit(limit) for the block only: the limit is the csv module's global, and
+    other readers in the process keep theirs."""
+    before = csv.field_size_limit(limit)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(before)
+
+
 def load_imdb(path: str | os.PathLike = DEFAULT_PATH) -> dict[str, Reviews]:
     """{split: Reviews} from a reviews CSV file (see the module docstring for the format)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"IMDB: no file at {str(path)!r}")
     out: dict[str, Reviews] = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f, _csv_field_limit(_FIELD_LIMIT):
         reader = csv.reader(f, strict=True)
         try:
             header = next(row for row in reader if row)  # blank lines yield []
@@ -77,6 +93,10 @@ def load_imdb(path: str | os.PathLike = DEFAULT_PATH) -> dict[str, Reviews]:
         missing = [c for c in REQUIRED if c not in names]
         if missing:
             raise IMDBFormatError(f"{path}: line {reader.line_num}: the header {header} lacks the column(s) {missing}")
+        twice = [c for c in REQUIRED if names.count(c) > 1]
+        if twice:  # which of the two columns is meant cannot be told
+            raise IMDBFormatError(f"{path}: line {reader.line_num}: the header {header} has more than one "
+                                  f"column {twice[0]!r}")
         col = {c: names.index(c) for c in REQUIRED}
         line = reader.line_num
         try:
@@ -90,9 +110,12 @@ def load_imdb(path: str | os.PathLike = DEFAULT_PATH) -> dict[str, Reviews]:
                 if label is None:
                     raise IMDBFormatError(f"{path}: line {line + 1}: label must be neg/pos (or 0/1), "
                                           f"got {row[col['label']]!r}")
-                split = row[col["split"]].strip()
-                if not split:
-                    raise IMDBFormatError(f"{path}: line {line + 1}: empty split")
+                # Case ignored, as in the header and the labels. Another split ("dev", "unsup", a
+                # typo) is refused: its rows would otherwise be left out without a word.
+                split = row[col["split"]].strip().lower()
+                if split not in SPLITS:
+                    raise IMDBFormatError(f"{path}: line {line + 1}: split must be train or test, "
+                                          f"got {row[col['split']]!r}")
                 reviews = out.setdefault(split, Reviews([], []))
                 reviews.texts.append(row[col["text"]])
                 reviews.labels.append(label)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
+import os
 from typing import Any, Iterable
 
 SEEDS = 2**32  # numpy's seed range [0, 2**32), the narrowest of the RNGs a run seeds
@@ -31,6 +32,20 @@ def check_seed(name: str, value: object) -> None:
         raise TypeError(f"{name}: expected an integer in [0, 2**32), got {type(value).__name__} {value!r}")
     if not 0 <= value < SEEDS:
         raise ValueError(f"{name}: expected an integer in [0, 2**32), got {value!r}")
+
+
+def check_threads(name: str, values: Iterable[object], low: int = 1) -> None:
+    """Refuse any of `values` that is not an int in [low, os.cpu_count()] (low=0 where 0 means
+    torch's default). The upper bound because torch.set_num_threads far above the core count
+    crashes the process instead of raising."""
+    cores = os.cpu_count() or 1
+    for n in values:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+            raise TypeError(f"{name}: expected an integer, got {type(n).__name__} {n!r}")
+        if n < low:
+            raise ValueError(f"{name}: expected an integer >= {low}, got {n}")
+        if n > cores:
+            raise ValueError(f"{name}: expected at most {cores} (os.cpu_count()), got {n}")
 
 
 def flag(name: str) -> str:

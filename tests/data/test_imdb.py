@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,10 @@ def test_load_any_file_of_the_format(tmp_path):
     ("split,label\ntrain,neg\n", r"line 1: the header .* lacks the column\(s\) \['text'\]"),
     ("split,label,text\ntrain,neg,a\ntrain,meh,b\n", "line 3: label must be neg/pos"),
     ("split,label,text\ntrain,neg,a\ntrain,neg\n", "line 3: expected 3 fields, got 2"),
-    ("split,label,text\n,neg,a\n", "line 2: empty split"),
+    ("split,label,text\n,neg,a\n", "line 2: split must be train or test, got ''"),
+    ("split,label,text\ntrain,neg,a\ndev,pos,b\n", "line 3: split must be train or test, got 'dev'"),
+    ("label,split,label,text\npos,train,neg,x\n", "line 1: the header .* has more than one column 'label'"),
+    ("split,label,Text,text \ntrain,neg,a,b\n", "line 1: the header .* has more than one column 'text'"),
     ("split,label,text\n", "no reviews"),
     ("", "empty"),
 ])
@@ -85,3 +89,17 @@ def test_blank_lines_and_header_names_in_any_case(tmp_path):
         load_imdb(write(tmp_path, "split,label,text\ntrain,pos,a\n\ntrain,meh,b\n"))
     with pytest.raises(IMDBFormatError, match="no reviews"):
         load_imdb(write(tmp_path, "split,label,text\n\n\n"))
+
+
+def test_split_names_in_any_case(tmp_path):
+    """Rows of split "Train" were left out without a word."""
+    data = load_imdb(write(tmp_path, "split,label,text\ntrain,pos,a\nTrain,neg,b\n TEST ,pos,c\n"))
+    assert data["train"].texts == ["a", "b"] and data["test"].texts == ["c"]
+
+
+def test_a_review_longer_than_the_csv_modules_default_field_limit(tmp_path):
+    long = "great film. " * 12000  # 144,000 characters; the csv module's default limit is 131,072
+    path = write(tmp_path, f'split,label,text\ntrain,pos,"{long}"\ntest,neg,bad\n')
+    before = csv.field_size_limit()
+    assert load_imdb(path)["train"].texts == [long]
+    assert csv.field_size_limit() == before  # the module's global is left as it was

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from lstmkit.utils.options import add_field_flag, check_number, check_seed, flag, given
+from lstmkit.utils.options import add_field_flag, check_number, check_seed, check_threads, flag, given
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -42,6 +43,23 @@ def test_seeds():
     for bad, shown in ((1.0, "float 1.0"), (True, "bool True"), ("3", "str '3'")):
         with pytest.raises(TypeError, match=rf"--seed: expected an integer in \[0, 2\*\*32\), got {shown}"):
             check_seed("--seed", bad)
+
+
+
+def test_threads_up_to_the_core_count():
+    """torch.set_num_threads far above the cores kills the process: refused first, by every caller."""
+    cores = os.cpu_count() or 1
+    check_threads("--threads", [1, cores])
+    check_threads("threads", [0], low=0)
+    with pytest.raises(ValueError, match=rf"^--threads: expected at most {cores} \(os.cpu_count\(\)\), got 100000$"):
+        check_threads("--threads", [1, 100000])
+    with pytest.raises(ValueError, match="^threads: expected an integer >= 1, got 0$"):
+        check_threads("threads", [0])
+    with pytest.raises(ValueError, match="^threads: expected an integer >= 0, got -1$"):
+        check_threads("threads", [-1], low=0)
+    for bad, shown in ((2.0, "float 2.0"), (True, "bool True"), ("2", "str '2'")):
+        with pytest.raises(TypeError, match=f"^threads: expected an integer, got {shown}$"):
+            check_threads("threads", [bad])
 
 
 @dataclass

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from lstmkit.fold.treelstm import MODES
 from lstmkit.kernels import BACKEND_NAMES
-from lstmkit.utils.options import check_number, check_seed
+from lstmkit.utils.options import check_number, check_seed, check_threads
 from lstmkit.utils.runs import DEVICES, config_from_dict
 
 SST_TASKS = ("fine", "binary")
@@ -78,7 +78,8 @@ class SSTConfig(_Config):
         self._one_of("optimizer", OPTIMIZERS)
         self._one_of("device", DEVICES)
         self._bounded(("embedding_size", "hidden_size", "epochs", "batch_size", "min_freq"), 1)
-        self._bounded(("train_limit", "max_time", "weight_decay", "clip", "threads"), 0)
+        self._bounded(("train_limit", "max_time", "weight_decay", "clip"), 0)
+        check_threads("threads", (self.threads,), low=0)
         self._bounded(("lr", "embedding_lr"), 0, above=True)
         self._rate(("dropout",))
         check_seed("seed", self.seed)
@@ -122,8 +123,8 @@ class IMDBConfig(_Config):
         self._one_of("backend", BACKEND_NAMES)
         self._bounded(("embedding_size", "hidden_size", "num_layers", "epochs", "batch_size",
                        "vocab_size", "min_freq"), 1)
-        self._bounded(("train_limit", "test_limit", "max_len", "max_time", "weight_decay", "clip",
-                       "threads"), 0)
+        self._bounded(("train_limit", "test_limit", "max_len", "max_time", "weight_decay", "clip"), 0)
+        check_threads("threads", (self.threads,), low=0)
         self._bounded(("lr",), 0, above=True)
         self._rate(("dropout",))
         if not 0.0 < self.val_fraction < 0.5:  # NaN fails this too

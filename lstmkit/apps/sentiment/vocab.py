@@ -55,7 +55,8 @@ def load_vectors(path: str | os.PathLike, vocab: Vocab, lowercase_fallback: bool
 
     Words missing from the file get N(0, 1/d) rows; <pad> gets zeros. A first line of two
     integers (word2vec's header) is skipped. With `lowercase_fallback`, a vocabulary word not in
-    the file is looked up in lower case. A malformed line is an error naming its number.
+    the file is looked up in lower case. A malformed line, or a NaN or infinite value in the vector
+    of a vocabulary word, is an error naming its number.
     """
     path = Path(path)
     if not path.is_file():
@@ -69,6 +70,7 @@ def load_vectors(path: str | os.PathLike, vocab: Vocab, lowercase_fallback: bool
             if w.lower() != w:
                 lower.setdefault(w.lower(), []).append(i)
     rows: dict[int, list[float]] = {}
+    lines: dict[int, int] = {}  # where each row's vector is, for the message of a bad value
     exact: set[int] = set()
     dim = None
     # Bytes, decoded line by line: a text reader decodes ahead in blocks, and its error would
@@ -100,15 +102,27 @@ def load_vectors(path: str | os.PathLike, vocab: Vocab, lowercase_fallback: bool
                 raise ValueError(f"{path}: line {lineno}: a value is not a number") from None
             for i in targets or ():
                 rows[i] = vec
+                lines[i] = lineno
                 exact.add(i)
             for i in fallback or ():
                 if i not in exact:
                     rows[i] = vec
+                    lines[i] = lineno
     if dim is None:
         raise ValueError(f"{path}: no vectors in the file")
     matrix = torch.randn(len(vocab), dim) / math.sqrt(dim)
     matrix[0] = 0.0
     if rows:
-        index = torch.tensor(list(rows))
-        matrix[index] = torch.tensor(list(rows.values()), dtype=torch.float32)
+        order = list(rows)
+        values = torch.tensor(list(rows.values()), dtype=torch.float32)
+        # float() takes "nan" and "inf", and float32 turns values past 3.4e38 into inf: one such
+        # row makes every loss NaN, and the run still exits 0 with a model that predicts one class.
+        # Checked once over the whole matrix, as the per-line parse is what large files cost.
+        finite = torch.isfinite(values)
+        if not finite.all():
+            k = min(torch.nonzero(~finite.all(1)).flatten().tolist(), key=lambda k: lines[order[k]])
+            value = rows[order[k]][int(torch.nonzero(~finite[k])[0])]
+            raise ValueError(f"{path}: line {lines[order[k]]}: expected finite numbers "
+                             f"(float32: magnitude at most 3.4e38), got {value}")
+        matrix[torch.tensor(order)] = values
     return matrix, len(rows)

@@ -4,13 +4,16 @@ runs of both commands on tiny inline data (checkpoints, resume, confusion matric
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 
-from lstmkit.apps.sentiment.common import confusion_matrix, format_confusion
+from lstmkit.apps.sentiment.common import confusion_matrix, format_confusion, read_run_file
 from lstmkit.apps.sentiment.config import IMDBConfig, SSTConfig
 from lstmkit.apps.sentiment.models import ReviewClassifier, TreeSentiment, packed_mean
 from lstmkit.apps.sentiment.vocab import Vocab, load_vectors
@@ -70,6 +73,43 @@ def test_vocab_and_vectors(tmp_path):
     path.write_bytes(b"the 1 2 3\nfilm\xff 4 5 6\n")
     with pytest.raises(ValueError, match=f"{path}: line 2: not UTF-8 text"):
         load_vectors(path, vocab)
+
+
+
+@pytest.mark.parametrize("bad, shown", [("nan", "nan"), ("-inf", "-inf"), ("Infinity", "inf"), ("1e39", "1e+39")])
+def test_vectors_that_are_not_finite_float32_are_refused(tmp_path, bad, shown):
+    """One NaN row made training silently NaN (exit 0, a model predicting one class); 1e39 is
+    finite as a float but inf in the float32 embedding."""
+    vocab = Vocab(["the", "film"])
+    path = tmp_path / "vec.txt"
+    path.write_text(f"the 1 2 3\nfilm 4 {bad} 6\nunused nan 0 0\n", encoding="utf-8")
+    message = rf"^{re.escape(str(path))}: line 2: expected finite numbers .*, got {re.escape(shown)}$"
+    with pytest.raises(ValueError, match=message):
+        load_vectors(path, vocab)
+    # A line the vocabulary does not use is not read, and the first bad line used is the one named.
+    path.write_text(f"unused nan 0 0\nthe 1 {bad} 3\nfilm {bad} 5 6\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: line 2: "):
+        load_vectors(path, vocab)
+
+
+@pytest.mark.parametrize("cls", [SSTConfig, IMDBConfig])
+def test_threads_beyond_the_cores_are_refused(cls):
+    """torch.set_num_threads(100000) killed the process; the bench already refused it."""
+    cls(threads=0).validate()
+    cls(threads=os.cpu_count() or 1).validate()
+    with pytest.raises(ValueError, match=rf"^threads: expected at most {os.cpu_count()} \(os.cpu_count\(\)\), "
+                                         "got 100000$"):
+        cls(threads=100000).validate()
+    with pytest.raises(ValueError, match="^threads: expected an integer >= 0, got -1$"):
+        cls(threads=-1).validate()
+
+
+def test_run_file_that_does_not_hold_a_mapping_is_a_value_error(tmp_path):
+    """A crafted lstmkit-tagged safetensors whose state is a list crashed with AttributeError."""
+    path = tmp_path / "checkpoint.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"lstmkit": json.dumps([1, 2])})
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        read_run_file(tmp_path, "checkpoint.safetensors", "lstmkit.sentiment.sst.checkpoint/1")
 
 
 @pytest.mark.parametrize("cls, field, value", [
@@ -140,6 +180,8 @@ def test_sst_command_errors(sst_dir, tmp_path, capsys):
                  "--no-progress"]) == 2
     assert "dev.txt: line 2: column" in capsys.readouterr().err
     assert main(["sentiment", "sst", "--hidden-size", "0"]) == 2
+    assert main(["sentiment", "sst", "--threads", "100000"]) == 2
+    assert f"threads: expected at most {os.cpu_count()} (os.cpu_count()), got 100000" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["sentiment", "sst", "--task", "ternary"])
 
