@@ -9,6 +9,7 @@ from lstmkit.apps.longrange.config import LongRangeConfig
 from lstmkit.apps.longrange.models import CELL, LABELS, MATCHES, MODELS
 from lstmkit.apps.longrange.tasks import DEFAULT_LENGTHS, TASKS
 from lstmkit.kernels import BACKEND_NAMES
+from lstmkit.utils.options import check_threads
 
 HELP = ("Synthetic long-range tasks (adding problem, delayed recall/copy, number agreement): train an Elman RNN, "
         "GRU, LSTM and peephole LSTM under one budget; metric vs length as a table and PNGs, and the input-gradient "
@@ -112,8 +113,7 @@ def run(args: argparse.Namespace) -> int:
         eval_every=args.eval_every, eval_size=args.eval_size, stop_when_solved=args.stop_when_solved,
         seed=args.seed, backend=args.backend, gradnorm=args.gradnorm, progress=args.progress,
     ).validate()
-    if args.jobs < 1:
-        raise ValueError(f"--jobs: expected >= 1, got {args.jobs}")
+    check_threads("--jobs", (args.jobs,))  # a process of one thread each: more than the cores only queue
     # The models run on the CPU. Checked for every model's cell, and resolved for config.json; only
     # where "auto" would pick different backends for different cells does it stay, as no one name
     # would say what ran.

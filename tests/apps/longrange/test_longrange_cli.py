@@ -1,6 +1,7 @@
 """`lstmkit longrange` end to end, tiny, through the CLI."""
 
 import json
+import os
 
 import pytest
 
@@ -69,6 +70,8 @@ def _no_training(*args, **kwargs):
     (["--tasks", "copy,adding,copy,adding"], "tasks: expected each name once, got 'copy', 'adding' more than once"),
     (["--out", "{afile}"], "--out: cannot create directory '{afile}' (File exists)"),
     (["--out", "{afile}/run"], "--out: cannot create directory '{afile}/run' (Not a directory)"),
+    (["--jobs", "0"], "--jobs: expected an integer >= 1, got 0"),
+    (["--jobs", str(10 * (os.cpu_count() or 1))], "--jobs: expected at most"),
 ])
 def test_bad_input_is_refused_before_training(tmp_path, capsys, monkeypatch, extra, message):
     import lstmkit.apps.longrange.train as train
