@@ -9,20 +9,18 @@ loads; a malformed row (another split included) raises `IMDBFormatError` with it
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from lstmkit.data.csvfields import long_fields
+
 CLASSES = ("negative", "positive")
 DEFAULT_PATH = Path("..") / "shared" / "data" / "imdb" / "imdb_subset.csv"
 REQUIRED = ("split", "label", "text")
 SPLITS = ("train", "test")
-# The csv module refuses fields longer than 131,072 characters by default, and real reviews pass
-# that; this is the largest limit a C long holds on every platform (32 bits on Windows).
-_FIELD_LIMIT = 2**31 - 1
 _LABELS = {"neg": 0, "pos": 1, "0": 0, "1": 1, "negative": 0, "positive": 1}
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 # Words (with inner apostrophes: don't, it's) and single punctuation marks.
@@ -62,24 +60,13 @@ def _not_utf8(path: Path, error: UnicodeDecodeError) -> str:
     return f"{path}: not UTF-8 text ({error.reason})"  # the file changed since it failed to decode
 
 
-@contextlib.contextmanager
-def _csv_field_limit(limit: int):
-    """csv.field_size_limit(limit) for the block only: the limit is the csv module's global, and
-    other readers in the process keep theirs."""
-    before = csv.field_size_limit(limit)
-    try:
-        yield
-    finally:
-        csv.field_size_limit(before)
-
-
 def load_imdb(path: str | os.PathLike = DEFAULT_PATH) -> dict[str, Reviews]:
     """{split: Reviews} from a reviews CSV file (see the module docstring for the format)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"IMDB: no file at {str(path)!r}")
     out: dict[str, Reviews] = {}
-    with open(path, newline="", encoding="utf-8-sig") as f, _csv_field_limit(_FIELD_LIMIT):
+    with open(path, newline="", encoding="utf-8-sig") as f, long_fields():
         reader = csv.reader(f, strict=True)
         try:
             header = next(row for row in reader if row)  # blank lines yield []

@@ -2,10 +2,11 @@
 
 Everything is checked before anything is used, and nothing is dropped or made up silently:
 
-- the time column is parsed as dates; times must be strictly increasing (a file out of order
-  or with a repeated time is refused, never re-sorted);
-- the chosen columns must exist and hold numbers; a value that is not a number is reported
-  with its column, its line in the file and the value itself;
+- the time column is parsed as dates, all in one format (a date written otherwise than the
+  others is refused, never read on its own); times must be strictly increasing (a file out of
+  order or with a repeated time is refused, never re-sorted);
+- a column name may appear once in the header; the chosen columns must exist and hold numbers;
+  a value that is not a number is reported with its column, its line in the file and the value itself;
 - missing values (`NA`, empty cells) follow an explicit policy, `gaps`:
   "error" refuses the file and says where the first gaps are; "ffill" gives each missing value
   the column's last observation before it (runs longer than `max_gap` rows are refused) and,
@@ -36,6 +37,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
+
+from lstmkit.data.csvfields import long_fields
 
 GAP_POLICIES = ("error", "ffill")
 DATASETS = ("seattle-weather",)
@@ -93,23 +97,50 @@ def _lines(n: int, lines: np.ndarray | None) -> np.ndarray:
     return np.arange(n) + 2 if lines is None else np.asarray(lines)
 
 
-def _parse_times(text: pd.Series, col: str, where: str, lines: np.ndarray) -> pd.Series:
-    """Parsed times, NaT where a value is not a date/time."""
-    try:
-        parsed = pd.to_datetime(text, errors="coerce")
-        if parsed.isna().any():  # not one format throughout: parse each value on its own
-            parsed = pd.to_datetime(text, errors="coerce", format="mixed")
-        return parsed
-    except ValueError:  # pandas' "Mixed timezones detected": UTC offsets differ between rows (summer time, say)
-        pass
-    # Times with an offset name instants, which compare and order in UTC; one without an offset
-    # among them names none.
-    parsed = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
-    for row in np.flatnonzero(parsed.notna().to_numpy()):
-        if pd.Timestamp(text.iloc[row]).tz is None:
-            raise TimeSeriesError(f"{where}: time column {col!r}, line {lines[row]}: {text.iloc[row]!r} has no UTC "
-                                  "offset while other times have one, so it names no instant among them")
+def _one_format(text: pd.Series, utc: bool) -> pd.Series:
+    """Every value read in one format: the one pandas infers from the first value, or ISO 8601 (one
+    convention whatever the precision: 2020-01-01, 2020-01-01 06:00) where that reads more of them;
+    NaT where a value is not in it."""
+    parsed = pd.to_datetime(text, errors="coerce", utc=utc)
+    if parsed.isna().any():
+        iso = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=utc)
+        if iso.notna().sum() > parsed.notna().sum():
+            return iso
     return parsed
+
+
+def _parse_times(text: pd.Series, col: str, where: str, lines: np.ndarray) -> pd.Series:
+    """Parsed times, all in one format (`_one_format`), NaT where a value is not a date/time."""
+    try:
+        parsed, utc = _one_format(text, utc=False), False
+    except ValueError:  # pandas' "Mixed timezones detected": UTC offsets differ between rows (summer time, say)
+        # Times with an offset name instants, which compare and order in UTC; one without an offset
+        # among them names none.
+        parsed, utc = _one_format(text, utc=True), True
+        for row in np.flatnonzero(parsed.notna().to_numpy()):
+            if pd.Timestamp(text.iloc[row]).tz is None:
+                raise TimeSeriesError(f"{where}: time column {col!r}, line {lines[row]}: {text.iloc[row]!r} has no "
+                                      "UTC offset while other times have one, so it names no instant among them")
+    bad = np.flatnonzero(parsed.isna().to_numpy())
+    # A date written otherwise than the others is refused, not read on its own: day-first dates
+    # would then be read month-first where the day is 12 or less, and day-first elsewhere.
+    if len(bad) and not pd.isna(pd.to_datetime(text.iloc[bad[0]], errors="coerce", format="mixed", utc=utc)):
+        fmt = guess_datetime_format(text.iloc[0])
+        raise TimeSeriesError(
+            f"{where}: time column {col!r}, line {lines[bad[0]]}: {text.iloc[bad[0]]!r} is not written like line "
+            f"{lines[0]} ({text.iloc[0]!r}{f', read as {fmt}' if fmt else ''}); write every time in one format "
+            "(ISO 8601, such as 2020-02-13, reads one way only), or name the time column with --time-col")
+    return parsed
+
+
+def _refuse_empty(df: pd.DataFrame, cols: list[str], where: str, lines: np.ndarray) -> None:
+    """Refuse an empty cell in the time column(s), naming the first: read as NaT, it would pass
+    unseen in a one-row file, and otherwise the time-order check would blame the line after it."""
+    empty = df[cols].isna().to_numpy()
+    if empty.any():
+        row = int(np.flatnonzero(empty.any(axis=1))[0])
+        col = cols[int(np.flatnonzero(empty[row])[0])]
+        raise TimeSeriesError(f"{where}: time column {col!r} is empty at line {lines[row]}")
 
 
 def _time_index(df: pd.DataFrame, time_col: str | None, where: str,
@@ -125,6 +156,7 @@ def _time_index(df: pd.DataFrame, time_col: str | None, where: str,
         parts = [lower[p] for p in CALENDAR_PARTS if p in lower]
         if "year" in lower and len(parts) >= 2 and (not candidates or candidates[0] in parts):
             # year, month[, day[, hour[, minute]]] columns: build the timestamp from them.
+            _refuse_empty(df, parts, where, lines)
             frame = {p: df[lower[p]] for p in CALENDAR_PARTS if p in lower}
             frame.setdefault("month", 1)
             frame.setdefault("day", 1)
@@ -142,11 +174,8 @@ def _time_index(df: pd.DataFrame, time_col: str | None, where: str,
                 f"{where}: no date/time column found (looked for {', '.join(TIME_NAMES)} or year/month/day "
                 f"columns); name it with --time-col. Columns are {list(df.columns)}")
     col = candidates[0]
-    raw = df[col]
-    if raw.isna().any():
-        row = int(np.flatnonzero(raw.isna().to_numpy())[0])
-        raise TimeSeriesError(f"{where}: time column {col!r} is empty at line {lines[row]}")
-    text = raw.astype(str)
+    _refuse_empty(df, [col], where, lines)
+    text = df[col].astype(str)
     parsed = _parse_times(text, col, where, lines)
     bad = parsed.isna().to_numpy()
     if bad.any():
@@ -309,22 +338,29 @@ def _records(path: Path, raw: bytes) -> tuple[str, np.ndarray]:
     reader = csv.reader(io.StringIO(text, newline=""), skipinitialspace=True, strict=True)
     header, records, lines = None, [], []
     start = 1
-    try:
-        for record in reader:
-            if record in ([], [""]):  # a blank line, or one of spaces
-                pass
-            elif header is None:
-                header = record
-            else:
-                extra = [f for f in record[len(header):] if f.strip()]
-                if extra:
-                    raise TimeSeriesError(f"{path}: line {start}: {len(record)} fields, the header has {len(header)} "
-                                          f"({extra[0]!r} lies past the last column)")
-                records.append(record[:len(header)])
-                lines.append(start)
-            start = reader.line_num + 1
-    except csv.Error as e:
-        raise TimeSeriesError(f"{path}: line {start}: not a readable CSV record ({e})") from None
+    with long_fields():  # a long text cell is still one valid field
+        try:
+            for record in reader:
+                if record in ([], [""]):  # a blank line, or one of spaces
+                    pass
+                elif header is None:
+                    header = record
+                    # pandas would rename a second 'v' to 'v.1', a name the file does not have. Empty names
+                    # (a comma ending the header) name nothing.
+                    twice = [c for c in dict.fromkeys(header) if c and header.count(c) > 1]
+                    if twice:
+                        raise TimeSeriesError(f"{path}: line {start}: the header names column {twice[0]!r} "
+                                              f"{header.count(twice[0])} times; give each column its own name")
+                else:
+                    extra = [f for f in record[len(header):] if f.strip()]
+                    if extra:
+                        raise TimeSeriesError(f"{path}: line {start}: {len(record)} fields, the header has {len(header)} "
+                                              f"({extra[0]!r} lies past the last column)")
+                    records.append(record[:len(header)])
+                    lines.append(start)
+                start = reader.line_num + 1
+        except csv.Error as e:
+            raise TimeSeriesError(f"{path}: line {start}: not a readable CSV record ({e})") from None
     if header is None:
         raise TimeSeriesError(f"{path}: the file is empty")
     out = io.StringIO()

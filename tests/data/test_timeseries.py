@@ -247,3 +247,48 @@ def test_seattle_weather_embedded():
     assert s.sha256 == hashlib.sha256(local_data.seattle_weather.raw()).hexdigest()
     with pytest.raises(TimeSeriesError, match="dataset: expected one of"):
         load_dataset("nope")
+
+
+def test_times_are_read_in_one_format(tmp_path):
+    # Day-first dates: read each on its own, 01/02 would be January 2nd and 13/02 February 13th.
+    dayfirst = "date,v\n" + "".join(f"{d:02d}/02/2020,{d}\n" for d in range(1, 15))
+    with pytest.raises(TimeSeriesError, match=r"^\S+: time column 'date', line 14: '13/02/2020' is not written like "
+                                              r"line 2 \('01/02/2020', read as %m/%d/%Y\); write every time in one "
+                                              r"format \(ISO 8601.*--time-col$"):
+        load_csv(write(tmp_path, dayfirst), "v")
+    with pytest.raises(TimeSeriesError, match="line 4: '13/02/2020' is not written like line 2"):
+        load_csv(write(tmp_path, "date,v\n01/02/2020,1\n02/02/2020,2\n13/02/2020,3\n"), "v")
+    # One format throughout: day-first is told by the first date; ISO 8601 at any precision.
+    s = load_csv(write(tmp_path, "date,v\n13/02/2020,1\n14/02/2020,2\n01/03/2020,3\n"), "v")
+    assert [str(t.date()) for t in s.times] == ["2020-02-13", "2020-02-14", "2020-03-01"]
+    s = load_csv(write(tmp_path, "time,v\n2020-01-01,1\n2020-01-01 06:00,2\n2020-01-01T07:30:00.5,3\n"), "v")
+    assert [str(t) for t in s.times] == ["2020-01-01 00:00:00", "2020-01-01 06:00:00", "2020-01-01 07:30:00.500000"]
+    with pytest.raises(TimeSeriesError, match="line 3: 'soon' is not a date/time"):
+        load_csv(write(tmp_path, "time,v\n2020-01-01,1\nsoon,2\n2020-01-01 06:00,3\n"), "v")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("No,year,month,day,hour,v\n1,2010,1,1,,5\n2,2010,1,1,1,6\n", "time column 'hour' is empty at line 2"),
+    ("No,year,month,day,hour,v\n1,2010,1,1,0,5\n\n2,2010,1,,1,6\n3,2010,1,1,2,7\n", "time column 'day' is empty at line 4"),
+    ("year,month,v\n2010,,5\n", "time column 'month' is empty at line 2"),
+])
+def test_an_empty_calendar_cell_is_named(tmp_path, text, message):
+    with pytest.raises(TimeSeriesError, match=f"^\\S+: {message}$"):
+        load_csv(write(tmp_path, text), "v")
+
+
+def test_a_column_named_twice_is_refused(tmp_path):
+    with pytest.raises(TimeSeriesError, match=r"^\S+: line 1: the header names column 'v' 2 times; give each column"):
+        load_csv(write(tmp_path, "date,v,v\n2020-01-01,1,100\n2020-01-02,2,200\n"), "v", ["all"])
+    s = load_csv(write(tmp_path, "date,v,,\n2020-01-01,1,,\n2020-01-02,2,,\n"), "v", ["all"])  # empty names: none
+    assert s.columns == ["v"]
+
+
+def test_a_field_longer_than_the_csv_modules_default_limit_is_read(tmp_path):
+    import csv
+
+    limit = csv.field_size_limit()
+    note = "x" * (limit + 10)
+    s = load_csv(write(tmp_path, f'date,note,v\n2020-01-01,"{note}",1\n2020-01-02,y,2\n'), "v")
+    assert s.values[:, 0].tolist() == [1.0, 2.0]
+    assert csv.field_size_limit() == limit  # put back for every other reader

@@ -42,6 +42,13 @@ def table(results: dict[str, dict]) -> str:
     ref = results["LSTM"]["rmse"]
     lines = ["| method | MAE | RMSE | MASE | LSTM RMSE vs this |", "|---|---:|---:|---:|---:|"]
     for name, r in results.items():
-        vs = "-" if name == "LSTM" else f"{100.0 * (ref / r['rmse'] - 1.0):+.1f}%"
+        if name == "LSTM":
+            vs = "-"
+        elif r["rmse"] == 0:
+            # An exact baseline (a constant series; one that repeats at --season) leaves no ratio. As
+            # mase() does for a zero scale: +0.0% when the LSTM is exact too, else infinitely worse.
+            vs = "+0.0%" if ref == 0 else "+inf%"
+        else:
+            vs = f"{100.0 * (ref / r['rmse'] - 1.0):+.1f}%"
         lines.append(f"| {name} | {r['mae']:.4f} | {r['rmse']:.4f} | {r['mase']:.4f} | {vs} |")
     return "\n".join(lines)

@@ -54,14 +54,27 @@ def load_series(cfg: ForecastConfig) -> Series:
     return load_dataset(cfg.dataset, cfg.target, features, gaps=cfg.gaps, max_gap=cfg.max_gap)
 
 
+def resolve_data_fields(cfg: ForecastConfig, series: Series) -> None:
+    """Set, in place, what `cfg` left to the data as `series` resolved it: the target, the other
+    input columns and the season, so that config.json says what ran."""
+    cfg.target = series.target
+    others = series.columns[1:]
+    # A name with a comma or spaces around it cannot be listed in --features, only picked by "all":
+    # then "all" stays, which picks the same columns again from the same data (its sha256 is checked).
+    if all(c and "," not in c and c == c.strip() for c in others):
+        cfg.features = ",".join(others)
+    cfg.season = cfg.season or seasonal_period(series)
+
+
 class Data:
     """The checked series, its windows and the baselines' forecasts on the test windows."""
 
-    def __init__(self, cfg: ForecastConfig) -> None:
-        self.series = load_series(cfg)
+    def __init__(self, cfg: ForecastConfig, series: Series) -> None:
+        """cfg: resolved for `series` (`resolve_data_fields`)."""
+        self.series = series
         self.prep: Prepared = prepare(self.series.values, cfg.val_fraction, cfg.test_fraction, cfg.window, cfg.horizon,
                                       filled=self.series.filled[:, 0])
-        self.season = cfg.season or seasonal_period(self.series)
+        self.season = cfg.season
         target = self.series.values[:, 0]
         test = self.prep.raw["test"]
         if test.origin[0] + 1 - self.season < 0:
@@ -119,6 +132,10 @@ def check_checkpoint(ck: dict, cfg: ForecastConfig, data_sha256: str, path: Path
         raise ValueError(f"--resume: {path} is not a forecast checkpoint")
     if "config" in ck:
         saved = ForecastConfig.from_dict(ck["config"])
+        if saved.season == 0 or saved.target is None or saved.features in (None, "all"):
+            # Written before config.json held what the data resolves these to (or "all" kept by
+            # resolve_data_fields): resolved from the data the same way, they compare with cfg's.
+            resolve_data_fields(saved, load_series(saved))
         differ = [f"{k}={getattr(saved, k)!r} vs {getattr(cfg, k)!r}" for k in cfg.to_dict()
                   if k not in RESUMABLE and getattr(saved, k) != getattr(cfg, k)]
         if differ:
@@ -139,7 +156,9 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
     out = Path(out)
     check_run_dir(out, resume)
     device = resolve_run(cfg, cfg.cell)
-    data = Data(cfg)  # every check on the data happens here, before anything is written
+    series = load_series(cfg)  # the data's checks happen here and in Data, before anything is written
+    resolve_data_fields(cfg, series)
+    data = Data(cfg, series)
     make_out_dir(out)  # after the data's checks, so a refused file leaves no directory behind
     prep = data.prep
     summary = data.summary()
@@ -268,7 +287,7 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
 
 def load_model(run_dir: str | Path) -> tuple[Forecaster, ForecastConfig, Scaler, list[str]]:
     """The best model of a run directory, in eval mode, with its config, scaler and columns."""
-    state = load_checkpoint(Path(run_dir) / MODEL)
+    state = load_checkpoint(Path(run_dir) / MODEL)  # always a dict: load_checkpoint refuses any other state
     if state.get("format") != MODEL_FORMAT:
         raise ValueError(f"{run_dir}: not a forecast model (format {state.get('format')!r})")
     cfg = ForecastConfig.from_dict(state["config"])
@@ -279,7 +298,14 @@ def load_model(run_dir: str | Path) -> tuple[Forecaster, ForecastConfig, Scaler,
 
 
 def read_config(run_dir: str | Path) -> ForecastConfig:
+    """The run's config.json, checked: a ValueError or TypeError naming the file and the field."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"--resume: {str(run_dir)!r} has no config.json")
-    return ForecastConfig.from_dict(json.loads(path.read_text()))
+    try:
+        saved = json.loads(path.read_text())  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        if not isinstance(saved, dict):
+            raise TypeError(f"expected a JSON object of config fields, got {type(saved).__name__}")
+        return ForecastConfig.from_dict(saved).validate()
+    except (ValueError, TypeError) as e:
+        raise (TypeError if isinstance(e, TypeError) else ValueError)(f"{path}: {e}") from None

@@ -244,3 +244,104 @@ def test_gaps_interpolate_is_refused_with_what_to_use(tmp_path, csv, capsys):
     assert main(["forecast", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 2
     assert "use 'ffill'" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_exact_baseline_still_writes_every_output(tmp_path, csv, capsys):
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join([lines[0]] + [f"{line.split(',')[0]},5.0,1.0" for line in lines[1:]]) + "\n")
+    out = tmp_path / "const"
+    argv = ["forecast", "--csv", str(csv), "--target", "temp", "--epochs", "1", "--out", str(out), *TINY]
+    assert main(argv) == 0
+    for name in ("metrics.json", "results.md", "predictions.csv", "forecast.png", "curves.png"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["persistence"]["rmse"] == 0.0
+    want = "+0.0%" if metrics["test"]["LSTM"]["rmse"] == 0 else "+inf%"
+    assert f"| persistence | 0.0000 | 0.0000 | 0.0000 | {want} |" in (out / "results.md").read_text()
+    assert main(["forecast", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"features": ["wind"]}', "features: expected a string or null, got list ['wind']"),
+    ('{"features": 5}', "features: expected a string or null, got int 5"),
+    ('{"target": ["temp"]}', "target: expected a string or null, got list ['temp']"),
+    ('{"residual": "yes"}', "residual: expected true or false, got str 'yes'"),
+    ('{"window": 6.5}', "window: expected an integer, got float 6.5"),
+    ('{"window": 6,', "Expecting property name enclosed in double quotes"),
+    ("[1, 2]", "expected a JSON object of config fields, got list"),
+    ('{"windows": 6}', "config: unknown fields ['windows']"),
+])
+def test_resume_refuses_a_hand_edited_config_json_naming_it(tmp_path, csv, capsys, text, message):
+    out = tmp_path / "run"
+    assert main(["forecast", "--csv", str(csv), "--target", "temp", "--epochs", "1", *TINY, "--out", str(out)]) == 0
+    capsys.readouterr()
+    config = json.loads((out / "config.json").read_text())
+    if text.startswith("{") and text.endswith("}"):
+        text = json.dumps({**config, **json.loads(text)})
+    (out / "config.json").write_text(text)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, err = _resume(out, capsys)
+    assert code == 2 and f"{out / 'config.json'}: {message}" in err and err.count("\n") == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.fixture
+def hourly(tmp_path, csv):
+    """The tiny series hourly, with a text column: seasonal naive's period from the time step is 24."""
+    lines = csv.read_text().splitlines()
+    times = pd.date_range("2021-01-01", periods=len(lines) - 1, freq="h").strftime("%Y-%m-%d %H:%M")
+    path = tmp_path / "hourly.csv"
+    path.write_text("\n".join(["time,temp,wind,sky"] + [f"{t},{line.split(',', 1)[1]},clear"
+                                                         for t, line in zip(times, lines[1:])]) + "\n")
+    return path
+
+
+def test_config_json_holds_what_the_data_resolved(tmp_path, hourly, capsys):
+    out = tmp_path / "run"
+    tiny = TINY[:-2]  # no --season: from the time step
+    assert main(["forecast", "--csv", str(hourly), "--target", "temp", "--features", "all", "--epochs", "1", *tiny,
+                 "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["target"], saved["features"], saved["season"]) == ("temp", "wind", 24)
+    data = json.loads((out / "data.json").read_text())
+    assert (data["columns"], data["season"]) == (["temp", "wind"], 24)
+    assert load_checkpoint(out / "checkpoint.safetensors")["config"] == saved
+    capsys.readouterr()
+    assert main(["forecast", "--out", str(out), "--resume", "--epochs", "3", "--season", "12"]) == 2
+    assert "has season=24" in capsys.readouterr().err
+    assert main(["forecast", "--out", str(out), "--resume", "--epochs", "2", "--season", "24", "--no-progress"]) == 0
+    assert json.loads((out / "config.json").read_text()) == {**saved, "epochs": 2}
+
+    # A run written before config.json was resolved resumes, and its config.json is resolved then.
+    old = {**saved, "epochs": 2, "features": "all", "season": 0}
+    (out / "config.json").write_text(json.dumps(old))
+    state = load_checkpoint(out / "checkpoint.safetensors")
+    save_checkpoint(out / "checkpoint.safetensors", {**state, "config": old})
+    assert main(["forecast", "--out", str(out), "--resume", "--epochs", "3", "--no-progress"]) == 0
+    assert "resumed from epoch 2" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text()) == {**saved, "epochs": 3}
+
+
+def test_the_embedded_dataset_saves_its_target_and_columns(tmp_path):
+    out = tmp_path / "seattle"
+    assert main(["forecast", "--epochs", "1", "--window", "6", "--hidden-size", "4", "--backend", "reference",
+                 "--no-progress", "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["target"], saved["features"], saved["season"]) == ("temp_max", "precipitation,temp_min,wind", 365)
+
+
+@pytest.mark.parametrize("name", ["model.safetensors", "checkpoint.safetensors"])
+def test_a_run_file_holding_no_mapping_is_a_clear_error(tmp_path, csv, capsys, name):
+    from safetensors.torch import save_file
+
+    from lstmkit.apps.forecast.run import load_model
+    out = tmp_path / "run"
+    assert main(["forecast", "--csv", str(csv), "--target", "temp", "--epochs", "1", *TINY, "--out", str(out)]) == 0
+    capsys.readouterr()
+    save_file({"x": torch.zeros(1)}, str(out / name), metadata={"lstmkit": json.dumps([1, 2])})
+    if name == "model.safetensors":
+        with pytest.raises(ValueError, match="expected an lstmkit checkpoint holding a mapping, got a list"):
+            load_model(out)
+    else:
+        code, err = _resume(out, capsys)
+        assert code == 2 and "holding a mapping, got a list" in err and err.count("\n") == 1

@@ -27,6 +27,13 @@ def test_table_says_how_the_lstm_compares():
     assert "| persistence | 1.0000 | 1.0000 | 0.6000 | -10.0% |" in md
 
 
+def test_table_with_an_exact_baseline_has_no_ratio_to_divide_by():
+    exact = {"mae": 0.0, "rmse": 0.0, "mase": 0.0}
+    md = table({"LSTM": {"mae": 0.1, "rmse": 0.2, "mase": 0.3}, "persistence": exact})
+    assert "| persistence | 0.0000 | 0.0000 | 0.0000 | +inf% |" in md
+    assert "| persistence | 0.0000 | 0.0000 | 0.0000 | +0.0% |" in table({"LSTM": exact, "persistence": exact})
+
+
 def test_persistence_and_seasonal_naive():
     target = np.arange(20, dtype=float) ** 2
     origin = np.array([10, 15])
