@@ -35,6 +35,7 @@ import torch
 
 from lstmkit import costs
 from lstmkit.bench.impls import BASELINE, Case, Impl, Runner, Shape, make_case
+from lstmkit.kernels import onednn
 from lstmkit.utils.options import check_seed, check_threads
 
 MODES = ("fwd", "fwd+bwd")
@@ -116,8 +117,6 @@ def measure_peak(size: int, device: str = "cpu") -> float:
     nn.LSTM and lstmkit's kernels multiply with (on Zen 4 it is ~15% faster, so against sgemm
     alone those read above 100%), at the current thread count. GPU: torch.mm, with TF32 as
     cuDNN's RNN would use it."""
-    from lstmkit.kernels import onednn
-
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     out = torch.empty(size, size, device=device)
     gemms = [lambda: torch.mm(a, b, out=out)]

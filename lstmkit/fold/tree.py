@@ -24,9 +24,10 @@ class Tree:
         for c in children:
             if not isinstance(c, Tree):
                 raise TypeError(f"children: expected Tree nodes, got {type(c).__name__} {c!r}")
+        # past the write guard below: trees are made by the hundred thousand (SST), fields set once
         object.__setattr__(self, "children", children)
-        self.label = label
-        self.word = word
+        object.__setattr__(self, "label", label)
+        object.__setattr__(self, "word", word)
 
     def __setattr__(self, name: str, value: Any) -> None:
         # a guard on writes, not a property: reading `children` stays a plain slot read, which
