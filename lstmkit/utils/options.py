@@ -4,9 +4,12 @@ option) and one flag per config field."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import numbers
 import os
+import types
+import typing
 from typing import Any, Iterable
 
 SEEDS = 2**32  # numpy's seed range [0, 2**32), the narrowest of the RNGs a run seeds
@@ -32,6 +35,51 @@ def check_seed(name: str, value: object) -> None:
         raise TypeError(f"{name}: expected an integer in [0, 2**32), got {type(value).__name__} {value!r}")
     if not 0 <= value < SEEDS:
         raise ValueError(f"{name}: expected an integer in [0, 2**32), got {value!r}")
+
+
+def check_types(config: Any) -> None:
+    """Refuse a dataclass config with a field not of the type its annotation names (a TypeError
+    naming the field): a hand-edited config.json or checkpoint gets the checks the command line's
+    typed flags give, not an AttributeError deep in a run. An int passes for a float, as in JSON."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value, hint = getattr(config, f.name), hints[f.name]
+        if not _is_a(value, hint):
+            raise TypeError(f"{f.name}: expected {_a(hint)}, got {type(value).__name__} {value!r}")
+
+
+# What each annotation is called in check_types' errors (JSON's words: a config is read from JSON).
+_NAMES = {bool: ("true or false", "true/false values"), int: ("an integer", "integers"),
+          float: ("a number", "numbers"), str: ("a string", "strings"), type(None): ("null", "nulls")}
+
+
+def _is_a(value: object, hint: Any) -> bool:
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return any(_is_a(value, h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, (list, tuple)) and all(_is_a(v, item) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # a bool is an Integral, but no integer or number field means one
+        return False
+    if hint is int:
+        return isinstance(value, numbers.Integral)
+    if hint is float:
+        return isinstance(value, numbers.Real)
+    if hint is str:
+        return isinstance(value, str)
+    raise TypeError(f"check_types: no rule for the annotation {hint!r}")
+
+
+def _a(hint: Any) -> str:
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        return " or ".join(_a(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"a list of {_NAMES[typing.get_args(hint)[0]][1]}"
+    return _NAMES[hint][0]
 
 
 def check_threads(name: str, values: Iterable[object], low: int = 1) -> None:

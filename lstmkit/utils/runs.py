@@ -14,6 +14,7 @@ import torch
 from lstmkit import kernels
 from lstmkit.kernels import BackendUnavailable
 from lstmkit.utils.checkpoint import atomic_write_json
+from lstmkit.utils.options import check_types
 
 DEVICES = ("auto", "cpu", "cuda")
 # What --resume may change in every app: budgets and presentation, nothing that changes the
@@ -112,8 +113,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def config_from_dict(cls: type, d: dict[str, Any]) -> Any:
-    """Rebuild a dataclass config saved as JSON, refusing fields this version does not know."""
+    """Rebuild a dataclass config saved as JSON, refusing fields this version does not know and
+    values not of their field's type (`check_types`)."""
     unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
         raise ValueError(f"config: unknown fields {unknown}")
-    return cls(**d)
+    config = cls(**d)
+    check_types(config)
+    return config

@@ -7,12 +7,18 @@ import argparse
 import dataclasses
 import math
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from lstmkit.utils.options import add_field_flag, check_number, check_seed, check_threads, flag, given
+from lstmkit.apps.charlm.config import CharLMConfig
+from lstmkit.apps.forecast.config import ForecastConfig
+from lstmkit.apps.longrange.config import LongRangeConfig
+from lstmkit.apps.sentiment.config import IMDBConfig, SSTConfig
+from lstmkit.utils.options import add_field_flag, check_number, check_seed, check_threads, check_types, flag, given
+from lstmkit.utils.runs import config_from_dict
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -44,6 +50,35 @@ def test_seeds():
         with pytest.raises(TypeError, match=rf"--seed: expected an integer in \[0, 2\*\*32\), got {shown}"):
             check_seed("--seed", bad)
 
+
+
+@pytest.mark.parametrize("cls", [CharLMConfig, ForecastConfig, LongRangeConfig, SSTConfig, IMDBConfig])
+def test_every_app_config_passes_its_own_type_check_with_its_defaults(cls):
+    check_types(cls())  # and no annotation of theirs lacks a rule (that would raise)
+    assert config_from_dict(cls, dataclasses.asdict(cls())) == cls()
+
+
+@pytest.mark.parametrize("cls, fields, message", [
+    (CharLMConfig, {"hidden_size": "64"}, "hidden_size: expected an integer, got str '64'"),
+    (CharLMConfig, {"hidden_size": True}, "hidden_size: expected an integer, got bool True"),
+    (CharLMConfig, {"tie_weights": 1}, "tie_weights: expected true or false, got int 1"),
+    (CharLMConfig, {"corpus": 3}, "corpus: expected a string or null, got int 3"),  # str | None with a str default
+    (CharLMConfig, {"lr": "0.1"}, "lr: expected a number, got str '0.1'"),
+    (SSTConfig, {"vectors": ["a"]}, "vectors: expected a string or null, got list ['a']"),
+    (LongRangeConfig, {"lengths": [10, "20"]}, "lengths: expected a list of integers or null, got list [10, '20']"),
+    (LongRangeConfig, {"tasks": "adding"}, "tasks: expected a list of strings, got str 'adding'"),
+])
+def test_a_saved_config_of_the_wrong_types_is_refused_naming_the_field(cls, fields, message):
+    saved = {**dataclasses.asdict(cls()), **fields}
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        config_from_dict(cls, saved)
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        cls(**saved).validate()  # the same check for a config built in Python
+
+
+def test_json_numbers_and_python_sequences_pass_where_they_mean_the_field():
+    check_types(CharLMConfig(lr=1, max_time=0, corpus=None, text="t.txt"))  # an int is a JSON number
+    check_types(LongRangeConfig(lengths=(10, 20)))
 
 
 def test_threads_up_to_the_core_count():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from lstmkit.cells import LSTM_CELLS
 from lstmkit.data import NAMES as CORPUS_NAMES
 from lstmkit.kernels import BACKEND_NAMES
-from lstmkit.utils.options import check_number, check_seed
+from lstmkit.utils.options import check_number, check_seed, check_types
 from lstmkit.utils.runs import DEVICES, config_from_dict
 
 LEVELS = ("char", "word")
@@ -66,6 +66,8 @@ class CharLMConfig:
     progress: bool = True  # a progress bar on a terminal
 
     def validate(self) -> "CharLMConfig":
+        check_types(self)
+
         def one_of(name, allowed):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: expected one of {list(allowed)}, got {getattr(self, name)!r}")

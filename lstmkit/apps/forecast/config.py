@@ -7,13 +7,12 @@ resolved config is saved as `config.json` in the run directory and inside every 
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from dataclasses import dataclass
 
 from lstmkit.cells import LSTM_CELLS
 from lstmkit.data.timeseries import DATASETS, check_gap_policy
 from lstmkit.kernels import BACKEND_NAMES
-from lstmkit.utils.options import check_number, check_seed
+from lstmkit.utils.options import check_number, check_seed, check_types
 from lstmkit.utils.runs import DEVICES, config_from_dict
 
 
@@ -53,7 +52,7 @@ class ForecastConfig:
     progress: bool = True  # a progress bar per epoch
 
     def validate(self) -> "ForecastConfig":
-        self._check_types()
+        check_types(self)
 
         def one_of(name, allowed):
             if getattr(self, name) not in allowed:
@@ -81,24 +80,6 @@ class ForecastConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a rate in [0, 1), got {self.dropout}")
         return self
-
-    def _check_types(self) -> None:
-        """Each field typed like its default (None: a string or None), as the command line types it:
-        a hand-edited config.json gets the same checks as the flags, not an AttributeError later."""
-        for f in dataclasses.fields(self):
-            value, default = getattr(self, f.name), f.default
-            if isinstance(default, bool):
-                ok, expected = isinstance(value, bool), "true or false"
-            elif isinstance(default, int):
-                ok, expected = isinstance(value, numbers.Integral) and not isinstance(value, bool), "an integer"
-            elif isinstance(default, float):
-                ok, expected = isinstance(value, numbers.Real) and not isinstance(value, bool), "a number"
-            elif default is None:
-                ok, expected = value is None or isinstance(value, str), "a string or null"
-            else:
-                ok, expected = isinstance(value, str), "a string"
-            if not ok:
-                raise TypeError(f"{f.name}: expected {expected}, got {type(value).__name__} {value!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

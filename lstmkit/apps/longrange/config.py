@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from lstmkit.apps.longrange.models import MATCHES, MODELS
 from lstmkit.apps.longrange.tasks import DEFAULT_LENGTHS, TASKS
 from lstmkit.kernels import BACKEND_NAMES
-from lstmkit.utils.options import check_number, check_seed
+from lstmkit.utils.options import check_number, check_seed, check_types
 
 
 @dataclass
@@ -36,6 +36,7 @@ class LongRangeConfig:
         return list(self.lengths) if self.lengths else list(DEFAULT_LENGTHS[task])
 
     def validate(self) -> "LongRangeConfig":
+        check_types(self)
         if not self.tasks:
             raise ValueError("tasks: expected at least one task")
         for t in self.tasks:

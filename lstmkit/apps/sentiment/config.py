@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from lstmkit.fold.treelstm import MODES
 from lstmkit.kernels import BACKEND_NAMES
-from lstmkit.utils.options import check_number, check_seed, check_threads
+from lstmkit.utils.options import check_number, check_seed, check_threads, check_types
 from lstmkit.utils.runs import DEVICES, config_from_dict
 
 SST_TASKS = ("fine", "binary")
@@ -73,6 +73,7 @@ class SSTConfig(_Config):
     progress: bool = True  # progress bars
 
     def validate(self) -> "SSTConfig":
+        check_types(self)
         self._one_of("task", SST_TASKS)
         self._one_of("mode", MODES)
         self._one_of("optimizer", OPTIMIZERS)
@@ -118,6 +119,7 @@ class IMDBConfig(_Config):
     progress: bool = True  # progress bars
 
     def validate(self) -> "IMDBConfig":
+        check_types(self)
         self._one_of("optimizer", OPTIMIZERS)
         self._one_of("device", DEVICES)
         self._one_of("backend", BACKEND_NAMES)
