@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import random
 
@@ -10,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lstmkit.utils.checkpoint import load_checkpoint, save_checkpoint
+from lstmkit.utils.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from lstmkit.utils.runs import rng_state, set_rng_state
 
 
@@ -112,3 +114,11 @@ def test_metadata_save_checkpoint_did_not_write_is_a_value_error(tmp_path, meta,
     save_file({"x": torch.zeros(1)}, str(path), metadata={"lstmkit": meta})
     with pytest.raises(ValueError, match=error):
         load_checkpoint(path)
+
+
+def test_json_outputs_are_strict_json_with_null_for_non_finite_numbers(tmp_path):
+    """An infinite MASE was written as the token Infinity, which strict JSON readers refuse."""
+    path = tmp_path / "metrics.json"
+    atomic_write_json(path, {"mase": math.inf, "loss": [1.5, math.nan], "pair": (-math.inf, 2), "n": 3})
+    parsed = json.loads(path.read_text(), parse_constant=lambda token: pytest.fail(f"non-JSON token {token}"))
+    assert parsed == {"mase": None, "loss": [1.5, None], "pair": [None, 2], "n": 3}
