@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -132,6 +133,10 @@ def resume_config(cls, state: dict, overrides: dict):
     cfg = cls.from_dict(state["config"])
     for k, v in overrides.items():
         setattr(cfg, k, v)
+    cores = os.cpu_count() or 1
+    if "threads" not in overrides and cfg.threads > cores:  # saved on a bigger machine
+        raise ValueError(f"threads: the run was saved with {cfg.threads}, more than the cores here (os.cpu_count() = {cores}); "
+                         f"resume with {flag('threads')} N, at most {cores} (0: torch's default)")
     return cfg.validate()
 
 

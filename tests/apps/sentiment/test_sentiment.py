@@ -186,6 +186,22 @@ def test_sst_command_errors(sst_dir, tmp_path, capsys):
         main(["sentiment", "sst", "--task", "ternary"])
 
 
+def test_a_run_saved_with_more_threads_than_these_cores_resumes_with_threads_given(sst_dir, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """The refusal named the saved value against os.cpu_count() but not the way out."""
+    out = tmp_path / "run"
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert main(["sentiment", "sst", "--data-dir", str(sst_dir), "--out", str(out), "--epochs", "1",
+                 "--hidden-size", "4", "--embedding-size", "4", "--threads", "2", "--no-progress"]) == 0
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)  # the run moves to a smaller machine
+    capsys.readouterr()
+    assert main(["sentiment", "sst", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 2
+    assert ("threads: the run was saved with 2, more than the cores here (os.cpu_count() = 1); resume with --threads N, "
+            "at most 1 (0: torch's default)") in capsys.readouterr().err
+    assert main(["sentiment", "sst", "--resume", str(out), "--epochs", "2", "--threads", "0", "--no-progress"]) == 0
+    assert load_checkpoint(out / "checkpoint.safetensors")["epoch"] == 2
+
+
 def test_relative_data_paths_resume_from_anywhere_and_failures_leave_no_run_dir(sst_dir, tmp_path, monkeypatch,
                                                                                 capsys):
     monkeypatch.chdir(tmp_path)
