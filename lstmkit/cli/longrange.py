@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
+from pathlib import Path
 
 from lstmkit.apps.longrange.config import LongRangeConfig
 from lstmkit.apps.longrange.models import CELL, LABELS, MATCHES, MODELS
@@ -67,7 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=D.backend, choices=BACKEND_NAMES, help="the LSTMs' backend (lstmkit.LSTM's)")
     p.add_argument("--jobs", type=int, default=1,
                    help="train this many models at once, each in a process of one thread (up to the cores)")
-    p.add_argument("--out", default="runs/longrange", metavar="DIR", help="output directory")
+    p.add_argument("--out", metavar="DIR", help="output directory, refused if it holds results already "
+                   "(default: runs/longrange-<date>-<time>)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
 
 
@@ -120,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
     picked = {backend_name(cfg.backend, "cpu", CELL[m]) for m in cfg.models}
     if len(picked) == 1:
         cfg.backend = picked.pop()
-    out = make_out_dir(args.out)  # before training, which an unwritable --out would throw away
+    out = Path(args.out) if args.out else Path("runs") / time.strftime("longrange-%Y%m%d-%H%M%S")
+    if (out / "results.json").exists():  # hours of training: a rerun must not replace them
+        raise ValueError(f"--out: {str(out)!r} already holds results (results.json); pass another --out")
+    out = make_out_dir(out)  # before training, which an unwritable --out would throw away
     result = run_experiment(cfg, jobs=args.jobs)
     save_config(out, cfg)
     atomic_write_json(out / "results.json", result)

@@ -98,3 +98,22 @@ def test_a_length_too_short_for_a_task_is_refused_before_anything(tmp_path, caps
     err = capsys.readouterr().err
     assert "lengths: adding: length must be >= 2, got 1" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_each_run_gets_a_new_directory_and_an_out_that_holds_results_is_refused(tmp_path, capsys, monkeypatch):
+    """The default was one fixed directory, so every run replaced the last one's results."""
+    import lstmkit.apps.longrange.train as train
+
+    monkeypatch.chdir(tmp_path)
+    tiny = ["longrange", "--lengths", "3", "--models", "lstm", "--hidden-size", "4", "--steps", "2", "--eval-every", "2",
+            "--eval-size", "8", "--batch-size", "4", "--backend", "reference", "--no-progress", "--no-gradnorm"]
+    assert main(tiny) == 0
+    (done,) = (tmp_path / "runs").iterdir()
+    assert done.name.startswith("longrange-") and (done / "results.json").is_file()
+    before = {p.name: p.read_bytes() for p in done.iterdir()}
+    capsys.readouterr()
+    monkeypatch.setattr(train, "run_experiment", _no_training)
+    assert main([*tiny, "--out", str(done)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out: '{done}' already holds results (results.json); pass another --out" in err
+    assert {p.name: p.read_bytes() for p in done.iterdir()} == before
