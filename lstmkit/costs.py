@@ -76,7 +76,9 @@ class RNNConfig:
 
     def __post_init__(self) -> None:
         get_cell(self.cell)  # ValueError naming `cell`
-        self.module()  # the module's own checks: each error names its argument
+        # The module's own checks, each error naming its argument. Not through module()'s cache:
+        # it would take an equal config of other types (5.0 == 5, 1 == True) for this one.
+        _build(self)
 
     def module(self):
         """The real module on the meta device (no memory is allocated)."""
@@ -101,6 +103,10 @@ class RNNConfig:
 
 @functools.lru_cache(maxsize=64)
 def _meta_module(config: RNNConfig):
+    return _build(config)
+
+
+def _build(config: RNNConfig):
     return RecurrentBase(config.cell, config.input_size, config.hidden_size, config.num_layers,
                          bias=config.bias, bidirectional=config.bidirectional,
                          proj_size=config.proj_size, device="meta")

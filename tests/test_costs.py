@@ -127,6 +127,20 @@ def test_bad_config_names_the_argument(kwargs, name):
         RNNConfig(**kwargs)
 
 
+@pytest.mark.parametrize("built, kwargs, message", [
+    ({"hidden_size": 5}, {"hidden_size": 5.0}, "hidden_size: expected an int, got float"),
+    ({"hidden_size": 5}, {"hidden_size": 5, "bias": 1}, "bias: expected a bool, got int"),
+    ({"hidden_size": 5, "proj_size": 1}, {"hidden_size": 5, "proj_size": True}, "proj_size: expected an int, got bool"),
+    ({"hidden_size": 5}, {"hidden_size": [5]}, "hidden_size: expected an int, got list"),
+])
+def test_a_config_of_the_wrong_types_is_refused_after_an_equal_one_was_built(built, kwargs, message):
+    """The checks ran through the module cache, and 5.0 == 5 and 1 == True there: once the valid
+    config was cached, the wrong one passed and its floats flowed into the counts."""
+    RNNConfig(3, **built).module()
+    with pytest.raises(TypeError, match=f"^{message}$"):
+        RNNConfig(3, **kwargs)
+
+
 def test_bad_sizes_and_dtype():
     with pytest.raises(ValueError, match="batch_size"):
         costs.step_flops(RNNConfig(3, 4), 0)

@@ -2,6 +2,12 @@
 
 The input gate is tied to the forget gate, i = 1 - f: the cell writes exactly as much as it
 forgets. Three gates instead of four, so `weight_ih` is `(3H, I)` with rows f, g, o.
+
+The paper writes the coupling the other way, f = 1 - i, keeping the input gate; this is
+TFLite's form (`use_cifg`), which keeps the forget gate and so its bias init. The two families
+of functions are the same, since 1 - sigma(a) = sigma(-a): weights of the paper's form (rows
+i, g, o) load with the same shapes but compute another function until their first H rows (in
+`weight_ih`, `weight_hh` and both biases) are negated.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstmkit.cells.gates import CIFG_GATES
+from lstmkit.cells.gates import CIFG_GATES, plus_biases
 
 
 def cifg_lstm_cell(
@@ -27,9 +33,7 @@ def cifg_lstm_cell(
         h_t = o_t \odot \tanh(c_t)                 (then W_hr h_t with a projection)
     """
     h, c = state
-    gates = x @ weight_ih.T + h @ weight_hh.T  # (B, 3H)
-    if bias_ih is not None:
-        gates = gates + bias_ih + bias_hh
+    gates = plus_biases(x @ weight_ih.T + h @ weight_hh.T, bias_ih, bias_hh)  # (B, 3H)
     a_f, a_g, a_o = gates.chunk(len(CIFG_GATES), 1)  # 3 x (B, H)
     f, g, o = torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
     i = 1 - f

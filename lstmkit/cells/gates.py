@@ -1,8 +1,13 @@
-"""Gate layouts of the fused weight matrices: rows of `weight_ih` are these gates, in order."""
+"""Gate layouts of the fused weight matrices: rows of `weight_ih` are these gates, in order; and
+the cells' bias terms."""
+
+from __future__ import annotations
+
+from torch import Tensor
 
 # PyTorch's order for nn.LSTM: input, forget, candidate ("cell"), output.
 LSTM_GATES = ("i", "f", "g", "o")
-# The coupled-gate LSTM has no input gate (i = 1 - f).
+# The coupled-gate LSTM has no input gate (i = 1 - f; see cifg.py for the paper's f = 1 - i).
 CIFG_GATES = ("f", "g", "o")
 # PyTorch's order for nn.GRU: reset, update, new.
 GRU_GATES = ("r", "z", "n")
@@ -13,3 +18,12 @@ GRU_GATES = ("r", "z", "n")
 CHILD_SUM_GATES = ("i", "o", "u", "f")
 BINARY_LEAF_GATES = ("i", "o", "u")
 BINARY_GATES = ("i", "f_l", "f_r", "o", "u")
+
+
+def plus_biases(a: Tensor, *biases: Tensor | None) -> Tensor:
+    """a + b_ih + b_hh, each bias where given: either may be None on its own, as in torch's
+    `lstm_cell`, and neither is then dropped in silence."""
+    for b in biases:
+        if b is not None:
+            a = a + b
+    return a

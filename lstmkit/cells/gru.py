@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstmkit.cells.gates import GRU_GATES
+from lstmkit.cells.gates import GRU_GATES, plus_biases
 
 
 def gru_cell(
@@ -20,10 +20,8 @@ def gru_cell(
         n_t = \tanh(W_n x_t + b_{in} + r_t \odot (U_n h_{t-1} + b_{hn}))
         h_t = (1 - z_t) \odot n_t + z_t \odot h_{t-1}
     """
-    gx = x @ weight_ih.T  # (B, 3H)
-    gh = h @ weight_hh.T  # (B, 3H)
-    if bias_ih is not None:
-        gx, gh = gx + bias_ih, gh + bias_hh
+    gx = plus_biases(x @ weight_ih.T, bias_ih)  # (B, 3H)
+    gh = plus_biases(h @ weight_hh.T, bias_hh)  # (B, 3H)
     x_r, x_z, x_n = gx.chunk(len(GRU_GATES), 1)  # 3 x (B, H)
     h_r, h_z, h_n = gh.chunk(len(GRU_GATES), 1)  # 3 x (B, H)
     r = torch.sigmoid(x_r + h_r)

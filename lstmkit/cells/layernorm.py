@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstmkit.cells.gates import LSTM_GATES
+from lstmkit.cells.gates import LSTM_GATES, plus_biases
 
 LN_EPS = 1e-5
 
@@ -46,10 +46,8 @@ def layernorm_lstm_cell(
         h_t = o \odot \tanh(LN(c_t; \gamma_c, \beta_c))       (then W_hr h_t with a projection)
     """
     h, c = state
-    gates = layer_norm(x @ weight_ih.T, ln_weight_ih, ln_bias_ih) \
-        + layer_norm(h @ weight_hh.T, ln_weight_hh, ln_bias_hh)  # (B, 4H)
-    if bias_ih is not None:
-        gates = gates + bias_ih + bias_hh
+    gates = plus_biases(layer_norm(x @ weight_ih.T, ln_weight_ih, ln_bias_ih)
+                        + layer_norm(h @ weight_hh.T, ln_weight_hh, ln_bias_hh), bias_ih, bias_hh)  # (B, 4H)
     a_i, a_f, a_g, a_o = gates.chunk(len(LSTM_GATES), 1)  # 4 x (B, H)
     i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
     c_next = f * c + i * g

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstmkit.cells.gates import LSTM_GATES
+from lstmkit.cells.gates import LSTM_GATES, plus_biases
 
 
 def lstm_cell_plain(
@@ -42,7 +42,8 @@ def lstm_cell_plain(
 
 
 def split_gates(weight_ih: Tensor, weight_hh: Tensor, bias: Tensor) -> dict[str, Tensor]:
-    """Cut fused `(4H, ·)` weights into the per-gate arguments of `lstm_cell_plain`."""
+    """Cut fused `(4H, ·)` weights into the per-gate arguments of `lstm_cell_plain`. `bias` is the
+    sum `bias_ih + bias_hh`: the plain form has one bias per gate."""
     w_i = weight_ih.chunk(len(LSTM_GATES), 0)  # 4 x (H, I)
     w_h = weight_hh.chunk(len(LSTM_GATES), 0)  # 4 x (H, H)
     b = bias.chunk(len(LSTM_GATES), 0)  # 4 x (H,)
@@ -69,9 +70,7 @@ def lstm_cell(
     x: (B, I); h: (B, P or H); c: (B, H). Returns (h_next, c_next).
     """
     h, c = state
-    gates = x @ weight_ih.T + h @ weight_hh.T  # (B, 4H)
-    if bias_ih is not None:
-        gates = gates + bias_ih + bias_hh
+    gates = plus_biases(x @ weight_ih.T + h @ weight_hh.T, bias_ih, bias_hh)  # (B, 4H)
     i, f, g, o = gates.chunk(len(LSTM_GATES), 1)  # 4 x (B, H)
     i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
     c_next = f * c + i * g

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lstmkit.cells.gates import LSTM_GATES
+from lstmkit.cells.gates import LSTM_GATES, plus_biases
 
 
 def peephole_lstm_cell(
@@ -31,9 +31,7 @@ def peephole_lstm_cell(
         h_t = o_t \odot \tanh(c_t)                  (then W_hr h_t with a projection)
     """
     h, c = state
-    gates = x @ weight_ih.T + h @ weight_hh.T  # (B, 4H)
-    if bias_ih is not None:
-        gates = gates + bias_ih + bias_hh
+    gates = plus_biases(x @ weight_ih.T + h @ weight_hh.T, bias_ih, bias_hh)  # (B, 4H)
     a_i, a_f, a_g, a_o = gates.chunk(len(LSTM_GATES), 1)  # 4 x (B, H)
     i = torch.sigmoid(a_i + weight_ci * c)
     f = torch.sigmoid(a_f + weight_cf * c)

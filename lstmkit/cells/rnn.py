@@ -5,6 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lstmkit.cells.gates import plus_biases
+
+NONLINEARITIES = {"tanh": torch.tanh, "relu": torch.relu}
+
 
 def rnn_cell(
     x: Tensor, h: Tensor,
@@ -17,7 +21,7 @@ def rnn_cell(
     The gradient through T steps is a product of T Jacobians diag(\phi') U: it vanishes or
     explodes geometrically, which is what the LSTM's additive cell path avoids.
     """
-    a = x @ weight_ih.T + h @ weight_hh.T  # (B, H)
-    if bias_ih is not None:
-        a = a + bias_ih + bias_hh
-    return torch.tanh(a) if nonlinearity == "tanh" else torch.relu(a)
+    if nonlinearity not in NONLINEARITIES:  # a misspelt name must not run as the other one
+        raise ValueError(f"nonlinearity: expected one of {list(NONLINEARITIES)}, got {nonlinearity!r}")
+    a = plus_biases(x @ weight_ih.T + h @ weight_hh.T, bias_ih, bias_hh)  # (B, H)
+    return NONLINEARITIES[nonlinearity](a)

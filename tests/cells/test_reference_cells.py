@@ -111,6 +111,28 @@ def test_gru_and_rnn_match_torch_cells():
                                torch.rnn_relu_cell(x, h, p["weight_ih"], p["weight_hh"], p["bias_ih"], p["bias_hh"]))
 
 
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_either_bias_alone_is_added_as_torchs_cells_add_it(cell):
+    """Only bias_ih was tested: bias_hh alone was dropped in silence, bias_ih alone raised."""
+    spec, p = CELLS[cell], _params(cell)
+    x, state = torch.randn(B, I, dtype=f64), _state(cell)
+    for given in ("bias_ih", "bias_hh"):
+        alone = {**p, "bias_ih": None, "bias_hh": None, given: p[given]}
+        zero = {**p, "bias_ih": torch.zeros_like(p["bias_ih"]), "bias_hh": torch.zeros_like(p["bias_hh"]),
+                given: p[given]}
+        for got, want in zip(spec.step(x, state, alone), spec.step(x, state, zero)):
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+        assert not torch.equal(spec.step(x, state, alone)[0], spec.step(x, state, {**alone, given: None})[0])
+
+
+def test_rnn_cell_refuses_an_unknown_nonlinearity():
+    """Any name but "tanh" ran as relu: "Tanh" and "sigmoid" gave relu's numbers."""
+    x, h, p = torch.randn(B, I, dtype=f64), torch.randn(B, H, dtype=f64), _params("rnn_tanh")
+    for name in ("Tanh", "sigmoid"):
+        with pytest.raises(ValueError, match=f"^nonlinearity: expected one of \\['tanh', 'relu'\\], got '{name}'$"):
+            rnn_cell(x, h, **p, nonlinearity=name)
+
+
 @pytest.mark.parametrize("proj", [0, 2])
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_gradcheck_every_cell(cell, proj):
