@@ -69,24 +69,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run directory (default: runs/forecast/<series>-<target>)")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint; its config is kept, and only "
-                        f"{', '.join(map(flag, RESUMABLE))} may change")
+                        f"{', '.join(map(flag, RESUMABLE))} may change (another flag is accepted where it "
+                        "resolves to the run's value, as --features all or --season 0 may)")
     opt(g, "--progress", "progress bar")
 
 
+def resumed_config(out: str, flags: dict) -> ForecastConfig:
+    """The run's config.json with the flags given on resume: those of RESUMABLE replace the saved
+    values; any other must resolve, the way a fresh run resolves it, to the saved value."""
+    from lstmkit.apps.forecast.run import absolute_csv, load_series, read_config, resolve_data_fields
+
+    cfg = read_config(out)
+    for name in RESUMABLE:
+        if name in flags:
+            setattr(cfg, name, flags[name])
+    asked = dataclasses.replace(cfg, **{k: v for k, v in flags.items() if k not in RESUMABLE})
+    if "csv" in flags:
+        asked.csv = absolute_csv(asked.csv)
+    differ = [name for name in flags if getattr(asked, name) != getattr(cfg, name)]
+    if differ and set(differ) <= {"features", "season"}:
+        # --features all (or a list with spaces, or naming the target) and --season 0 stand for what the
+        # data resolves them to; every other field of `asked` is the run's here, so this reads the run's data.
+        resolve_data_fields(asked, load_series(asked))
+        differ = [name for name in differ if getattr(asked, name) != getattr(cfg, name)]
+    if differ:
+        name = differ[0]
+        raise ValueError(f"--resume: the run in {out!r} has {name}={getattr(cfg, name)!r}; only "
+                         f"{', '.join(RESUMABLE)} may change when resuming")
+    return cfg
+
+
 def run(args: argparse.Namespace) -> int:
-    from lstmkit.apps.forecast.run import read_config, train_and_evaluate
+    from lstmkit.apps.forecast.run import train_and_evaluate
 
     out = getattr(args, "out", None)
     if args.resume:
         if out is None:
             raise ValueError("--resume: name the run directory with --out")
-        cfg = read_config(out)
-        for name, value in given(args, FIELDS).items():
-            if name in RESUMABLE:
-                setattr(cfg, name, value)
-            elif getattr(cfg, name) != value:
-                raise ValueError(f"--resume: the run in {out!r} has {name}={getattr(cfg, name)!r}; only "
-                                 f"{', '.join(RESUMABLE)} may change when resuming")
+        cfg = resumed_config(out, given(args, FIELDS))
     else:
         cfg = ForecastConfig(**given(args, FIELDS))
     cfg.validate()

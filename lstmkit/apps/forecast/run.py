@@ -4,13 +4,17 @@ A run directory holds:
 
     config.json              the resolved config
     data.json                the series: source, sha256, columns, rows, gap report, split (windows per part,
-                             and how many were left out for a filled-in target), scaler, season
+                             and how many were left out for a filled-in target), scaler, season, and
+                             MASE's scale (null when no two observed target values follow each other
+                             in the training span: every MASE is then null too)
     model.safetensors        the best model so far (validation RMSE) with its config and scaler
     checkpoint.safetensors   the latest training state, its config and data's sha256; `--resume`
                              continues from it on the same config and data only
     metrics.json             test MAE / RMSE / MASE of the LSTM and every baseline, history
     results.md               the same as a Markdown table, with the windows scored and left out
-    predictions.csv          the test span: time, actual, each method's forecast (every step ahead)
+    predictions.csv          the test span, a row per window: for each step k ahead, the time it forecasts,
+                             the actual value and each method's forecast, as time_t+k, actual_t+k,
+                             LSTM_t+k, ...; with --horizon 1 plain time, actual, LSTM, ...
     forecast.png             actual vs predicted on the test span
     curves.png               training and validation loss per epoch
 
@@ -32,7 +36,7 @@ from tqdm.auto import tqdm
 
 from lstmkit.apps.forecast import baselines, plots
 from lstmkit.apps.forecast.config import ForecastConfig
-from lstmkit.apps.forecast.metrics import scores, table
+from lstmkit.apps.forecast.metrics import naive_scale, scores, table
 from lstmkit.apps.forecast.model import Forecaster
 from lstmkit.apps.forecast.windows import PARTS, Prepared, Scaler, prepare
 from lstmkit.data.timeseries import Series, load_csv, load_dataset, parse_columns, seasonal_period
@@ -45,6 +49,13 @@ MODEL = "model.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
 MODEL_FORMAT = "lstmkit.forecast.model/1"
 CHECKPOINT_FORMAT = "lstmkit.forecast.checkpoint/1"
+UNDEFINED_MASE = ("MASE undefined (null): no two observed target values follow each other in the training span, "
+                  "so the one-step naive forecast it is scaled by has no error to measure")
+
+
+def absolute_csv(path: str | None) -> str | None:
+    """The --csv path as config.json records it: absolute, so --resume works from any directory."""
+    return None if path is None else str(Path(path).resolve())
 
 
 def load_series(cfg: ForecastConfig) -> Series:
@@ -81,6 +92,8 @@ class Data:
             raise ValueError(f"--season {self.season}: longer than the history before the test span "
                              f"({test.origin[0] + 1} rows); use a smaller --season")
         self.train_target = target[: self.prep.split.b1]
+        self.train_filled = self.series.filled[: self.prep.split.b1, 0]
+        self.mase_scale = naive_scale(self.train_target, self.train_filled)
         coef = baselines.fit_linear(self.prep.scaled["train"])
         unscale = lambda y: self.prep.scaler.inverse_target(y)  # noqa: E731
         self.baselines = {
@@ -101,6 +114,7 @@ class Data:
                              "windows_dropped_filled_target": self.prep.dropped[part]}
                       for part, (a, b) in ((p, split.bounds(p)) for p in ("train", "val", "test"))},
             "scaler": self.prep.scaler.to_dict(), "season": self.season, "sha256": s.sha256,
+            "mase_scale": self.mase_scale,
         }
 
 
@@ -151,8 +165,8 @@ def check_checkpoint(ck: dict, cfg: ForecastConfig, data_sha256: str, path: Path
 def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = False) -> dict:
     """The whole run; returns metrics.json's content. Refuses bad input before writing anything."""
     cfg = dataclasses.replace(cfg).validate()  # a copy: what is resolved below is the run's, not the caller's
-    if cfg.csv is not None and not resume:  # recorded absolute, so --resume works from any directory
-        cfg.csv = str(Path(cfg.csv).resolve())
+    if not resume:
+        cfg.csv = absolute_csv(cfg.csv)
     out = Path(out)
     check_run_dir(out, resume)
     device = resolve_run(cfg, cfg.cell)
@@ -173,6 +187,8 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
               f"before them, in {rep['filled_runs']} runs (longest {rep['longest_filled_run']}); trimmed "
               f"{rep['trimmed_leading_rows']} leading rows with no observation before them; windows left out for a "
               f"filled-in target, train/val/test: {'/'.join(str(prep.dropped[p]) for p in PARTS)}")
+    if math.isnan(data.mase_scale):
+        print(f"note: {UNDEFINED_MASE}")
     if rep.get("time_gaps"):
         print(f"note: {rep['time_gaps']} step(s) longer than the usual {rep['step']} (rows absent from the file; "
               "not invented)")
@@ -255,7 +271,7 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
     test = prep.raw["test"]
     y = test.y
     preds = {"LSTM": prep.scaler.inverse_target(predict(model, prep.scaled["test"].x, device)), **data.baselines}
-    results = {name: scores(y, p, data.train_target) for name, p in preds.items()}
+    results = {name: scores(y, p, data.train_target, data.train_filled) for name, p in preds.items()}
     per_step = {name: [float(np.sqrt(np.mean((y[:, k] - p[:, k]) ** 2))) for k in range(cfg.horizon)]
                 for name, p in preds.items()}
     md = table(results)
@@ -269,12 +285,17 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
     atomic_write_json(out / "metrics.json", metrics)
     left_out = (f" ({prep.dropped['test']} more left out: their targets hold filled-in values)"
                 if prep.dropped["test"] else "")
+    undefined = f"\n{UNDEFINED_MASE}\n" if math.isnan(data.mase_scale) else ""
     atomic_write_bytes(out / "results.md", (f"Test span of {data.series.source}, target {data.series.target!r}, "
-                                            f"horizon {cfg.horizon}, {len(test)} windows{left_out}\n\n{md}\n").encode())
+                                            f"horizon {cfg.horizon}, {len(test)} windows{left_out}\n\n{md}\n"
+                                            f"{undefined}").encode())
     times = data.series.times
-    frame = {"time": [str(t) for t in times[test.origin + 1]]}
+    frame = {}
     for k in range(cfg.horizon):
         sfx = "" if cfg.horizon == 1 else f"_t+{k + 1}"
+        # Step k forecasts row origin + k: dated by that row, since rows absent from the file make it
+        # other than the origin's time plus k steps.
+        frame[f"time{sfx}"] = [str(t) for t in times[test.origin + k + 1]]
         frame[f"actual{sfx}"] = y[:, k]
         for name, p in preds.items():
             frame[f"{name.split(' (')[0]}{sfx}"] = p[:, k]

@@ -43,6 +43,8 @@ def test_end_to_end_then_resume(tmp_path, csv, capsys):
     assert set(metrics["test"]) == {"LSTM", "persistence", "seasonal naive (m=12)",
                                     "linear AR (least squares, 6 lags)"}
     assert metrics["epochs_run"] == 2 and metrics["test_windows"] == 24 - 6
+    header = (out / "predictions.csv").read_text().splitlines()[0]
+    assert header == "time,actual,LSTM,persistence,seasonal naive,linear AR"  # --horizon 1: no step suffixes
     data = json.loads((out / "data.json").read_text())
     assert data["split"]["test"]["rows"] == [136, 160] and data["columns"] == ["temp", "wind"]
 
@@ -82,20 +84,40 @@ def test_a_relative_csv_resumes_from_another_directory(tmp_path, csv, capsys, mo
     monkeypatch.chdir(tmp_path)
     assert main(["forecast", "--csv", csv.name, "--target", "temp", *TINY, "--out", "run", "--epochs", "1"]) == 0
     assert json.loads((tmp_path / "run" / "config.json").read_text())["csv"] == str(csv.resolve())
+    # The original command again, relative --csv included, with --resume: the same file, so accepted.
+    assert main(["forecast", "--csv", csv.name, "--target", "temp", *TINY, "--out", "run", "--epochs", "2",
+                 "--resume"]) == 0
+    assert "resumed from epoch 1" in capsys.readouterr().out
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
-    assert main(["forecast", "--out", str(tmp_path / "run"), "--resume", "--epochs", "2", "--no-progress"]) == 0
-    assert "resumed from epoch 1" in capsys.readouterr().out
+    assert main(["forecast", "--out", str(tmp_path / "run"), "--resume", "--epochs", "3", "--no-progress"]) == 0
+    assert "resumed from epoch 2" in capsys.readouterr().out
+    # Here the same relative --csv names another file: refused.
+    assert main(["forecast", "--out", str(tmp_path / "run"), "--resume", "--epochs", "4", "--csv", csv.name]) == 2
+    assert f"has csv={str(csv.resolve())!r}; only epochs" in capsys.readouterr().err
 
 
 def test_multi_step_horizon(tmp_path, csv):
+    lines = csv.read_text().splitlines()
+    del lines[151]  # row 150's day is absent from the file: the test span's steps are not all one day
+    csv.write_text("\n".join(lines) + "\n")
+    days = [line.split(",")[0] for line in lines[1:]]
     out = tmp_path / "h3"
     assert main(["forecast", "--csv", str(csv), "--target", "temp", "--horizon", "3", "--epochs", "1",
                  "--out", str(out), *TINY]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert all(len(v) == 3 for v in metrics["test_rmse_per_step"].values())
-    header = (out / "predictions.csv").read_text().splitlines()[0]
-    assert "actual_t+3" in header and "LSTM_t+1" in header
+    predicted = pd.read_csv(out / "predictions.csv")
+    assert list(predicted.columns[:6]) == ["time_t+1", "actual_t+1", "LSTM_t+1", "persistence_t+1",
+                                           "seasonal naive_t+1", "linear AR_t+1"]
+    assert list(predicted.columns[6:8]) == ["time_t+2", "actual_t+2"] and "actual_t+3" in predicted.columns
+    # Each step is dated by the row it forecasts, and its actual is that row's target.
+    temp = {line.split(",")[0]: float(line.split(",")[1]) for line in lines[1:]}
+    for _, row in predicted.iterrows():
+        first = days.index(row["time_t+1"][:10])
+        for k in (1, 2, 3):
+            assert row[f"time_t+{k}"][:10] == days[first + k - 1]
+            assert row[f"actual_t+{k}"] == pytest.approx(temp[days[first + k - 1]])
 
 
 @pytest.mark.parametrize("edit, extra, message", [
@@ -228,6 +250,45 @@ def test_ffill_leaves_windows_with_a_filled_in_target_out_of_every_score(tmp_pat
     assert len(predicted) == 15 and not {lines[r + 1].split(",")[0] for r in gaps} & {t[:10] for t in predicted}
 
 
+def _set_na(csv, rows):
+    """The temp value of each of `rows` (0-based data rows) made NA; returns the file's lines."""
+    lines = csv.read_text().splitlines()
+    for r in rows:
+        day, _, wind = lines[r + 1].split(",")
+        lines[r + 1] = f"{day},NA,{wind}"
+    csv.write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def test_mase_is_scaled_by_the_naive_errors_of_observed_training_values_only(tmp_path, csv):
+    gaps = [20, 21, 22, 60, 90]  # training rows (train: rows 0..111)
+    lines = _set_na(csv, gaps)
+    out = tmp_path / "ffill"
+    assert main(["forecast", "--csv", str(csv), "--target", "temp", "--gaps", "ffill", "--epochs", "1",
+                 "--out", str(out), *TINY]) == 0
+    temp = pd.Series([float(line.split(",")[1]) if "NA" not in line else np.nan for line in lines[1:]])
+    observed = temp.notna().to_numpy()[:112]
+    steps = np.abs(np.diff(temp.ffill().to_numpy()[:112]))
+    scale = steps[observed[1:] & observed[:-1]].mean()
+    assert scale != pytest.approx(steps.mean())  # the filled rows' zero steps would shrink it
+    metrics = json.loads((out / "metrics.json").read_text())
+    for r in metrics["test"].values():
+        assert r["mase"] == pytest.approx(r["mae"] / scale)
+    assert json.loads((out / "data.json").read_text())["mase_scale"] == pytest.approx(scale)
+
+
+def test_mase_is_null_when_no_two_observed_training_values_follow_each_other(tmp_path, csv, capsys):
+    _set_na(csv, range(1, 112, 2))  # every other training row
+    out = tmp_path / "ffill"
+    assert main(["forecast", "--csv", str(csv), "--target", "temp", "--gaps", "ffill", "--epochs", "1",
+                 "--out", str(out), *TINY]) == 0
+    note = "MASE undefined (null): no two observed target values follow each other in the training span"
+    assert note in capsys.readouterr().out and note in (out / "results.md").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert all(r["mase"] is None and r["mae"] > 0 for r in metrics["test"].values())
+    assert json.loads((out / "data.json").read_text())["mase_scale"] is None
+
+
 def test_gaps_interpolate_is_refused_with_what_to_use(tmp_path, csv, capsys):
     out = tmp_path / "old"
     assert main(["forecast", "--csv", str(csv), "--target", "temp", "--gaps", "interpolate", "--out", str(out),
@@ -311,6 +372,14 @@ def test_config_json_holds_what_the_data_resolved(tmp_path, hourly, capsys):
     assert "has season=24" in capsys.readouterr().err
     assert main(["forecast", "--out", str(out), "--resume", "--epochs", "2", "--season", "24", "--no-progress"]) == 0
     assert json.loads((out / "config.json").read_text()) == {**saved, "epochs": 2}
+    # Flags that resolve on the run's data to the saved values, as in the fresh run, are accepted.
+    for again in (["--features", "all"], ["--season", "0"], ["--features", "wind, temp"]):
+        assert main(["forecast", "--csv", str(hourly), "--target", "temp", *again, "--epochs", "2", *tiny,
+                     "--out", str(out), "--resume"]) == 0, again
+    assert json.loads((out / "config.json").read_text()) == {**saved, "epochs": 2}
+    capsys.readouterr()
+    assert main(["forecast", "--out", str(out), "--resume", "--epochs", "2", "--features", ""]) == 2  # the target alone
+    assert "has features='wind'; only epochs" in capsys.readouterr().err
 
     # A run written before config.json was resolved resumes, and its config.json is resolved then.
     old = {**saved, "epochs": 2, "features": "all", "season": 0}

@@ -22,6 +22,30 @@ def test_mase_hand_computed():
         naive_scale(np.array([1.0]))
 
 
+def test_naive_scale_counts_only_pairs_of_observed_values():
+    # Rows 2 and 3 were filled in (3.0 carried forward): their steps, 0, 0 and 4, are no one-step naive
+    # errors of observed values. Left: |3 - 1| and |5 - 7|, scale 2 (all five steps would give 1.6).
+    train = np.array([1.0, 3.0, 3.0, 3.0, 7.0, 5.0])
+    filled = np.array([False, False, True, True, False, False])
+    assert naive_scale(train, filled) == 2.0 and naive_scale(train) == pytest.approx(1.6)
+    y, pred = np.array([4.0, 6.0]), np.array([5.0, 3.0])  # MAE 2
+    assert mase(y, pred, train, filled) == 1.0
+    assert scores(y, pred, train, filled)["mase"] == 1.0
+    with pytest.raises(ValueError, match=r"^filled: expected one flag per training value, shape \(6,\), "
+                                         r"got shape \(5,\)$"):
+        naive_scale(train, filled[:5])
+
+
+def test_mase_is_undefined_when_no_two_observed_values_follow_each_other():
+    train = np.array([1.0, 1.0, 4.0, 4.0, 2.0])
+    filled = np.array([False, True, False, True, False])
+    assert np.isnan(naive_scale(train, filled))
+    assert np.isnan(mase(np.array([1.0]), np.array([2.0]), train, filled))
+    assert np.isnan(mase(np.array([1.0]), np.array([1.0]), train, filled))  # undefined even for an exact forecast
+    assert "| LSTM | 1.0000 | 1.0000 | nan | - |" in table({"LSTM": scores(np.array([1.0]), np.array([2.0]),
+                                                                               train, filled)})
+
+
 def test_table_says_how_the_lstm_compares():
     md = table({"LSTM": {"mae": 1, "rmse": 0.9, "mase": 0.5}, "persistence": {"mae": 1, "rmse": 1.0, "mase": 0.6}})
     assert "| persistence | 1.0000 | 1.0000 | 0.6000 | -10.0% |" in md
