@@ -31,12 +31,14 @@ def _names(allowed):
 
 
 def _ints(text: str) -> list[int]:
+    """Integers only: which are too short is each task's to say (LongRangeConfig.validate), as
+    copy and agreement take 0 and adding needs 2."""
     try:
         values = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
     return values
 
 
@@ -45,8 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", type=_names(TASKS), default=D.tasks, metavar="NAMES",
                    help=f"comma-separated, from {', '.join(TASKS)}")
     p.add_argument("--lengths", type=_ints, default=None, metavar="INTS",
-                   help=f"lengths for every task: adding: sequence length (at least 2); copy: the delay; agreement: "
-                        f"the distractor clause length (default per task: {defaults})")
+                   help=f"lengths for every task, each once: adding: the sequence length (at least 2); copy: the "
+                        f"delay, blank steps between the symbols and the recall marker (at least 0); agreement: the "
+                        f"distractor clause length (at least 0; 0: no attractor) (default per task: {defaults})")
     p.add_argument("--models", type=_names(MODELS), default=D.models, metavar="NAMES",
                    help=f"comma-separated, from {', '.join(MODELS)}")
     p.add_argument("--hidden-size", type=int, default=D.hidden_size, help="the LSTM's hidden size")
@@ -58,14 +61,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=D.lr, help="Adam learning rate")
     p.add_argument("--clip", type=float, default=D.clip, help="max gradient norm (0: none)")
     p.add_argument("--forget-bias", type=float, default=D.forget_bias, help="initial forget-gate bias of the LSTMs")
-    p.add_argument("--eval-every", type=int, default=D.eval_every, help="steps between held-out evaluations")
-    p.add_argument("--eval-size", type=int, default=D.eval_size, help="held-out examples per task and length")
+    p.add_argument("--eval-every", type=int, default=D.eval_every,
+                   help="steps between evaluations on the validation and the held-out set")
+    p.add_argument("--eval-size", type=int, default=D.eval_size,
+                   help="examples per task and length in each of the validation and the held-out set")
     p.add_argument("--stop-when-solved", action=argparse.BooleanOptionalAction, default=D.stop_when_solved,
-                   help="stop a model once its held-out metric counts as solved (adding MSE <= 0.002, "
-                        "accuracy >= 0.99)")
+                   help="stop a model once its validation metric counts as solved (adding MSE <= 0.002, "
+                        "accuracy >= 0.99); the held-out metric is what is reported")
     p.add_argument("--gradnorm", action=argparse.BooleanOptionalAction, default=D.gradnorm,
-                   help="plot |dL/dx_t| per step for the RNN and the LSTM (adding, longest length)")
-    p.add_argument("--seed", type=int, default=D.seed, help="seed of the data, the initialisation and the order")
+                   help="plot |dL/dx_t| per step for the RNN and the LSTM (adding, else the first task; longest "
+                        "length)")
+    p.add_argument("--seed", type=int, default=D.seed,
+                   help="seed of the initialisation and the training examples; the validation and held-out sets "
+                        "depend only on the task and length, the same for every seed")
     p.add_argument("--backend", default=D.backend, choices=BACKEND_NAMES, help="the LSTMs' backend (lstmkit.LSTM's)")
     p.add_argument("--jobs", type=int, default=1,
                    help="train this many models at once, each in a process of one thread (up to the cores)")
@@ -83,7 +91,7 @@ def results_table(runs: list[dict]) -> str:
         lengths = sorted({r["length"] for r in rs})
         what = "MSE (lower is better)" if task.metric == "mse" else "accuracy"
         out.append(f"**{task_name}**: held-out {what}, chance {task.chance:.3f}; "
-                   "in brackets the step at which it was solved")
+                   "in brackets the step at which validation counted it solved")
         out.append("")
         out.append("| model | hidden | params | " + " | ".join(f"length {n}" for n in lengths) + " |")
         out.append("|---|---:|---:|" + "---:|" * len(lengths))
@@ -127,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
     if (out / "results.json").exists():  # hours of training: a rerun must not replace them
         raise ValueError(f"--out: {str(out)!r} already holds results (results.json); pass another --out")
     out = make_out_dir(out)  # before training, which an unwritable --out would throw away
+    save_config(out, cfg)  # before training too: a run stopped hours in still says what it was
     result = run_experiment(cfg, jobs=args.jobs)
-    save_config(out, cfg)
     atomic_write_json(out / "results.json", result)
     md = results_table(result["runs"])
     atomic_write_bytes(out / "results.md", (md + "\n").encode())

@@ -2,6 +2,7 @@
 
 tasks.py   seeded generators: the adding problem, delayed recall (copy), number agreement
 models.py  Elman RNN, GRU, LSTM, peephole LSTM (lstmkit modules) with a read-out, matched budgets
-train.py   training every model under one budget; held-out metric curves; input-gradient norms
+train.py   training every model under one budget, stopping on a validation set; held-out metric curves;
+           input-gradient norms
 plots.py   metric vs length, learning curves, |dL/dx_t| per time step
 """

@@ -24,10 +24,10 @@ class LongRangeConfig:
     lr: float = 1e-2  # Adam learning rate
     clip: float = 1.0  # max global gradient norm; 0: none
     forget_bias: float = 1.0  # initial forget-gate bias of the LSTMs
-    eval_every: int = 100  # steps between held-out evaluations
-    eval_size: int = 1000  # fixed held-out examples per task and length
-    stop_when_solved: bool = True  # stop a model early once its held-out metric reaches the task's "solved"
-    seed: int = 0  # weights, examples and held-out sets
+    eval_every: int = 100  # steps between evaluations (validation and held-out sets)
+    eval_size: int = 1000  # examples per task and length in each of the fixed validation and held-out sets
+    stop_when_solved: bool = True  # stop a model early once its validation metric reaches the task's "solved"
+    seed: int = 0  # weights and training examples; not the validation and held-out sets (per task and length)
     backend: str = "auto"  # lstmkit.LSTM backend of the LSTMs
     gradnorm: bool = True  # plot |dL/dx_t| per step, Elman RNN vs LSTM
     progress: bool = True  # a progress bar
@@ -47,14 +47,16 @@ class LongRangeConfig:
         for m in self.models:
             if m not in MODELS:
                 raise ValueError(f"models: expected names from {list(MODELS)}, got {m!r}")
-        for name in ("tasks", "models"):
-            repeated = [n for n, count in Counter(getattr(self, name)).items() if count > 1]
+        for name, what in (("tasks", "name"), ("models", "name"), ("lengths", "length")):
+            repeated = [n for n, count in Counter(getattr(self, name) or ()).items() if count > 1]
             if repeated:
-                raise ValueError(f"{name}: expected each name once, got {', '.join(map(repr, repeated))} more than once")
-        if self.lengths is not None:
-            if not self.lengths or any(n < 1 for n in self.lengths):
-                raise ValueError(f"lengths: expected positive integers, got {self.lengths}")
-        for t in self.tasks:  # not only in the generators: refused before any task trains or --out is made
+                raise ValueError(f"{name}: expected each {what} once, got {', '.join(map(repr, repeated))} "
+                                 "more than once")
+        if self.lengths is not None and not self.lengths:
+            raise ValueError("lengths: expected at least one length (or null: each task's defaults)")
+        # The range is each task's own (adding from 2, copy and agreement from 0): checked here, not
+        # only in the generators, so that it is refused before any task trains or --out is made.
+        for t in self.tasks:
             for n in self.lengths_of(t):
                 try:
                     TASKS[t].check_length(n)

@@ -43,11 +43,13 @@ def plot_task(path: str | Path, task_name: str, runs: list[dict]) -> None:
 def plot_gradnorm(path: str | Path, gradnorm: dict) -> None:
     """|dL/dx_t| (batch mean) against t, log scale: at initialisation and after training."""
     plt = pyplot()
+    n = get_task(gradnorm["task"]).read_steps()
+    read_at = "the last step" if n == 1 else f"the last {n} steps"
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, when in zip(axes, ("init", "trained")):
         for k, (m, g) in enumerate(gradnorm[when].items()):
             ax.semilogy(range(len(g)), [max(v, 1e-30) for v in g], color=f"C{k}", label=LABELS[m])
-        ax.set_xlabel("time step t (the loss is read at the last step)")
+        ax.set_xlabel(f"time step t (the loss is read at {read_at})")
         ax.set_title(f"{gradnorm['task']}, length {gradnorm['length']}: "
                      f"{'at initialisation' if when == 'init' else 'after training'}")
         ax.grid(alpha=0.3, which="both")

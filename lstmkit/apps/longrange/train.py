@@ -12,15 +12,35 @@ from lstmkit.apps.longrange.models import SequenceModel, matched_hidden, paramet
 from lstmkit.apps.longrange.tasks import Task, get_task
 
 
-def data_rng(seed: int, task: str, length: int, stream: str) -> np.random.Generator:
-    """The generator of one data stream ("train", "eval" or "grad"): the same for every model."""
-    key = [seed, length, sum(map(ord, task)), ("train", "eval", "grad").index(stream)]
+STREAMS = ("train", "eval", "grad", "val")
+FIXED = ("eval", "val")  # the same for every seed: spread across seeds is then training variance alone
+
+
+def data_rng(task: str, length: int, stream: str, seed: int | None = None) -> np.random.Generator:
+    """The generator of one data stream (one of STREAMS), the same for every model: of the task,
+    the length and `seed` for "train" and "grad"; of the task and length alone for the FIXED
+    streams (validation "val", held-out "eval"), which take no seed."""
+    if stream not in STREAMS:
+        raise ValueError(f"stream: expected one of {list(STREAMS)}, got {stream!r}")
+    if (seed is None) != (stream in FIXED):
+        raise TypeError(f"seed: expected {'None' if stream in FIXED else 'an integer'} for the {stream!r} stream, "
+                        f"got {seed!r}")
+    code, index = sum(map(ord, task)), STREAMS.index(stream)
+    # A fixed stream's key has its index (1 or 3) where a seeded key has the task's code (a sum
+    # of letters, above 3), so it is no seed's stream, even as numpy pads keys with zeros.
+    key = [length, code, index] if seed is None else [seed, length, code, index]
     return np.random.default_rng(key)
 
 
-def held_out(cfg: LongRangeConfig, task: Task, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed evaluation set of a task and length (the same for every model)."""
-    return task.generate(cfg.eval_size, length, data_rng(cfg.seed, task.name, length, "eval"))
+EvalSet = tuple[torch.Tensor, torch.Tensor]
+
+
+def fixed_sets(cfg: LongRangeConfig, task: Task, length: int) -> tuple[EvalSet, EvalSet]:
+    """The validation set (for the stop decision) and the held-out set (for the reported metric)
+    of a task and length: eval_size examples each, the same for every model and seed."""
+    val = task.generate(cfg.eval_size, length, data_rng(task.name, length, "val"))
+    held = task.generate(cfg.eval_size, length, data_rng(task.name, length, "eval"))
+    return val, held
 
 
 @torch.no_grad()
@@ -40,13 +60,19 @@ def build(cfg: LongRangeConfig, task: Task, name: str) -> SequenceModel:
     return SequenceModel(name, task.input_size, hidden, task.output_size, cfg.backend, cfg.forget_bias)
 
 
-def train_one(cfg: LongRangeConfig, task: Task, length: int, name: str, eval_set, bar=None) -> tuple[dict, SequenceModel]:
-    """Train one model on one task and length; returns its record and the trained model."""
+def train_one(cfg: LongRangeConfig, task: Task, length: int, name: str, sets: tuple[EvalSet, EvalSet],
+              bar=None) -> tuple[dict, SequenceModel]:
+    """Train one model on one task and length; returns its record and the trained model.
+
+    `sets`: (validation, held-out), from fixed_sets. Whether (and when) it is solved and stops is
+    decided on validation; the held-out metric, which no decision has seen, is what is reported."""
+    val_set, eval_set = sets
     torch.manual_seed(cfg.seed)
     model = build(cfg, task, name)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    rng = data_rng(cfg.seed, task.name, length, "train")
-    curve: list[list[float]] = []
+    rng = data_rng(task.name, length, "train", cfg.seed)
+    curve: list[list[float]] = []  # [step, held-out metric]
+    val_curve: list[list[float]] = []  # [step, validation metric]
     start = time.perf_counter()
     solved_at = None
     step = 0
@@ -61,11 +87,13 @@ def train_one(cfg: LongRangeConfig, task: Task, length: int, name: str, eval_set
         if bar is not None:
             bar.update(1)
         if step % cfg.eval_every == 0 or step == cfg.steps:
+            val = evaluate(model, task, *val_set)
             value = evaluate(model, task, *eval_set)
+            val_curve.append([step, val])
             curve.append([step, value])
             if bar is not None:
                 bar.set_postfix_str(f"{task.name} T={length} {name} {task.metric}={value:.4f}")
-            if solved_at is None and task.is_solved(value):
+            if solved_at is None and task.is_solved(val):
                 solved_at = step
                 if cfg.stop_when_solved:
                     break
@@ -76,9 +104,8 @@ def train_one(cfg: LongRangeConfig, task: Task, length: int, name: str, eval_set
         "task": task.name, "length": length, "seq_len": task.seq_len(length), "model": name,
         "hidden_size": model.head.in_features,
         "params": parameter_count(name, task.input_size, model.head.in_features, task.output_size),
-        "metric": task.metric, "final": curve[-1][1], "best": min(c[1] for c in curve) if task.metric == "mse"
-        else max(c[1] for c in curve), "solved_at_step": solved_at, "steps_run": step,
-        "seconds": round(seconds, 2), "curve": curve,
+        "metric": task.metric, "final": curve[-1][1], "solved_at_step": solved_at, "steps_run": step,
+        "seconds": round(seconds, 2), "curve": curve, "val_curve": val_curve,
     }
     return record, model
 
@@ -98,7 +125,7 @@ def _job(cfg_dict: dict, task_name: str, length: int, name: str, keep: bool) -> 
     torch.set_num_threads(1)
     cfg = LongRangeConfig(**{**cfg_dict, "progress": False})
     task = get_task(task_name)
-    record, model = train_one(cfg, task, length, name, held_out(cfg, task, length))
+    record, model = train_one(cfg, task, length, name, fixed_sets(cfg, task, length))
     return record, (model.state_dict() if keep else None)
 
 
@@ -127,12 +154,12 @@ def run_experiment(cfg: LongRangeConfig, jobs: int = 1) -> dict:
     with tqdm(total=len(grid) * cfg.steps, desc="longrange", unit="step", disable=not cfg.progress,
               dynamic_ncols=True) as bar:
         if jobs <= 1:
-            current, eval_set = None, None
+            current, sets = None, None
             for i, (task_name, length, name) in enumerate(grid):
                 task = get_task(task_name)
                 if current != (task_name, length):
-                    current, eval_set = (task_name, length), held_out(cfg, task, length)
-                record, model = train_one(cfg, task, length, name, eval_set, bar)
+                    current, sets = (task_name, length), fixed_sets(cfg, task, length)
+                record, model = train_one(cfg, task, length, name, sets, bar)
                 done(i, record)
                 if keep[i]:
                     kept[name] = model
@@ -154,7 +181,7 @@ def run_experiment(cfg: LongRangeConfig, jobs: int = 1) -> dict:
     gradnorm = {}
     if cfg.gradnorm:
         task = get_task(grad_task)
-        x, y = task.generate(256, grad_length, data_rng(cfg.seed, grad_task, grad_length, "grad"))
+        x, y = task.generate(256, grad_length, data_rng(grad_task, grad_length, "grad", cfg.seed))
         gradnorm = {"task": grad_task, "length": grad_length, "init": {}, "trained": {}}
         for name in grad_models:
             torch.manual_seed(cfg.seed)

@@ -54,7 +54,7 @@ def test_bad_names_are_refused(capsys):
         main(["longrange", "--tasks", "parity"])
     assert e.value.code == 2 and "expected a comma-separated list from" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["longrange", "--lengths", "0,5"])
+        main(["longrange", "--lengths", "5,x"])
 
 
 def _no_training(*args, **kwargs):
@@ -68,6 +68,10 @@ def _no_training(*args, **kwargs):
     (["--lr", "inf"], "lr: expected a finite number > 0, got inf"),
     (["--models", "lstm,rnn,lstm"], "models: expected each name once, got 'lstm' more than once"),
     (["--tasks", "copy,adding,copy,adding"], "tasks: expected each name once, got 'copy', 'adding' more than once"),
+    (["--lengths", "6,3,6"], "lengths: expected each length once, got 6 more than once"),
+    (["--lengths", "0"], "lengths: adding: length must be >= 2, got 0"),
+    (["--tasks", "agreement", "--lengths", "2,-1"], "lengths: agreement: the clause length must be >= 0, got -1"),
+    (["--tasks", "copy", "--lengths", "-1"], "lengths: copy: the delay must be >= 0, got -1"),
     (["--out", "{afile}"], "--out: cannot create directory '{afile}' (File exists)"),
     (["--out", "{afile}/run"], "--out: cannot create directory '{afile}/run' (Not a directory)"),
     (["--jobs", "0"], "--jobs: expected an integer >= 1, got 0"),
@@ -117,3 +121,32 @@ def test_each_run_gets_a_new_directory_and_an_out_that_holds_results_is_refused(
     err = capsys.readouterr().err
     assert f"--out: '{done}' already holds results (results.json); pass another --out" in err
     assert {p.name: p.read_bytes() for p in done.iterdir()} == before
+
+
+def test_copy_and_agreement_take_length_0_on_the_command_line(tmp_path):
+    """The generators took 0 (copy: no delay; agreement: no attractor, the baseline); the CLI refused it."""
+    out = tmp_path / "lr"
+    assert main(["longrange", "--tasks", "copy,agreement", "--lengths", "0,2", "--models", "lstm", "--hidden-size", "4",
+                 "--steps", "2", "--eval-every", "2", "--eval-size", "8", "--batch-size", "4", "--backend",
+                 "reference", "--no-progress", "--no-gradnorm", "--out", str(out)]) == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [(r["task"], r["length"]) for r in runs] == [("copy", 0), ("copy", 2), ("agreement", 0), ("agreement", 2)]
+
+
+def test_the_config_is_saved_before_training(tmp_path, monkeypatch):
+    """It was written after training: a run stopped hours in left no record of what it was."""
+    import lstmkit.apps.longrange.train as train
+
+    out = tmp_path / "lr"
+
+    def interrupted(cfg, jobs):
+        assert json.loads((out / "config.json").read_text()) == cfg.to_dict()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "run_experiment", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["longrange", "--lengths", "3", "--models", "lstm", "--backend", "reference", "--no-progress",
+              "--out", str(out)])
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["lengths"] == [3] and saved["models"] == ["lstm"] and saved["backend"] == "reference"
+    assert not (out / "results.json").exists()

@@ -88,3 +88,31 @@ def test_each_task_has_its_shortest_length():
     assert LongRangeConfig(tasks=["copy", "agreement"], lengths=[1]).validate().lengths == [1]
     with pytest.raises(ValueError, match="lengths: adding: length must be >= 2, got 1"):
         LongRangeConfig(tasks=["copy", "adding"], lengths=[3, 1]).validate()
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_read_steps_are_the_steps_read_scores(name):
+    task = get_task(name)
+    n = task.read_steps()
+    out = torch.randn(task.seq_len(4), 3, task.output_size)
+    earlier = out.clone()
+    earlier[:-n] += 1.0
+    assert torch.equal(task.read(out), task.read(earlier))
+    later = out.clone()
+    later[-n] += 1.0
+    assert not torch.equal(task.read(out), task.read(later))
+
+
+@pytest.mark.parametrize("name, read_at", [("adding", "the last step"), ("copy", "the last 10 steps")])
+def test_the_gradient_plot_says_where_the_loss_is_read(name, read_at, monkeypatch, tmp_path):
+    """It said "the last step" for copy too, whose loss is read at the last K steps."""
+    import lstmkit.apps.longrange.plots as plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path, dpi: figures.append(fig))
+    g = [1.0, 0.5, 0.25]
+    plots.plot_gradnorm(tmp_path / "g.png", {"task": name, "length": 1, "init": {"lstm": g}, "trained": {"lstm": g}})
+    (fig,) = figures
+    labels = {ax.get_xlabel() for ax in fig.axes}
+    plots.pyplot().close(fig)
+    assert labels == {f"time step t (the loss is read at {read_at})"}
