@@ -501,10 +501,13 @@ def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str
         raise ValueError(f"x: expected a cpu tensor (backend 'numba' runs on CPU), got {x.device.type}")
     if x.dtype not in DTYPES:  # backend="auto" takes the reference for others (lstmkit.kernels)
         raise TypeError(f"x: backend 'numba' takes dtypes {list(DTYPES)}, got {x.dtype}")
-    # the kernels and their GEMMs are chosen by x's dtype: any other tensor would be misread
+    # the kernels and their GEMMs are chosen by x's dtype: any other tensor would be misread; and
+    # they read raw addresses, so a tensor on another device would be read as host memory (a crash)
     for name, t in (*zip(("h0", "c0"), state), *params.items()):
         if t.dtype != x.dtype:
             raise TypeError(f"{name}: expected dtype {x.dtype} (the input's), got {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"{name}: expected a tensor on {x.device} (the input's device), got {t.device}")
     h0 = state[0]
     c0 = state[1] if spec.has_cell_state else None
     names = tuple(params)

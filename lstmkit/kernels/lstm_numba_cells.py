@@ -353,8 +353,10 @@ class Table:
         head = [HEADER + 4 * len(arrays), OMP_THREAD_NUM, OMP_NUM_THREADS, MKL_SET_LOCAL, gemm_addr, GOMP_BARRIER,
                 brgemm_addr, *ints]
         vals = head + [0] * (HEADER - len(head))
-        for a in arrays:
-            assert a.dim() <= 3 and a.is_contiguous(), "kernel arrays are C-contiguous, at most 3-D"
+        for a in arrays:  # not an assert: a violation is a segfault, and python -O drops asserts
+            if a.device.type != "cpu" or a.layout != torch.strided or a.dim() > 3 or not a.is_contiguous():
+                raise ValueError(f"kernel arrays are C-contiguous CPU tensors of at most 3 dimensions, got a "
+                                 f"{a.layout} tensor on {a.device} of shape {tuple(a.shape)}")
             shape = (*a.shape, 1, 1, 1)  # padded to three dimensions
             vals += (a.data_ptr(), shape[0], shape[1], shape[2])
         self.table = np.array(vals, dtype=np.int64)

@@ -46,6 +46,13 @@ def float_tensor(name: str, x: object, dtype: torch.dtype) -> Tensor:
     return x
 
 
+def device(name: str, x: Tensor, expected: torch.device, what: str = "the input's") -> None:
+    """As torch's RNNs refuse a state or input on another device; the fused kernels would read its
+    memory as host memory (a crash), or launch on the wrong GPU."""
+    if x.device != expected:
+        raise ValueError(f"{name}: expected a tensor on {expected} ({what} device), got {x.device}")
+
+
 def state_pair(name: str, hx: object, names: str) -> None:
     """`hx` must be a tuple (or list) of two, the LSTM state written `names`, e.g. "(h_0, c_0)"."""
     if not (isinstance(hx, (tuple, list)) and len(hx) == 2):

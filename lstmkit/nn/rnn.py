@@ -171,6 +171,7 @@ class RecurrentBase(nn.Module):
             state = []
             for name, h, s in zip(names, hx, shapes):
                 checks.float_tensor(name, h, dtype)
+                checks.device(name, h, x.device)
                 if unbatched:
                     checks.shape(name, h, (s[0], s[2]))
                     h = h.unsqueeze(1)
@@ -178,6 +179,7 @@ class RecurrentBase(nn.Module):
                 if sorted_indices is not None:
                     h = h.index_select(1, sorted_indices)
                 state.append(h)
+        checks.device("input", x, self.weight_ih_l0.device, what="the parameters'")
         layer_fn = resolve_backend(self.backend, x.device.type, self.cell, x.dtype)
 
         finals: list[list[Tensor]] = [[] for _ in shapes]

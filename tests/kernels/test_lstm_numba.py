@@ -571,6 +571,16 @@ def test_mixed_dtypes_raise():
         lstm_numba.layer(SPECS["lstm"], x, (state[0], state[1].float()), make_params("lstm", 3, 4))
 
 
+def test_a_tensor_on_another_device_raises_instead_of_being_read_as_host_memory():
+    """The kernels read raw addresses: a meta (or CUDA) state or weight was a segfault."""
+    x, state, _ = make_inputs("lstm", 2, 2, 3, 4)
+    params = make_params("lstm", 3, 4)
+    with pytest.raises(ValueError, match=r"^c0: expected a tensor on cpu \(the input's device\), got meta$"):
+        lstm_numba.layer(SPECS["lstm"], x, (state[0], state[1].to("meta")), params)
+    with pytest.raises(ValueError, match=r"^weight_hh: expected a tensor on cpu \(the input's device\), got meta$"):
+        lstm_numba.layer(SPECS["lstm"], x, state, {**params, "weight_hh": params["weight_hh"].to("meta")})
+
+
 # --------------------------------------------------------------------------------------
 # the modules: multi-layer, bidirectional, projection, PackedSequence (unsorted)
 # --------------------------------------------------------------------------------------

@@ -86,6 +86,22 @@ def test_state_shapes(lstm):
         lstm(torch.randn(5, 3), (torch.zeros(2, 1, 4), torch.zeros(2, 1, 4)))
 
 
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_a_state_or_the_weights_on_another_device_are_refused_as_torch_refuses_them(backend):
+    """torch.nn.LSTM raises; backend "auto" (numba here) read the meta tensor's address: a segfault."""
+    x = torch.randn(5, 2, 3)
+    lstm = lstmkit.LSTM(3, 4, backend=backend)
+    for given in range(2):
+        hx = [torch.zeros(1, 2, 4), torch.zeros(1, 2, 4)]
+        hx[given] = hx[given].to("meta")
+        with pytest.raises(ValueError, match=rf"^{('h_0', 'c_0')[given]}: expected a tensor on cpu "
+                                             r"\(the input's device\), got meta$"):
+            lstm(x, tuple(hx))
+    with torch.no_grad(), pytest.raises(ValueError, match=r"^input: expected a tensor on meta "
+                                                          r"\(the parameters' device\), got cpu$"):
+        lstmkit.LSTM(3, 4, backend=backend, device="meta")(x)
+
+
 def test_unknown_backend_name_at_dispatch():
     with pytest.raises(ValueError, match="backend: expected one of"):
         resolve_backend("fastest", "cpu", "lstm")
