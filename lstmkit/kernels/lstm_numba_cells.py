@@ -183,21 +183,55 @@ def call_gemm(typingctx, fn, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, 
     return types.void(fn, *([types.voidptr] * 13)), codegen
 
 
-# --- activations: exact in float64, vectorisable rational approximations in float32 --------------
-# tanh: the [13/6] rational approximation Eigen uses for float, its input clamped where tanh rounds
-# to +-1 (there it gives +-(1 - 2.4e-7), not +-1): max abs error 3.5e-7 (6 ulp) over [-20, 20].
-# sigmoid(x) = (1 + tanh(x/2)) / 2 shares it: max abs error 2.3e-7 (relative accuracy is lost
-# below ~1e-6; it bottoms out at 1.2e-7), so a saturated gate's derivative is ~1e-7, not 0. LLVM
-# vectorises both (no libm call); libm's expf would stay scalar (no SVML here).
+# --- activations: exact in float64, vectorisable approximations in float32 -----------------------
+# No libm call in the float32 loops (expf would stay scalar: no SVML here), so LLVM vectorises them.
+# tanh: the [13/6] rational approximation Eigen uses for float on |x| < 7.9, where it is within
+# 3.5e-7 (6 ulp) of tanh; then its value at 7.9, 1 - 2.4e-7, up to |x| = 9.01, and +-1 beyond,
+# where float32's tanh rounds to +-1: a saturated tanh's derivative 1 - t^2 is 0, as torch's.
+# sigmoid: e / (1 + e) or 1 / (1 + e) with e = exp(-|x|), exp from exponent bits and a degree-6
+# polynomial (Cody-Waite reduction): relative accuracy down to the smallest normal float, so a
+# closed gate (sigmoid(-30) = 9e-14) closes. Through tanh, (1 + tanh(x/2)) / 2, it bottomed out at
+# 1.2e-7: a closed forget gate leaked 1.2e-7 of c every step, and the gradients' errors grew with
+# |c| (3e-3 relative at |c| ~ 1e4, NaN from |c| ~ 1e10).
 
 _F = np.float32
 _TCLAMP = _F(7.90531110763549805)
+_TSAT = _F(9.01)  # float32's tanh(x) rounds to 1 from here: 1 - tanh(x) < 2**-25
 _A1, _A3, _A5 = _F(4.89352455891786e-03), _F(6.37261928875436e-04), _F(1.48572235717979e-05)
 _A7, _A9 = _F(5.12229709037114e-08), _F(-8.60467152213735e-11)
 _A11, _A13 = _F(2.00018790482477e-13), _F(-2.76076847742355e-16)
 _B0, _B2 = _F(4.89352518554385e-03), _F(2.26843463243900e-03)
 _B4, _B6 = _F(1.18534705686654e-04), _F(1.19825839466702e-06)
-_HALF = _F(0.5)
+_ONE, _HALF = _F(1.0), _F(0.5)
+_EXP_MIN = _F(-87.0)  # exp(-87) = 1.6e-38, still a normal float (the exponent bits below need one)
+_LOG2E = _F(1.44269504088896341)
+_LN2_HI, _LN2_LO = _F(0.693359375), _F(-2.12194440e-4)  # ln 2 = HI + LO; n * HI is exact
+_E2, _E3, _E4 = _F(5.0000001201e-1), _F(1.6666665459e-1), _F(4.1665795894e-2)
+_E5, _E6, _E7 = _F(8.3334519073e-3), _F(1.3981999507e-3), _F(1.9875691500e-4)
+
+
+@intrinsic
+def _pow2(typingctx, n):
+    """2**n for a float32 n holding an integer in [-126, 127], written into the exponent bits."""
+    def codegen(context, builder, sig, args):
+        i32 = ir.IntType(32)
+        k = builder.add(builder.fptosi(args[0], i32), ir.Constant(i32, 127))
+        return builder.bitcast(builder.shl(k, ir.Constant(i32, 23)), ir.FloatType())
+    return types.float32(types.float32), codegen
+
+
+@njit(error_model="numpy")
+def _exp_nonpositive_f32(y):
+    """exp(y) for float32 y <= 0 (clamped at -87): 2**n * exp(r), |r| <= ln(2)/2."""
+    y = max(y, _EXP_MIN)
+    n = np.floor(y * _LOG2E + _HALF)
+    r = (y - n * _LN2_HI) - n * _LN2_LO
+    p = r * _E7 + _E6
+    p = r * p + _E5
+    p = r * p + _E4
+    p = r * p + _E3
+    p = r * p + _E2
+    return (r * r * p + r + _ONE) * _pow2(n)
 
 
 def tanh(x):
@@ -211,19 +245,27 @@ def sigmoid(x):
 
 @njit(error_model="numpy")
 def _tanh_f32(x):
-    x = min(max(x, -_TCLAMP), _TCLAMP)
-    x2 = x * x
-    p = x2 * _A13 + _A11
-    p = x2 * p + _A9
-    p = x2 * p + _A7
-    p = x2 * p + _A5
-    p = x2 * p + _A3
-    p = x2 * p + _A1
-    p = x * p
-    q = x2 * _B6 + _B4
-    q = x2 * q + _B2
-    q = x2 * q + _B0
-    return p / q
+    y = min(max(x, -_TCLAMP), _TCLAMP)
+    y2 = y * y
+    p = y2 * _A13 + _A11
+    p = y2 * p + _A9
+    p = y2 * p + _A7
+    p = y2 * p + _A5
+    p = y2 * p + _A3
+    p = y2 * p + _A1
+    p = y * p
+    q = y2 * _B6 + _B4
+    q = y2 * q + _B2
+    q = y2 * q + _B0
+    # a select, so the loop still vectorises; NaN fails the test and keeps p / q (NaN)
+    return (_ONE if x > 0 else -_ONE) if abs(x) >= _TSAT else p / q
+
+
+@njit(error_model="numpy")
+def _sigmoid_f32(x):
+    e = _exp_nonpositive_f32(-abs(x))  # in (0, 1]: neither branch below can overflow
+    s = _ONE / (_ONE + e)
+    return s if x >= 0 else e * s
 
 
 @overload(tanh)
@@ -236,9 +278,7 @@ def _ov_tanh(x):
 @overload(sigmoid)
 def _ov_sigmoid(x):
     if x == types.float32:
-        def impl(x):
-            return _HALF + _HALF * _tanh_f32(_HALF * x)
-        return impl
+        return lambda x: _sigmoid_f32(x)
     return lambda x: 1.0 / (1.0 + np.exp(-x))
 
 

@@ -296,6 +296,40 @@ def test_float32_close_to_float64_reference(cell):
         torch.testing.assert_close(got[name].double(), want[name], rtol=0, atol=tol, msg=lambda m: f"{name}: {m}")
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_float32_saturated_gates_as_accurate_as_the_float32_reference(cell):
+    """|x| ~ 10 and |c| ~ 1e4 saturate the gates. sigmoid through tanh bottomed out at 1.2e-7, so
+    closed gates leaked that much of c each step: errors of 1e-3 (and 2 in peephole's dweight_cf)
+    against float64, where the float32 reference's own are 1e-7 to 6e-5 (peephole's conditioning)."""
+    T, B, I, H = 6, 5, 3, 20
+    p64 = make_params(cell, I, H)
+    x64, s64, bs = make_inputs(cell, T, B, I, H)
+    x64 = (x64.detach() * 10).requires_grad_()
+    s64 = tuple((s.detach() * (1e4 if k == 1 else 1)).requires_grad_() for k, s in enumerate(s64))
+    want = run_layer(reference.layer, cell, x64, s64, p64, bs, False)
+
+    def error(layer_fn):
+        leaves = [t.detach().float().requires_grad_() for t in (x64, *s64, *p64.values())]
+        got = run_layer(layer_fn, cell, leaves[0], tuple(leaves[1:1 + len(s64)]),
+                        dict(zip(p64, leaves[1 + len(s64):])), bs, False)
+        return {n: ((got[n].double() - want[n]).abs().max() / want[n].abs().max()).item() for n in want}
+
+    own, kernel = error(reference.layer), error(lstm_numba.layer)
+    for name in want:
+        assert kernel[name] <= 4 * own[name] + 2e-6, (name, kernel[name], own[name])
+
+
+def test_float32_closed_gates_close():
+    """H = 1, zero weights: i = f = sigmoid(-30) = 9.4e-14, g = tanh(0) = 0, so c_1 = f c_0 = 9.4e-10
+    at c_0 = 1e4. It was 1.2e-3, sigmoid's floor times c_0."""
+    params = {"weight_ih": torch.zeros(4, 1), "weight_hh": torch.zeros(4, 1),
+              "bias_ih": torch.tensor([-30.0, -30.0, 0.0, 30.0]), "bias_hh": torch.zeros(4)}
+    x, state = torch.zeros(1, 1, 1), (torch.zeros(1, 1), torch.full((1, 1), 1e4))
+    _, (h_1, c_1) = lstm_numba.layer(SPECS["lstm"], x, state, params)
+    want = torch.sigmoid(torch.tensor(-30.0, dtype=F64)) * 1e4
+    torch.testing.assert_close(c_1.double().squeeze(), want, rtol=1e-5, atol=0)
+
+
 # --------------------------------------------------------------------------------------
 # gradcheck through the layer function, float64
 # --------------------------------------------------------------------------------------
