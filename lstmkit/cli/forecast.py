@@ -5,21 +5,31 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from lstmkit.apps.forecast.config import ForecastConfig
+# Imported with the parser, not when a run starts: the epilog is run.py's docstring, and the torch
+# and pandas it needs are loaded by lstmkit.cells and lstmkit.data.timeseries below anyway.
+from lstmkit.apps.forecast import run as forecast_run
+from lstmkit.apps.forecast.config import RESUMABLE, ForecastConfig
+from lstmkit.apps.forecast.run import (
+    absolute_csv, load_series, read_config, resolve_data_fields, train_and_evaluate,
+)
 from lstmkit.cells import LSTM_CELLS
 from lstmkit.data.timeseries import DATASETS, slug
 from lstmkit.kernels import BACKEND_NAMES
 from lstmkit.utils.options import add_field_flag, flag, given
-from lstmkit.utils.runs import DEVICES, RESUMABLE
+from lstmkit.utils.runs import DEVICES
 
 HELP = ("Forecast a time series with an LSTM; score it against persistence, seasonal naive and a linear "
         "autoregression (MAE, RMSE, MASE) on a chronological test span.")
 
 D = ForecastConfig()
 FIELDS = {f.name for f in dataclasses.fields(ForecastConfig)}
+# The run directory's files, as run.py's docstring lists them (all of it but its first line).
+EPILOG = forecast_run.__doc__.split("\n\n", 1)[1].strip()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.epilog = EPILOG  # a table: cli.main.HelpFormatter keeps its lines
+
     def opt(group, option: str, help: str = "", default_text: str | None = None, **kw) -> None:
         name = option[2:].replace("-", "_")
         if default_text is None and isinstance(getattr(D, name), bool):
@@ -56,29 +66,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt(g, "--backend", "lstmkit.LSTM backend", choices=BACKEND_NAMES)
     g = p.add_argument_group("training")
     opt(g, "--epochs", "maximum epochs in all (resumes included)")
-    opt(g, "--max-time", "seconds of training in this invocation; 0: no limit")
+    opt(g, "--max-time", "seconds of training in this invocation, checked between epochs: the epoch running "
+        "when they run out finishes; 0: no limit")
     opt(g, "--batch-size")
     opt(g, "--lr", "Adam learning rate")
     opt(g, "--weight-decay")
     opt(g, "--clip", "max gradient norm; 0: none")
     opt(g, "--patience", "stop after this many epochs without a better validation RMSE; 0: never")
     opt(g, "--seed")
-    opt(g, "--device", choices=DEVICES)
+    opt(g, "--device", "cpu unless named: auto takes cuda where there is one (train and sentiment default "
+        "to auto)", choices=DEVICES)
     g = p.add_argument_group("output")
     g.add_argument("--out", default=argparse.SUPPRESS, metavar="DIR",
-                   help="run directory (default: runs/forecast/<series>-<target>)")
+                   help="run directory (default: runs/forecast/<series>-<target>, <series> the CSV's name "
+                        "without .csv or the --dataset; no date in it, so the same command again is refused: "
+                        "--resume continues that run, another --out starts a new one)")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint; its config is kept, and only "
                         f"{', '.join(map(flag, RESUMABLE))} may change (another flag is accepted where it "
-                        "resolves to the run's value, as --features all or --season 0 may)")
+                        "resolves to the run's value, as --features all or --season 0 may); a run that "
+                        "stopped early goes on where a new --patience allows it, one that ran all its epochs "
+                        "where a larger --epochs does")
     opt(g, "--progress", "progress bar")
 
 
 def resumed_config(out: str, flags: dict) -> ForecastConfig:
     """The run's config.json with the flags given on resume: those of RESUMABLE replace the saved
     values; any other must resolve, the way a fresh run resolves it, to the saved value."""
-    from lstmkit.apps.forecast.run import absolute_csv, load_series, read_config, resolve_data_fields
-
     cfg = read_config(out)
     for name in RESUMABLE:
         if name in flags:
@@ -100,8 +114,6 @@ def resumed_config(out: str, flags: dict) -> ForecastConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lstmkit.apps.forecast.run import train_and_evaluate
-
     out = getattr(args, "out", None)
     if args.resume:
         if out is None:

@@ -26,7 +26,12 @@ COMMANDS = (
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Each flag's help ends with its default, unless the help already gives it, there is none
-    (None), or the flag is a switch (store_true); a list default reads as typed on the command line."""
+    (None), or the flag is a switch (store_true); a list default reads as typed on the command line.
+    A description or epilog with line breaks of its own (a table of a run's files) is kept line for
+    line; others are wrapped to the terminal."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return text if "\n" in text else super()._fill_text(text, width, indent)
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         help = action.help or ""

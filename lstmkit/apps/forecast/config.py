@@ -13,7 +13,10 @@ from lstmkit.cells import LSTM_CELLS
 from lstmkit.data.timeseries import DATASETS, check_gap_policy
 from lstmkit.kernels import BACKEND_NAMES
 from lstmkit.utils.options import check_number, check_seed, check_types
-from lstmkit.utils.runs import DEVICES, config_from_dict
+from lstmkit.utils.runs import DEVICES, RESUMABLE as RUN_RESUMABLE, config_from_dict
+
+# What --resume may change: patience decides when training stops, not what any epoch computes.
+RESUMABLE = (*RUN_RESUMABLE, "patience")
 
 
 @dataclass
@@ -41,7 +44,9 @@ class ForecastConfig:
     backend: str = "auto"  # lstmkit.LSTM backend
     # --- training ---
     epochs: int = 60  # maximum epochs in all, resumes included
-    max_time: float = 0.0  # seconds of training in this invocation; 0: no limit
+    # Seconds of training in this invocation, checked between epochs (a checkpoint is written per
+    # epoch, so the epoch running when they run out finishes); 0: no limit.
+    max_time: float = 0.0
     batch_size: int = 64  # training windows per optimizer step
     lr: float = 3e-3  # Adam learning rate
     weight_decay: float = 0.0  # Adam's L2 penalty

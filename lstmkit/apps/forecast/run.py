@@ -1,25 +1,37 @@
 """One forecasting run: load and check the series, train the LSTM, score it and the baselines.
 
-A run directory holds:
+A run directory (--out) holds:
 
-    config.json              the resolved config
-    data.json                the series: source, sha256, columns, rows, gap report, split (windows per part,
-                             and how many were left out for a filled-in target), scaler, season, and
-                             MASE's scale (null when no two observed target values follow each other
-                             in the training span: every MASE is then null too)
-    model.safetensors        the best model so far (validation RMSE) with its config and scaler
-    checkpoint.safetensors   the latest training state, its config and data's sha256; `--resume`
-                             continues from it on the same config and data only
-    metrics.json             test MAE / RMSE / MASE of the LSTM and every baseline, history
-    results.md               the same as a Markdown table, with the windows scored and left out
-    predictions.csv          the test span, a row per window: for each step k ahead, the time it forecasts,
-                             the actual value and each method's forecast, as time_t+k, actual_t+k,
-                             LSTM_t+k, ...; with --horizon 1 plain time, actual, LSTM, ...
-    forecast.png             actual vs predicted on the test span
-    curves.png               training and validation loss per epoch
+    config.json             the resolved config
+    data.json               the series: source, sha256, columns, rows, gap
+                            report (how much was filled), split (windows per
+                            part, and how many were left out for a filled-in
+                            target), scaler, season and MASE's scale (null
+                            where the training span holds no two consecutive
+                            observed target values: MASE is undefined; 0
+                            where no two such values differ: MASE is
+                            infinite for a method with any error; null in
+                            metrics.json either way)
+    model.safetensors       the best model so far (validation RMSE) with its
+                            config and scaler
+    checkpoint.safetensors  the training state after the latest epoch, its
+                            config and data's sha256: --resume continues from
+                            it on the same data and config, but for the flags
+                            that --resume may change
+    metrics.json            test MAE / RMSE / MASE of the LSTM and every
+                            baseline, history
+    results.md              the same as a Markdown table, with the windows
+                            scored and left out
+    predictions.csv         the test span, a row per window: for each step k
+                            ahead, the time it forecasts, the actual value
+                            and each method's forecast, as time_t+k,
+                            actual_t+k, LSTM_t+k, ...; with --horizon 1 plain
+                            time, actual, LSTM, ...
+    forecast.png            actual vs predicted on the test span
+    curves.png              training and validation loss per epoch
 
-Everything that can be refused (a missing column, a non-number, too few rows, a gap under
-`--gaps error`) is refused before the directory is touched.
+Everything that can be refused (a missing column, a non-number, too few rows,
+a gap under --gaps error) is refused before the directory is touched.
 """
 
 from __future__ import annotations
@@ -35,14 +47,14 @@ import torch
 from tqdm.auto import tqdm
 
 from lstmkit.apps.forecast import baselines, plots
-from lstmkit.apps.forecast.config import ForecastConfig
+from lstmkit.apps.forecast.config import RESUMABLE, ForecastConfig
 from lstmkit.apps.forecast.metrics import naive_scale, scores, table
 from lstmkit.apps.forecast.model import Forecaster
 from lstmkit.apps.forecast.windows import PARTS, Prepared, Scaler, prepare
 from lstmkit.data.timeseries import Series, load_csv, load_dataset, parse_columns, seasonal_period
 from lstmkit.utils.checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
 from lstmkit.utils.runs import (
-    RESUMABLE, make_out_dir, resolve_run, rng_state, save_config, saved_backend_name, seed_everything, set_rng_state,
+    make_out_dir, resolve_run, rng_state, save_config, saved_backend_name, seed_everything, set_rng_state,
 )
 
 MODEL = "model.safetensors"
@@ -51,6 +63,9 @@ MODEL_FORMAT = "lstmkit.forecast.model/1"
 CHECKPOINT_FORMAT = "lstmkit.forecast.checkpoint/1"
 UNDEFINED_MASE = ("MASE undefined (null): no two observed target values follow each other in the training span, "
                   "so the one-step naive forecast it is scaled by has no error to measure")
+INFINITE_MASE = ("MASE infinite (inf; null in metrics.json) for a method with any test error, 0 for an exact one: "
+                 "no two consecutive observed target values of the training span differ, so the one-step naive "
+                 "forecast it is scaled by has no error (scale 0)")
 
 
 def absolute_csv(path: str | None) -> str | None:
@@ -162,6 +177,30 @@ def check_checkpoint(ck: dict, cfg: ForecastConfig, data_sha256: str, path: Path
                          "resuming would mix the two; start a new run in another --out")
 
 
+def finished(state: dict, cfg: ForecastConfig) -> str | bool:
+    """Why training is over after `state`'s latest epoch under `cfg`: "early_stop", "epochs", or False.
+    Resuming asks again, as --epochs and --patience may have changed since the checkpoint."""
+    if cfg.patience and state["bad_epochs"] >= cfg.patience:
+        return "early_stop"
+    return "epochs" if state["epoch"] >= cfg.epochs else False
+
+
+def resume_note(was: str | bool, state: dict, cfg: ForecastConfig) -> str:
+    """The log's line on a resumed run: why it is already finished, or why and how far it goes on."""
+    epoch, bad = state["epoch"], state["bad_epochs"]
+    if state["done"] == "early_stop":
+        return (f"already finished: stopped early at epoch {epoch}, after {bad} epochs without a better "
+                f"validation RMSE (--patience {cfg.patience}); a larger --patience, or 0, continues")
+    if state["done"] == "epochs":
+        return f"already finished: {epoch} epochs run (--epochs {cfg.epochs}); a larger --epochs continues"
+    why = {"early_stop": f" (it had stopped early, after {bad} epochs without a better validation RMSE, "
+                         f"which --patience {cfg.patience} allows)",
+           "epochs": f" (it had run all its epochs; --epochs {cfg.epochs} allows more)"}.get(was, "")
+    stop = (f", or {cfg.patience} epochs without a better validation RMSE ({bad} so far)" if cfg.patience
+            else "; no early stop (--patience 0)")
+    return f"continuing{why}: up to epoch {cfg.epochs}{stop}"
+
+
 def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = False) -> dict:
     """The whole run; returns metrics.json's content. Refuses bad input before writing anything."""
     cfg = dataclasses.replace(cfg).validate()  # a copy: what is resolved below is the run's, not the caller's
@@ -187,8 +226,9 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
               f"before them, in {rep['filled_runs']} runs (longest {rep['longest_filled_run']}); trimmed "
               f"{rep['trimmed_leading_rows']} leading rows with no observation before them; windows left out for a "
               f"filled-in target, train/val/test: {'/'.join(str(prep.dropped[p]) for p in PARTS)}")
-    if math.isnan(data.mase_scale):
-        print(f"note: {UNDEFINED_MASE}")
+    mase_note = UNDEFINED_MASE if math.isnan(data.mase_scale) else INFINITE_MASE if data.mase_scale == 0 else ""
+    if mase_note:
+        print(f"note: {mase_note}")
     if rep.get("time_gaps"):
         print(f"note: {rep['time_gaps']} step(s) longer than the usual {rep['step']} (rows absent from the file; "
               "not invented)")
@@ -209,9 +249,9 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
         opt.load_state_dict(ck["optimizer"])
         set_rng_state(ck["rng"])
         state = {k: ck[k] for k in state}
-        if cfg.epochs > state["epoch"] and state["done"] == "epochs":
-            state["done"] = False  # more epochs asked for than the finished run had
+        was, state["done"] = state["done"], finished(state, cfg)
         print(f"resumed from epoch {state['epoch']} (best validation RMSE {state['best_val']:.4f}, scaled)")
+        print(resume_note(was, state, cfg))
 
     save_config(out, cfg)
     atomic_write_json(out / "data.json", summary)
@@ -221,6 +261,7 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
     n = len(tr)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     start = time.perf_counter()
+    first_epoch = state["epoch"]
     stopped_by_time = False
     bar = tqdm(total=cfg.epochs, initial=min(state["epoch"], cfg.epochs), desc="forecast", unit="epoch",
                disable=not cfg.progress, dynamic_ncols=True)
@@ -251,10 +292,7 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
                                           "model": state["best_model"], "val_rmse_scaled": val_rmse})
         else:
             state["bad_epochs"] += 1
-        if cfg.patience and state["bad_epochs"] >= cfg.patience:
-            state["done"] = "early_stop"
-        elif epoch >= cfg.epochs:
-            state["done"] = "epochs"
+        state["done"] = finished(state, cfg)
         save_checkpoint(out / CHECKPOINT, {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(),
                                            "data_sha256": data.series.sha256, "model": model.state_dict(),
                                            "optimizer": opt.state_dict(), "rng": rng_state(), **state})
@@ -263,7 +301,7 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
     bar.close()
     if stopped_by_time:
         print(f"stopped by --max-time {cfg.max_time:g} s at epoch {state['epoch']}; --resume continues")
-    elif state["done"] == "early_stop":
+    elif state["done"] == "early_stop" and state["epoch"] > first_epoch:  # else resume_note said it
         print(f"early stop at epoch {state['epoch']} ({cfg.patience} epochs without a better validation RMSE)")
 
     # Score the best model (by validation RMSE) and the baselines on the same test windows.
@@ -285,10 +323,10 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
     atomic_write_json(out / "metrics.json", metrics)
     left_out = (f" ({prep.dropped['test']} more left out: their targets hold filled-in values)"
                 if prep.dropped["test"] else "")
-    undefined = f"\n{UNDEFINED_MASE}\n" if math.isnan(data.mase_scale) else ""
+    note = f"\n{mase_note}\n" if mase_note else ""
     atomic_write_bytes(out / "results.md", (f"Test span of {data.series.source}, target {data.series.target!r}, "
-                                            f"horizon {cfg.horizon}, {len(test)} windows{left_out}\n\n{md}\n"
-                                            f"{undefined}").encode())
+                                            f"horizon {cfg.horizon}, {len(test)} windows{left_out}\n\n"
+                                            f"{md}\n{note}").encode())
     times = data.series.times
     frame = {}
     for k in range(cfg.horizon):

@@ -67,6 +67,42 @@ def test_end_to_end_then_resume(tmp_path, csv, capsys):
     assert columns == ["temp", "wind"] and cfg.window == 6
 
 
+def test_a_new_patience_on_resume_continues_a_run_that_stopped_early(tmp_path, csv, capsys):
+    common = ["forecast", "--csv", str(csv), "--target", "temp", "--features", "wind", *TINY, "--lr", "0.03"]
+    out = tmp_path / "run"
+    assert main([*common, "--patience", "1", "--epochs", "10", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    stopped = metrics["epochs_run"]
+    assert metrics["stopped"] == "early_stop" and stopped < 10
+    capsys.readouterr()
+    # More epochs alone leave it finished, and the log says why.
+    assert main(["forecast", "--out", str(out), "--resume", "--epochs", "12", "--no-progress"]) == 0
+    assert (f"already finished: stopped early at epoch {stopped}, after 1 epochs without a better validation RMSE "
+            "(--patience 1); a larger --patience, or 0, continues") in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == stopped
+    # A patience it has not used up goes on, to the run that had that patience from the start.
+    assert main(["forecast", "--out", str(out), "--resume", "--epochs", "12", "--patience", "0", "--no-progress"]) == 0
+    assert ("continuing (it had stopped early, after 1 epochs without a better validation RMSE, which --patience 0 "
+            "allows): up to epoch 12; no early stop (--patience 0)") in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["epochs_run"], metrics["stopped"]) == (12, "epochs")
+    assert json.loads((out / "config.json").read_text())["patience"] == 0
+    straight = tmp_path / "straight"
+    assert main([*common, "--patience", "0", "--epochs", "12", "--out", str(straight)]) == 0
+    assert json.loads((straight / "metrics.json").read_text())["history"] == metrics["history"]
+
+
+def test_help_lists_the_files_a_run_writes(tmp_path, csv, capsys):
+    out = tmp_path / "run"
+    assert main(["forecast", "--csv", str(csv), "--target", "temp", "--epochs", "1", *TINY, "--out", str(out)]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["forecast", "--help"])
+    epilog = capsys.readouterr().out.split("A run directory (--out) holds:", 1)[1]
+    listed = {line.split()[0] for line in epilog.splitlines() if line.startswith("    ") and line[4] != " "}
+    assert listed == {p.name for p in out.iterdir()}
+
+
 def test_saved_config_names_the_device_and_backend_that_ran(tmp_path, csv, auto_picks_reference):
     out = tmp_path / "run"
     tiny = [a for a in TINY if a not in ("--backend", "reference")]
@@ -320,6 +356,20 @@ def test_an_exact_baseline_still_writes_every_output(tmp_path, csv, capsys):
     want = "+0.0%" if metrics["test"]["LSTM"]["rmse"] == 0 else "+inf%"
     assert f"| persistence | 0.0000 | 0.0000 | 0.0000 | {want} |" in (out / "results.md").read_text()
     assert main(["forecast", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
+
+
+def test_an_infinite_mase_is_noted(tmp_path, csv, capsys):
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join([lines[0]] + [f"{line.split(',')[0]},5.0,{line.split(',')[2]}"
+                                           for line in lines[1:]]) + "\n")
+    out = tmp_path / "const"
+    assert main(["forecast", "--csv", str(csv), "--target", "temp", "--features", "wind", "--epochs", "1",
+                 "--out", str(out), *TINY]) == 0
+    note = "MASE infinite (inf; null in metrics.json) for a method with any test error, 0 for an exact one"
+    assert note in capsys.readouterr().out and note in (out / "results.md").read_text()
+    assert json.loads((out / "data.json").read_text())["mase_scale"] == 0.0
+    for r in json.loads((out / "metrics.json").read_text())["test"].values():
+        assert r["mase"] == (0.0 if r["mae"] == 0 else None)
 
 
 @pytest.mark.parametrize("text, message", [
