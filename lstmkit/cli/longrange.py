@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 from lstmkit.apps.longrange.config import LongRangeConfig
 from lstmkit.apps.longrange.models import CELL, LABELS, MATCHES, MODELS
 from lstmkit.apps.longrange.tasks import DEFAULT_LENGTHS, TASKS
-from lstmkit.kernels import BACKEND_NAMES
+from lstmkit.kernels import AUTO_PREFERENCE
 from lstmkit.utils.options import check_threads
 
 HELP = ("Synthetic long-range tasks (adding problem, delayed recall/copy, number agreement): train an Elman RNN, "
@@ -18,6 +17,10 @@ HELP = ("Synthetic long-range tasks (adding problem, delayed recall/copy, number
         "norm per time step, RNN vs LSTM.")
 
 D = LongRangeConfig()
+# The models train on the CPU: the backends offered are those that run there, the reference and
+# what "auto" prefers on a CPU. Triton runs on one only in its interpreter (TRITON_INTERPRET=1),
+# for debugging kernels, far too slow for these runs.
+CPU_BACKENDS = ("auto", "reference", *AUTO_PREFERENCE["cpu"])
 
 
 def _names(allowed):
@@ -44,14 +47,15 @@ def _ints(text: str) -> list[int]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     defaults = "; ".join(f"{t}: {','.join(map(str, v))}" for t, v in DEFAULT_LENGTHS.items())
+    # The list defaults are given as typed, comma-separated: the formatter would join them by spaces.
     p.add_argument("--tasks", type=_names(TASKS), default=D.tasks, metavar="NAMES",
-                   help=f"comma-separated, from {', '.join(TASKS)}")
+                   help=f"comma-separated, from {', '.join(TASKS)} (default: {','.join(D.tasks)})")
     p.add_argument("--lengths", type=_ints, default=None, metavar="INTS",
                    help=f"lengths for every task, each once: adding: the sequence length (at least 2); copy: the "
                         f"delay, blank steps between the symbols and the recall marker (at least 0); agreement: the "
                         f"distractor clause length (at least 0; 0: no attractor) (default per task: {defaults})")
     p.add_argument("--models", type=_names(MODELS), default=D.models, metavar="NAMES",
-                   help=f"comma-separated, from {', '.join(MODELS)}")
+                   help=f"comma-separated, from {', '.join(MODELS)} (default: {','.join(D.models)})")
     p.add_argument("--hidden-size", type=int, default=D.hidden_size, help="the LSTM's hidden size")
     p.add_argument("--match", default=D.match, choices=MATCHES,
                    help="params: RNN and GRU get the hidden size with the LSTM's parameter count; hidden: same "
@@ -74,11 +78,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=D.seed,
                    help="seed of the initialisation and the training examples; the validation and held-out sets "
                         "depend only on the task and length, the same for every seed")
-    p.add_argument("--backend", default=D.backend, choices=BACKEND_NAMES, help="the LSTMs' backend (lstmkit.LSTM's)")
+    p.add_argument("--backend", default=D.backend, choices=CPU_BACKENDS,
+                   help="the LSTMs' backend (lstmkit.LSTM's): the models train on the CPU, where these run")
     p.add_argument("--jobs", type=int, default=1,
-                   help="train this many models at once, each in a process of one thread (up to the cores)")
+                   help="train this many models at once, each in a process of one thread (at most the cores)")
     p.add_argument("--out", metavar="DIR", help="output directory, refused if it holds results already "
-                   "(default: runs/longrange-<date>-<time>)")
+                   "(default: a new runs/longrange-<date>-<time>, with -2, -3, ... after it if that is taken)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
 
 
@@ -116,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from lstmkit.apps.longrange.plots import plot_gradnorm, plot_task
     from lstmkit.apps.longrange.train import run_experiment
     from lstmkit.utils.checkpoint import atomic_write_bytes, atomic_write_json
-    from lstmkit.utils.runs import backend_name, make_out_dir, save_config
+    from lstmkit.utils.runs import backend_name, fresh_run_dir, make_out_dir, save_config
 
     cfg = LongRangeConfig(
         tasks=args.tasks, lengths=args.lengths, models=args.models, hidden_size=args.hidden_size, match=args.match,
@@ -131,10 +136,14 @@ def run(args: argparse.Namespace) -> int:
     picked = {backend_name(cfg.backend, "cpu", CELL[m]) for m in cfg.models}
     if len(picked) == 1:
         cfg.backend = picked.pop()
-    out = Path(args.out) if args.out else Path("runs") / time.strftime("longrange-%Y%m%d-%H%M%S")
-    if (out / "results.json").exists():  # hours of training: a rerun must not replace them
-        raise ValueError(f"--out: {str(out)!r} already holds results (results.json); pass another --out")
-    out = make_out_dir(out)  # before training, which an unwritable --out would throw away
+    # Made before training, which an unwritable --out would throw away.
+    if args.out:
+        out = Path(args.out)
+        if (out / "results.json").exists():  # hours of training: a rerun must not replace them
+            raise ValueError(f"--out: {str(out)!r} already holds results (results.json); pass another --out")
+        out = make_out_dir(out)
+    else:
+        out = fresh_run_dir("longrange")
     save_config(out, cfg)  # before training too: a run stopped hours in still says what it was
     result = run_experiment(cfg, jobs=args.jobs)
     atomic_write_json(out / "results.json", result)

@@ -77,10 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.HelpFormatter  # defaults are in the help texts
     parser.epilog = ("Writes to RUN_DIR: config.json, vocab.json, model.safetensors (best), "
                      "checkpoint.safetensors (latest), metrics.json, curves.png. The last line printed "
-                     "is the best validation perplexity and bits per character. Ctrl-C stops training at "
-                     "the next step with a checkpoint (exit status 130) that --resume continues. Runs under "
+                     "is the best validation perplexity and bits per character, unless training diverged (a "
+                     "validation loss that is NaN, inf, or past a perplexity a float holds): then an error "
+                     "(exit status 2). Ctrl-C stops training at the next step with a checkpoint (exit status "
+                     "130) that --resume continues. Runs under "
                      "`torchrun --nproc_per_node=N -m lstmkit.cli.main train ...` too (DDP).")
-    parser.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/charlm-<date>-<time>)")
+    parser.add_argument("--out", metavar="RUN_DIR", help="run directory (default: a new runs/charlm-<date>-<time>, "
+                                                         "with -2, -3, ... after it if that is taken)")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help=f"continue the run in RUN_DIR exactly where it stopped; only "
                              f"{', '.join(flag(n) for n in sorted(RESUMABLE))} may be changed")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +24,50 @@ DEVICES = ("auto", "cpu", "cuda")
 RESUMABLE = ("epochs", "max_time", "progress", "device", "backend")
 
 
-def make_out_dir(path: str | Path, flag: str = "--out") -> Path:
+def make_out_dir(path: str | Path, flag: str = "--out", new: bool = False) -> Path:
     """Create an output directory (and its parents) up front, before any work that would be lost
-    if it could not be written: a ValueError naming `flag`, not an OSError later."""
+    if it could not be written: a ValueError naming `flag`, not an OSError later. With `new`, the
+    directory must not exist yet: a FileExistsError, passed on, says it did."""
     path = Path(path)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=not new)
     except OSError as e:
+        if new and isinstance(e, FileExistsError) and os.path.lexists(path):  # not a parent's
+            raise
         raise ValueError(f"{flag}: cannot create directory {str(path)!r} ({e.strerror})") from e
     if not os.access(path, os.W_OK | os.X_OK):
         raise ValueError(f"{flag}: directory {str(path)!r} is not writable")
     return path
+
+
+def fresh_run_dir(prefix: str, flag: str = "--out") -> Path:
+    """A run directory no other run has: runs/<prefix>-<date>-<time>, made here, or with -2, -3, ...
+    after it where that is taken. Two runs started in the same second both took the one name and
+    the later one's results replaced the earlier's: mkdir without exist_ok is the claim, as it
+    succeeds for one process only. Errors as `make_out_dir`'s, naming `flag`."""
+    name = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = Path("runs") / name, 1
+    while True:
+        try:
+            return make_out_dir(path, flag, new=True)
+        except FileExistsError:
+            n += 1
+            path = Path("runs") / f"{name}-{n}"
+
+
+class Diverged(ValueError):
+    """Training whose loss is no longer a usable number (NaN, infinite, or too large). A ValueError:
+    what caused it is a value given (a learning rate too high, no gradient clipping), and the CLI
+    reports it like one, in one line with exit status 2."""
+
+
+def check_loss(what: str, loss: float, below: float = math.inf) -> None:
+    """Diverged, naming `what`, unless `loss` is a finite number below `below`. A NaN compares
+    false with every best score, so a diverged run kept going, saved no model, and exited as if it
+    had done its job."""
+    if not (math.isfinite(loss) and loss < below):
+        raise Diverged(f"training diverged: {what} is {loss:.6g}; try a lower --lr or --clip "
+                       "(the run directory keeps what was written before)")
 
 
 def resolve_device(name: str, flag: str = "device") -> torch.device:

@@ -1,15 +1,20 @@
-"""Run directories: the output directory made up front, with a clear error; a run's "auto" settings
-resolved for its saved config; a saved backend loaded where it cannot run."""
+"""Run directories: the output directory made up front, with a clear error, and a default one
+that no other run shares; a run's "auto" settings resolved for its saved config; a saved backend
+loaded where it cannot run; a diverged loss refused."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 
 import pytest
 import torch
 
 from lstmkit import kernels
-from lstmkit.utils.runs import backend_name, make_out_dir, resolve_run, save_config, saved_backend_name
+from lstmkit.utils.runs import (
+    Diverged, backend_name, check_loss, fresh_run_dir, make_out_dir, resolve_run, save_config, saved_backend_name,
+)
 
 HERE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -50,3 +55,47 @@ def test_a_named_backend_that_cannot_run_here_is_refused_by_name_and_a_saved_one
     assert saved_backend_name("reference", "cpu", "lstm") == "reference"
     with pytest.raises(ValueError, match="backend: expected one of"):
         backend_name("fast", "cpu", "lstm")
+
+
+def test_default_run_dirs_started_in_the_same_second_are_all_new(tmp_path, monkeypatch):
+    """Two runs started in the same second took the same runs/<prefix>-<date>-<time>, and one's
+    results replaced the other's."""
+    monkeypatch.chdir(tmp_path)
+    real, now = time.strftime, time.localtime()
+    monkeypatch.setattr(time, "strftime", lambda fmt, t=None: real(fmt, now))  # every run in the same second
+    name = "lr-" + real("%Y%m%d-%H%M%S", now)
+    first = fresh_run_dir("lr")
+    assert first == tmp_path.joinpath("runs", name).relative_to(tmp_path) and first.is_dir()
+    (tmp_path / "runs" / f"{name}-2").write_text("not a run\n")  # a taken name, whatever it holds
+    assert fresh_run_dir("lr").name == f"{name}-3"
+    # At once, from threads: mkdir succeeds for one of them only, so no two share a directory.
+    made: list = []
+    threads = [threading.Thread(target=lambda: made.append(fresh_run_dir("lr"))) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(made)) == 8 and all(p.is_dir() for p in made)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(
+        [name, *(f"{name}-{n}" for n in range(2, 12))])
+
+
+def test_default_run_dir_that_cannot_be_made_names_the_flag(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("keep me\n")
+    with pytest.raises(ValueError, match=r"^--out: cannot create directory 'runs/lr-[0-9-]+' \(Not a directory\)$"):
+        fresh_run_dir("lr")
+    (tmp_path / "runs").unlink()
+    (tmp_path / "runs").symlink_to(tmp_path / "nowhere")  # a parent that is not there to make: no endless retry
+    with pytest.raises(ValueError, match=r"^--run: cannot create directory 'runs/lr-[0-9-]+' \(File exists\)$"):
+        fresh_run_dir("lr", "--run")
+
+
+@pytest.mark.parametrize("loss", [float("nan"), float("inf"), float("-inf"), 1e3])
+def test_a_loss_that_is_not_a_number_below_the_limit_is_divergence(loss):
+    with pytest.raises(Diverged, match=rf"^training diverged: the loss at step 3 is {loss:.6g}; try a lower --lr "
+                                       r"or --clip \(the run directory keeps what was written before\)$"):
+        check_loss("the loss at step 3", loss, below=709.0)
+    assert issubclass(Diverged, ValueError)  # the CLI reports it in one line, exit status 2
+    check_loss("the loss", 708.9, below=709.0)
+    check_loss("the loss", 1e300)

@@ -37,8 +37,13 @@ from lstmkit.apps.charlm.model import CharLM
 from lstmkit.data.prefetch import CUDAPrefetcher
 from lstmkit.utils.checkpoint import atomic_write_json
 from lstmkit.utils.runs import (
-    make_out_dir, resolve_device, resolve_run, rng_state, save_config, seed_everything, set_rng_state,
+    check_loss, fresh_run_dir, make_out_dir, resolve_device, resolve_run, rng_state, save_config, seed_everything,
+    set_rng_state,
 )
+
+# The largest mean NLL (nats per token) whose perplexity, exp(loss), a float holds: past it,
+# math.exp raised OverflowError, a traceback instead of the validation line.
+MAX_LOSS = math.log(sys.float_info.max)
 
 # --- processes ------------------------------------------------------------------------------
 
@@ -79,6 +84,27 @@ def gather(obj, d: Dist) -> list:
     out = [None] * d.world
     dist.all_gather_object(out, obj)
     return out
+
+
+def on_main(make: Callable[[], Path], d: Dist) -> Path:
+    """make() run on rank 0 alone, as only rank 0 writes, and its result, or the ValueError it
+    raised, on every rank: the ranks agree on a name drawn from rank 0's clock (each rank's own
+    could name another), and a directory rank 0 cannot make stops them all with its error, rather
+    than leave the others blocked in their first collective until torchrun kills them."""
+    if d.world == 1:
+        return make()
+    import torch.distributed as dist
+
+    box: list = [None, None]  # (result, error message)
+    if d.main:
+        try:
+            box[0] = make()
+        except ValueError as e:
+            box[1] = str(e)
+    dist.broadcast_object_list(box, src=0)
+    if box[1] is not None:
+        raise ValueError(box[1])
+    return box[0]
 
 
 def any_rank(flag: bool, d: Dist) -> bool:
@@ -208,12 +234,18 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
         if saved["world"] != d.world:
             raise ValueError(f"--resume: the run used {saved['world']} process(es), this is {d.world}; "
                              "resume with the same number")
-    run_dir = Path(out) if out is not None else Path("runs") / time.strftime("charlm-%Y%m%d-%H%M%S")
-    if resume is None and (run_dir / runs.CHECKPOINT).exists():
-        raise ValueError(f"--out: {str(run_dir)!r} already holds a run; continue it with "
-                         f"--resume {run_dir} or pass another --out")
-    if d.main:  # before the model is built and trained, which an unwritable directory would waste
-        make_out_dir(run_dir, "--out" if resume is None else "--resume")
+
+    def make_run_dir() -> Path:
+        if resume is not None:
+            return make_out_dir(out, "--resume")
+        if out is None:
+            return fresh_run_dir("charlm")
+        if (Path(out) / runs.CHECKPOINT).exists():
+            raise ValueError(f"--out: {str(out)!r} already holds a run; continue it with "
+                             f"--resume {out} or pass another --out")
+        return make_out_dir(out)
+
+    run_dir = on_main(make_run_dir, d)  # before the model is built and trained, which an unwritable one would waste
     bar = None
 
     def say(msg: str) -> None:  # rank 0 only; above the progress bar when there is one
@@ -264,7 +296,11 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
             })
 
     def validate() -> Metrics:
-        return evaluate(model, corpus.val, char_lengths=char_lengths, rank=d.rank, world=d.world, device=d.device)
+        # Before the model, checkpoint or metrics are written: a diverged model is not one to keep,
+        # nor one to resume, and the files of the last finite validation stay as they were.
+        m = evaluate(model, corpus.val, char_lengths=char_lengths, rank=d.rank, world=d.world, device=d.device)
+        check_loss(f"the validation loss (nats per token) at epoch {p.epoch + 1}, step {p.step:,}", m.loss, MAX_LOSS)
+        return m
 
     def keep_if_best(m: Metrics, epoch: float) -> None:
         if m.bpc < p.saved_bpc:

@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import os
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +25,9 @@ from torch import Tensor, nn
 from lstmkit.utils.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from lstmkit.utils.options import flag
 from lstmkit.utils.plots import pyplot, save_figure
-from lstmkit.utils.runs import RESUMABLE as RUN_RESUMABLE, make_out_dir, resolve_run, save_config, set_rng_state
+from lstmkit.utils.runs import (
+    RESUMABLE as RUN_RESUMABLE, check_loss, fresh_run_dir, make_out_dir, resolve_run, save_config, set_rng_state,
+)
 
 MODEL = "model.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
@@ -36,7 +37,9 @@ RESUMABLE = {*RUN_RESUMABLE, "threads"}  # what --resume may change
 def new_run_dir(out: str | None, task: str) -> Path:
     """The run directory of a fresh run, made before the data is read: an --out that cannot be
     written fails at once, not after minutes of loading vectors."""
-    path = Path(out) if out else Path("runs") / f"sentiment-{task}-{datetime.now():%Y%m%d-%H%M%S}"
+    if not out:
+        return fresh_run_dir(f"sentiment-{task}")
+    path = Path(out)
     if path.is_dir() and any(path.iterdir()):
         raise ValueError(f"--out: {str(path)!r} exists and is not empty (use --resume to continue a run)")
     return make_out_dir(path)
@@ -97,7 +100,11 @@ def end_epoch(run_dir: Path, formats: tuple[str, str], cfg, model: nn.Module, op
               rng: dict) -> tuple[dict, bool]:
     """Append the epoch's `record` to `history`; save the model when `record[metric]` beats
     `best[metric]`; write the checkpoint. formats: (model format, checkpoint format).
-    Returns (best, whether this epoch improved it)."""
+    Returns (best, whether this epoch improved it). A training loss that is not finite is refused
+    first (Diverged), leaving the files of the epochs before: the model is NaN then, yet its
+    accuracy (of the one class argmax picks for NaN) beat the first best of -1, and the run ended
+    as a success with that model saved as the best."""
+    check_loss(f"the training loss of epoch {epoch}", record["train_loss"])
     history.append(record)
     improved = record[metric] > best[metric]
     if improved:

@@ -53,6 +53,9 @@ def load_vectors(path: str | os.PathLike, vocab: Vocab, lowercase_fallback: bool
                  ) -> tuple[torch.Tensor, int]:
     """(embedding matrix (len(vocab), d), words found) from a GloVe text file `word v1 ... vd`.
 
+    d is the first vector's length. The vector is a line's last d fields, and its word the fields
+    before them, joined by single spaces: glove.840B.300d.txt has words with spaces in them
+    (`. . . 0.1 ...`), and a count of fields per line stopped reading it at the first.
     Words missing from the file get N(0, 1/d) rows; <pad> gets zeros. A first line of two
     integers (word2vec's header) is skipped. With `lowercase_fallback`, a vocabulary word not in
     the file is looked up in lower case. A malformed line, or a NaN or infinite value in the vector
@@ -89,15 +92,16 @@ def load_vectors(path: str | os.PathLike, vocab: Vocab, lowercase_fallback: bool
                 raise ValueError(f"{path}: line {lineno}: expected a word and its vector, got {line[:60]!r}")
             if dim is None:
                 dim = len(parts) - 1
-            elif len(parts) - 1 != dim:
-                raise ValueError(f"{path}: line {lineno}: {len(parts) - 1} values, the first vector had {dim}")
-            word = parts[0]
+            elif len(parts) <= dim:
+                raise ValueError(f"{path}: line {lineno}: {len(parts)} fields, expected a word and the {dim} "
+                                 "values of the first vector")
+            word = " ".join(parts[:-dim])
             targets = wanted.get(word)
             fallback = lower.get(word)
             if targets is None and fallback is None:
                 continue
             try:
-                vec = [float(x) for x in parts[1:]]
+                vec = [float(x) for x in parts[-dim:]]
             except ValueError:
                 raise ValueError(f"{path}: line {lineno}: a value is not a number") from None
             for i in targets or ():

@@ -1,8 +1,10 @@
 """Data parallelism: 2 processes on loopback (gloo) = one process on the same global batch."""
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +17,9 @@ from safetensors.torch import load_file, save_file
 from lstmkit.apps.charlm.batching import sequential_batches
 from lstmkit.apps.charlm.config import CharLMConfig
 from lstmkit.apps.charlm.model import CharLM
-from lstmkit.apps.charlm.train import make_optimizer, train_step
+from lstmkit.apps.charlm.train import Dist, make_optimizer, on_main, train_step
 from lstmkit.utils.checkpoint import load_checkpoint
+from lstmkit.utils.runs import fresh_run_dir, make_out_dir
 
 REPO = Path(__file__).resolve().parents[3]
 CFG = dict(embedding_size=6, hidden_size=12, num_layers=2, output_dropout=0.0, optimizer="sgd", lr=0.5,
@@ -64,6 +67,38 @@ def test_two_process_gradients_equal_single_process(tmp_path):
     assert grads and params
     for name, want in {**grads, **params}.items():
         torch.testing.assert_close(got[name], want, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def _run_dir_worker(rank: int, world: int, init: str, cwd: str) -> None:
+    torch.set_num_threads(1)
+    os.chdir(cwd)
+    real, now = time.strftime, time.localtime(time.time() + 86400 * rank)
+    time.strftime = lambda fmt, t=None: real(fmt, now)  # rank 1's clock a day ahead: another name
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        d = Dist(rank, world)
+        made = on_main(lambda: fresh_run_dir("charlm"), d)
+        try:
+            on_main(lambda: make_out_dir(Path("afile", "run")), d)
+            refused = None
+        except ValueError as e:
+            refused = str(e)
+        Path(f"rank{rank}.json").write_text(json.dumps([str(made), refused]))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_agree_on_the_run_directory_rank_0_made(tmp_path):
+    """Each rank named the default run directory by its own clock, and only rank 0 made it; a
+    directory rank 0 could not make is refused on every rank, not on rank 0 alone."""
+    (tmp_path / "afile").write_text("")
+    mp.spawn(_run_dir_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path)), nprocs=2, join=True)
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert results[0] == results[1]
+    made, refused = results[0]
+    assert [str(p.relative_to(tmp_path)) for p in (tmp_path / "runs").iterdir()] == [made]
+    assert refused == "--out: cannot create directory 'afile/run' (Not a directory)"
 
 
 @pytest.mark.slow

@@ -1,7 +1,9 @@
 """End to end on tiny runs: files, checkpoint round trip, exact resume, crash safety, generation."""
 
 import json
+import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,11 +16,12 @@ import torch
 from lstmkit.apps.charlm import runs
 from lstmkit.apps.charlm.config import CharLMConfig
 from lstmkit.apps.charlm.generate import generate
-from lstmkit.apps.charlm.metrics import evaluate
+from lstmkit.apps.charlm.metrics import Metrics, evaluate
 from lstmkit.apps.charlm.corpus import load_run_corpus
 from lstmkit.apps.charlm.train import train
 from lstmkit.cli.main import main
 from lstmkit.utils.checkpoint import load_checkpoint
+from lstmkit.utils.runs import Diverged
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -246,3 +249,54 @@ def test_word_level(tiny_text, tmp_path):
     m = result.metrics
     assert m.chars > m.tokens and m.bpc < m.loss / 0.6931 + 1e-9  # more characters than tokens
     assert result.sample.startswith("The Time ")
+
+
+def test_default_run_dirs_of_runs_started_in_the_same_second_differ(tiny_text, tmp_path, monkeypatch):
+    """Both took runs/charlm-<date>-<time>: the second was refused as holding a run already, or,
+    started while the first still trained, wrote into the first one's directory."""
+    monkeypatch.chdir(tmp_path)
+    real, now = time.strftime, time.localtime()
+    monkeypatch.setattr(time, "strftime", lambda fmt, t=None: real(fmt, now))  # both in the same second
+    first, _ = quiet(tiny(tiny_text, max_steps=2, sample_length=0))
+    second, _ = quiet(tiny(tiny_text, max_steps=2, sample_length=0))
+    name = "charlm-" + real("%Y%m%d-%H%M%S", now)
+    assert (first.run_dir, second.run_dir) == (Path("runs", name), Path("runs", f"{name}-2"))
+    for run in (first, second):
+        assert load_checkpoint(tmp_path / run.run_dir / "checkpoint.safetensors")["progress"]["step"] == 2
+
+
+def test_a_run_that_diverges_fails_saying_so(tiny_text, tmp_path, capsys):
+    """SGD at lr 1e30 without clipping: the validation loss went NaN, which never beat the best so
+    far, and the run exited 0 with no validation line and no model; or past 709.8 nats, whose
+    perplexity overflowed math.exp: a traceback."""
+    out = tmp_path / "run"
+    assert main(["train", "--text", str(tiny_text), "--out", str(out), "--hidden-size", "8", "--embedding-size", "4",
+                 "--batch-size", "4", "--num-steps", "8", "--optimizer", "sgd", "--lr", "1e30", "--clip", "0",
+                 "--max-steps", "30", "--max-time", "0", "--sample-length", "0", "--no-progress",
+                 "--backend", "reference"]) == 2
+    captured = capsys.readouterr()
+    assert re.fullmatch(r"lstmkit train: error: training diverged: the validation loss \(nats per token\) at epoch 1, "
+                        r"step 30 is \S+; try a lower --lr or --clip \(the run directory keeps what was written "
+                        r"before\)\n", captured.err), captured.err
+    assert "validation: perplexity" not in captured.out and not (out / "model.safetensors").exists()
+
+
+def test_a_nan_validation_loss_leaves_the_files_of_the_epochs_before(tiny_text, tmp_path, monkeypatch):
+    import lstmkit.apps.charlm.train as charlm_train
+
+    seen = []
+
+    def nan_from_the_second(*args, **kwargs):
+        m = evaluate(*args, **kwargs)
+        seen.append(m)
+        return m if len(seen) == 1 else Metrics(math.nan, m.tokens, m.chars)
+
+    monkeypatch.setattr(charlm_train, "evaluate", nan_from_the_second)
+    out = tmp_path / "run"
+    with pytest.raises(Diverged, match=r"^training diverged: the validation loss \(nats per token\) at epoch 2, "
+                                       r"step 170 is nan; "):
+        quiet(tiny(tiny_text, sample_length=0), out=out)
+    progress = load_checkpoint(out / "checkpoint.safetensors")["progress"]
+    assert progress["epoch"] == 1 and progress["step"] == 85 and len(progress["history"]) == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 1 and metrics["best"] == runs.load_model(out)[3] == progress["saved_metrics"]

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import time
 
 import pytest
 
@@ -150,3 +152,31 @@ def test_the_config_is_saved_before_training(tmp_path, monkeypatch):
     saved = json.loads((out / "config.json").read_text())
     assert saved["lengths"] == [3] and saved["models"] == ["lstm"] and saved["backend"] == "reference"
     assert not (out / "results.json").exists()
+
+
+def test_runs_started_in_the_same_second_get_a_directory_each(tmp_path, capsys, monkeypatch):
+    """Both used runs/longrange-<date>-<time>: the second was refused as holding results, or, run
+    at once, one's results replaced the other's."""
+    monkeypatch.chdir(tmp_path)
+    real, now = time.strftime, time.localtime()
+    monkeypatch.setattr(time, "strftime", lambda fmt, t=None: real(fmt, now))  # both in the same second
+    tiny = ["longrange", "--lengths", "3", "--models", "lstm", "--hidden-size", "4", "--steps", "2", "--eval-every", "2",
+            "--eval-size", "8", "--batch-size", "4", "--backend", "reference", "--no-progress", "--no-gradnorm"]
+    assert main(tiny) == 0 and main([*tiny, "--seed", "1"]) == 0
+    name = "longrange-" + real("%Y%m%d-%H%M%S", now)
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == [name, f"{name}-2"]
+    seeds = [json.loads((runs / n / "config.json").read_text())["seed"] for n in (name, f"{name}-2")]
+    assert seeds == [0, 1] and all((runs / n / "results.json").is_file() for n in (name, f"{name}-2"))
+
+
+def test_help_shows_list_defaults_as_typed_and_offers_only_cpu_backends(capsys):
+    with pytest.raises(SystemExit):
+        main(["longrange", "--help"])
+    text = re.sub(r"\s+", " ", capsys.readouterr().out)
+    assert "(default: rnn,gru,lstm,peephole)" in text and "(default: adding)" in text
+    assert "(at most the cores)" in text and "up to the cores" not in text
+    assert "--backend {auto,reference,numba}" in text and "the models train on the CPU" in text
+    with pytest.raises(SystemExit) as e:  # runs on a GPU only: refused as it is parsed, not after
+        main(["longrange", "--backend", "triton"])
+    assert e.value.code == 2 and "invalid choice: 'triton'" in capsys.readouterr().err

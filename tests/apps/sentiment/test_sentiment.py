@@ -7,13 +7,15 @@ import json
 import os
 import random
 import re
+import time
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 
-from lstmkit.apps.sentiment.common import confusion_matrix, format_confusion, read_run_file
+from lstmkit.apps.sentiment.common import confusion_matrix, format_confusion, new_run_dir, read_run_file
 from lstmkit.apps.sentiment.config import IMDBConfig, SSTConfig
 from lstmkit.apps.sentiment.models import ReviewClassifier, TreeSentiment, packed_mean
 from lstmkit.apps.sentiment.vocab import Vocab, load_vectors
@@ -66,7 +68,8 @@ def test_vocab_and_vectors(tmp_path):
     assert matrix[2].tolist() == [1, 2, 3] and matrix[4].tolist() == [4, 5, 6]  # Film <- film
     assert matrix[0].abs().sum() == 0
     path.write_text("the 1 2 3\nfilm 4 5\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="line 2: 2 values"):
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: line 2: 3 fields, expected a word and the 3 "
+                                         "values of the first vector$"):
         load_vectors(path, vocab)
     path.write_bytes(b"the 1 2 3\r\nfilm 4 5 6\r\n")  # Windows line ends
     assert load_vectors(path, vocab)[0][4].tolist() == [4, 5, 6]
@@ -74,6 +77,24 @@ def test_vocab_and_vectors(tmp_path):
     with pytest.raises(ValueError, match=f"{path}: line 2: not UTF-8 text"):
         load_vectors(path, vocab)
 
+
+
+def test_vector_words_with_spaces_are_read(tmp_path):
+    """glove.840B.300d.txt has words with spaces (`. . . 0.1 ...`): the loader took the first field
+    as the word and stopped at that line, "14 values, the first vector had 12"."""
+    vocab = Vocab([". . .", "at  &t", "film", "the"])
+    path = tmp_path / "vec.txt"
+    path.write_text("the 1 2 3\n. . . 4 5 6\nnot in the vocabulary 0 0 0\nat  &t 7 8 9\nfilm 1 1 1 \n",
+                    encoding="utf-8")
+    matrix, found = load_vectors(path, vocab)
+    assert found == 4 and matrix[vocab[". . ."]].tolist() == [4, 5, 6] and matrix[vocab["at  &t"]].tolist() == [7, 8, 9]
+    assert matrix[vocab["the"]].tolist() == [1, 2, 3] and matrix[vocab["film"]].tolist() == [1, 1, 1]
+    path.write_text("the 1 2 3\n. . . 4 5 6\n7 8 9\n", encoding="utf-8")  # a line missing its word
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: line 3: 3 fields, expected a word and the 3 "):
+        load_vectors(path, vocab)
+    path.write_text("the 1 2 3\n. . . 4 nan 6\n", encoding="utf-8")  # a word with spaces gets the same checks
+    with pytest.raises(ValueError, match=f"^{re.escape(str(path))}: line 2: expected finite numbers .*, got nan$"):
+        load_vectors(path, vocab)
 
 
 @pytest.mark.parametrize("bad, shown", [("nan", "nan"), ("-inf", "-inf"), ("Infinity", "inf"), ("1e39", "1e+39")])
@@ -296,3 +317,42 @@ def test_saved_configs_name_the_device_and_backend_that_ran(sst_dir, reviews, tm
     saved = json.loads((imdb / "config.json").read_text())
     assert "auto" not in saved.values() and (saved["device"], saved["backend"]) == (here, "reference")
     assert load_checkpoint(imdb / "checkpoint.safetensors")["config"] == saved
+
+
+def test_default_run_dirs_never_collide_and_a_failed_run_removes_only_its_own(sst_dir, tmp_path, monkeypatch,
+                                                                             capsys):
+    """Runs started in the same second took one runs/sentiment-<task>-<date>-<time>: the second
+    was refused as a non-empty --out, or, started while the first one still trained, shared it."""
+    monkeypatch.chdir(tmp_path)
+    real, now = time.strftime, time.localtime()
+    monkeypatch.setattr(time, "strftime", lambda fmt, t=None: real(fmt, now))  # all in the same second
+    name = "sentiment-sst-fine-" + real("%Y%m%d-%H%M%S", now)
+    assert [new_run_dir(None, "sst-fine"), new_run_dir(None, "sst-fine")] == [Path("runs", name),
+                                                                              Path("runs", f"{name}-2")]
+    run = ["sentiment", "sst", "--data-dir", str(sst_dir), "--epochs", "1", "--hidden-size", "4",
+           "--embedding-size", "4", "--threads", "1", "--no-progress"]
+    assert main(run) == 0 and main(run) == 0
+    assert main([*run, "--data-dir", "none"]) == 2 and "no directory" in capsys.readouterr().err
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == [name, *(f"{name}-{n}" for n in (2, 3, 4))]  # -5 removed
+    assert (runs / f"{name}-3" / "metrics.json").is_file() and (runs / f"{name}-4" / "metrics.json").is_file()
+
+
+def test_a_run_whose_training_loss_turns_nan_fails_and_keeps_the_epochs_before(sst_dir, tmp_path, capsys):
+    """SGD at lr 1e30: the NaN model's accuracy (of the one class argmax picks for NaN) beat the
+    first best of -1, and the run exited 0 with that model saved as the best."""
+    run = ["sentiment", "sst", "--data-dir", str(sst_dir), "--embedding-size", "4", "--hidden-size", "4",
+           "--optimizer", "sgd", "--lr", "1e30", "--embedding-lr", "1e30", "--clip", "0", "--threads", "1",
+           "--no-progress"]
+    out = tmp_path / "nan-at-once"
+    assert main([*run, "--epochs", "1", "--batch-size", "1", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == ("lstmkit sentiment: error: training diverged: the training loss of epoch 1 "
+                                       "is nan; try a lower --lr or --clip (the run directory keeps what was "
+                                       "written before)\n")
+    assert not (out / "model.safetensors").exists() and not (out / "checkpoint.safetensors").exists()
+    out = tmp_path / "nan-later"  # one batch an epoch: a finite first epoch, a huge second one, a NaN third
+    assert main([*run, "--epochs", "3", "--out", str(out)]) == 2
+    assert "training diverged: the training loss of epoch 3 is nan" in capsys.readouterr().err
+    state = load_checkpoint(out / "checkpoint.safetensors")
+    assert state["epoch"] == 2 and state["best"]["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in load_checkpoint(out / "model.safetensors")["model"].values())
