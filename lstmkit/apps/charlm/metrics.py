@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lstmkit.apps.charlm.batching import eval_rows
+
+# The largest mean NLL (nats per token) whose perplexity, exp(loss), a float holds: past it,
+# math.exp raises OverflowError.
+MAX_LOSS = math.log(sys.float_info.max)
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,8 @@ class Metrics:
 
     @property
     def perplexity(self) -> float:
-        return math.exp(self.loss)
+        """inf past MAX_LOSS: `lstmkit eval` of a text a model fits that badly reports it, not a traceback."""
+        return math.exp(self.loss) if self.loss < MAX_LOSS else math.inf
 
     @property
     def bpc(self) -> float:

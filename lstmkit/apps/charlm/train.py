@@ -32,7 +32,7 @@ from lstmkit.apps.charlm.batching import batches, num_batches, rows_per_process
 from lstmkit.apps.charlm.config import CharLMConfig
 from lstmkit.apps.charlm.corpus import check_run_text, load_run_corpus, min_train_tokens, preprocess_prefix
 from lstmkit.apps.charlm.generate import generate
-from lstmkit.apps.charlm.metrics import Metrics, evaluate
+from lstmkit.apps.charlm.metrics import MAX_LOSS, Metrics, evaluate
 from lstmkit.apps.charlm.model import CharLM
 from lstmkit.data.prefetch import CUDAPrefetcher
 from lstmkit.utils.checkpoint import atomic_write_json
@@ -40,10 +40,6 @@ from lstmkit.utils.runs import (
     check_loss, fresh_run_dir, make_out_dir, resolve_device, resolve_run, rng_state, save_config, seed_everything,
     set_rng_state,
 )
-
-# The largest mean NLL (nats per token) whose perplexity, exp(loss), a float holds: past it,
-# math.exp raised OverflowError, a traceback instead of the validation line.
-MAX_LOSS = math.log(sys.float_info.max)
 
 # --- processes ------------------------------------------------------------------------------
 

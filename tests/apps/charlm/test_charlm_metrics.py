@@ -49,3 +49,11 @@ def test_uniform_model_has_perplexity_vocab_size():
             return torch.zeros(*x.shape, 7), state
     m = evaluate(Uniform(), torch.randint(0, 7, (500,)), chunk=9, rows=4)
     assert m.perplexity == pytest.approx(7.0) and m.bpc == pytest.approx(math.log2(7))
+
+
+def test_a_perplexity_past_a_float_is_inf_not_an_overflow_error():
+    """exp(710) overflowed: `lstmkit eval` of a text the model fits that badly was a traceback."""
+    m = Metrics(nll=800.0 * 4, tokens=4, chars=4)
+    assert m.perplexity == math.inf and m.bpc == pytest.approx(800 / math.log(2))
+    assert m.line().startswith("validation: perplexity inf, bits per character 1154.")
+    assert Metrics(nll=700.0, tokens=1, chars=1).perplexity == pytest.approx(math.exp(700))
