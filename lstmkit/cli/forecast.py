@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-# Imported with the parser, not when a run starts: the epilog is run.py's docstring, and the torch
-# and pandas it needs are loaded by lstmkit.cells and lstmkit.data.timeseries below anyway.
-from lstmkit.apps.forecast import run as forecast_run
 from lstmkit.apps.forecast.config import RESUMABLE, ForecastConfig
+# Imported with the parser, not when a run starts: the epilog is run.py's RUN_FILES, and the torch
+# and pandas it needs are loaded by lstmkit.cells and lstmkit.data.timeseries below anyway.
 from lstmkit.apps.forecast.run import (
-    absolute_csv, load_series, read_config, resolve_data_fields, train_and_evaluate,
+    RUN_FILES, absolute_csv, load_series, read_config, resolve_data_fields, train_and_evaluate,
 )
 from lstmkit.cells import LSTM_CELLS
 from lstmkit.data.timeseries import DATASETS, slug
@@ -23,12 +22,10 @@ HELP = ("Forecast a time series with an LSTM; score it against persistence, seas
 
 D = ForecastConfig()
 FIELDS = {f.name for f in dataclasses.fields(ForecastConfig)}
-# The run directory's files, as run.py's docstring lists them (all of it but its first line).
-EPILOG = forecast_run.__doc__.split("\n\n", 1)[1].strip()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.epilog = EPILOG  # a table: cli.main.HelpFormatter keeps its lines
+    p.epilog = RUN_FILES.strip()  # a table: cli.main.HelpFormatter keeps its lines
 
     def opt(group, option: str, help: str = "", default_text: str | None = None, **kw) -> None:
         name = option[2:].replace("-", "_")

@@ -186,24 +186,26 @@ def call_gemm(typingctx, fn, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, 
 # --- activations: exact in float64, vectorisable approximations in float32 -----------------------
 # No libm call in the float32 loops (expf would stay scalar: no SVML here), so LLVM vectorises them.
 # tanh: the [13/6] rational approximation Eigen uses for float on |x| < 7.9, where it is within
-# 3.5e-7 (6 ulp) of tanh; then its value at 7.9, 1 - 2.4e-7, up to |x| = 9.01, and +-1 beyond,
-# where float32's tanh rounds to +-1: a saturated tanh's derivative 1 - t^2 is 0, as torch's.
+# 3.5e-7 (6 ulp) of tanh; then its value at 7.9, 1 - 2.4e-7, up to |x| = 13 ln 2 = 9.0109, and
+# +-1 beyond, where float32's tanh rounds to +-1: a saturated tanh's derivative 1 - t^2 is 0, as torch's.
 # sigmoid: e / (1 + e) or 1 / (1 + e) with e = exp(-|x|), exp from exponent bits and a degree-6
-# polynomial (Cody-Waite reduction): relative accuracy down to the smallest normal float, so a
+# polynomial (Cody-Waite reduction): within 3e-7 of it relative to its value down to the smallest
+# normal float (1.2e-38; 0 below, as torch's with denormals flushed), so a
 # closed gate (sigmoid(-30) = 9e-14) closes. Through tanh, (1 + tanh(x/2)) / 2, it bottomed out at
 # 1.2e-7: a closed forget gate leaked 1.2e-7 of c every step, and the gradients' errors grew with
 # |c| (3e-3 relative at |c| ~ 1e4, NaN from |c| ~ 1e10).
 
 _F = np.float32
 _TCLAMP = _F(7.90531110763549805)
-_TSAT = _F(9.01)  # float32's tanh(x) rounds to 1 from here: 1 - tanh(x) < 2**-25
+_TSAT = _F(13 * np.log(2))  # float32's tanh(x) rounds to 1 from here: 1 - tanh(x) ~ 2 e^(-2x) < 2**-25
 _A1, _A3, _A5 = _F(4.89352455891786e-03), _F(6.37261928875436e-04), _F(1.48572235717979e-05)
 _A7, _A9 = _F(5.12229709037114e-08), _F(-8.60467152213735e-11)
 _A11, _A13 = _F(2.00018790482477e-13), _F(-2.76076847742355e-16)
 _B0, _B2 = _F(4.89352518554385e-03), _F(2.26843463243900e-03)
 _B4, _B6 = _F(1.18534705686654e-04), _F(1.19825839466702e-06)
 _ONE, _HALF = _F(1.0), _F(0.5)
-_EXP_MIN = _F(-87.0)  # exp(-87) = 1.6e-38, still a normal float (the exponent bits below need one)
+_EXP_MIN = _F(-87.33654)  # ln of the smallest normal float, 1.18e-38, rounded up (the exponent bits need one)
+_ZERO = _F(0.0)
 _LOG2E = _F(1.44269504088896341)
 _LN2_HI, _LN2_LO = _F(0.693359375), _F(-2.12194440e-4)  # ln 2 = HI + LO; n * HI is exact
 _E2, _E3, _E4 = _F(5.0000001201e-1), _F(1.6666665459e-1), _F(4.1665795894e-2)
@@ -222,16 +224,17 @@ def _pow2(typingctx, n):
 
 @njit(error_model="numpy")
 def _exp_nonpositive_f32(y):
-    """exp(y) for float32 y <= 0 (clamped at -87): 2**n * exp(r), |r| <= ln(2)/2."""
-    y = max(y, _EXP_MIN)
-    n = np.floor(y * _LOG2E + _HALF)
-    r = (y - n * _LN2_HI) - n * _LN2_LO
+    """exp(y) for float32 y <= 0: 2**n * exp(r), |r| <= ln(2)/2; 0 below _EXP_MIN."""
+    z = max(y, _EXP_MIN)
+    n = np.floor(z * _LOG2E + _HALF)
+    r = (z - n * _LN2_HI) - n * _LN2_LO
     p = r * _E7 + _E6
     p = r * p + _E5
     p = r * p + _E4
     p = r * p + _E3
     p = r * p + _E2
-    return (r * r * p + r + _ONE) * _pow2(n)
+    e = (r * r * p + r + _ONE) * _pow2(n)
+    return _ZERO if y < _EXP_MIN else e  # a select; NaN fails the test and keeps e (NaN)
 
 
 def tanh(x):

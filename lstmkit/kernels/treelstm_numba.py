@@ -10,7 +10,7 @@ The same equations as `lstmkit.cells.treelstm` (`lstmkit.kernels.reference`'s op
 are tested against), with t = tanh and s = sigmoid as the numba LSTM kernels compute them: exact
 in float64; in float32 approximations LLVM vectorises (tanh: Eigen's [13/6] rational one, a few
 ulp, exactly +-1 where float32's tanh rounds there; s: from a polynomial exp, accurate relative to
-its value down to 1e-38): libm's expf would stay scalar, and torch's own
+its value down to the smallest normal float): libm's expf would stay scalar, and torch's own
 tanh is ~6x slower than its sigmoid on this build (see ../shared/notes/cpu-lstm-performance.md).
 Backward recomputes t(c) and writes the gate gradients in one pass; the weight and input
 gradients are then one GEMM each, the input gradient dG W on oneDNN with W read through its

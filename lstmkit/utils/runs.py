@@ -61,12 +61,14 @@ class Diverged(ValueError):
     reports it like one, in one line with exit status 2."""
 
 
-def check_loss(what: str, loss: float, below: float = math.inf) -> None:
+def check_loss(what: str, loss: float, clip: float, lr_flags: str = "--lr", below: float = math.inf) -> None:
     """Diverged, naming `what`, unless `loss` is a finite number below `below`. A NaN compares
     false with every best score, so a diverged run kept going, saved no model, and exited as if it
-    had done its job."""
+    had done its job. The hint names the run's learning-rate flags, and clipping as the run has
+    it (`clip`: its max gradient norm, 0 for none)."""
     if not (math.isfinite(loss) and loss < below):
-        raise Diverged(f"training diverged: {what} is {loss:.6g}; try a lower --lr or --clip "
+        clipping = "turn on gradient clipping (--clip N; 0 turns it off)" if clip == 0 else "a lower --clip"
+        raise Diverged(f"training diverged: {what} is {loss:.6g}; try a lower {lr_flags}, or {clipping} "
                        "(the run directory keeps what was written before)")
 
 

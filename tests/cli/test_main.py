@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -32,3 +34,12 @@ def test_help_names_what_a_gpu_run_uses_and_every_longrange_default():
     for text in ("(default: 128)", "(default: adding)", "(default: rnn,gru,lstm,peephole)", "(default: auto)"):
         assert text in longrange
     assert longrange.split("--seed SEED ")[-1].split(" --")[0].endswith("(default: 0)")
+
+
+def test_the_cli_runs_without_docstrings():
+    """Under python -OO every command died at import: forecast's epilog was read off a docstring."""
+    for argv in (["--help"], ["forecast", "--help"]):
+        done = subprocess.run([sys.executable, "-OO", "-m", "lstmkit.cli.main", *argv], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "checkpoint.safetensors" in done.stdout

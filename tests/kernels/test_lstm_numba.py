@@ -15,6 +15,7 @@ import sys
 import textwrap
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -294,6 +295,41 @@ def test_float32_close_to_float64_reference(cell):
         scale = want[name].abs().max().item() + 1
         tol = 1e-6 * math.sqrt(T * B * H) * scale
         torch.testing.assert_close(got[name].double(), want[name], rtol=0, atol=tol, msg=lambda m: f"{name}: {m}")
+
+
+def test_float32_activations_over_the_whole_range():
+    """The kernels' float32 sigmoid and tanh, compiled with the kernels' flags, against float64:
+    sigmoid within 3e-7 relative to its value down to the smallest normal float (through tanh it
+    bottomed out at 1.2e-7) and 0 below; tanh within 3e-7, exactly +-1 where float32's rounds to
+    it (1 - t^2 is then 0); both in their ranges, odd or symmetric, and NaN in, NaN out."""
+    from numba import njit
+
+    from lstmkit.kernels import lstm_numba_cells as K
+
+    @njit(**{**K.JIT, "cache": False})
+    def activations(x, s, t):
+        for k in range(x.size):
+            s[k], t[k] = K.sigmoid(x[k]), K.tanh(x[k])
+
+    tiny = np.finfo(np.float32).tiny
+    x = np.concatenate([np.linspace(-100, 100, 400_001), [-87.4, -87.33, -88.7, 9.0109, 9.011, -9.0109],
+                        [0.0, -0.0, 1e-30, -1e-30, tiny, np.inf, -np.inf, np.nan]]).astype(np.float32)
+    s, t = np.empty_like(x), np.empty_like(x)
+    activations(x, s, t)
+    x64 = torch.from_numpy(x).double()
+    s64, t64 = torch.sigmoid(x64).numpy(), torch.tanh(x64).numpy()
+    nan = np.isnan(x)
+    assert np.isnan(s[nan]).all() and np.isnan(t[nan]).all()
+    s, t, s64, t64, x = s[~nan], t[~nan], s64[~nan], t64[~nan], x[~nan]
+    normal = s64 >= tiny
+    assert np.all(np.abs(s[normal] - s64[normal]) <= 3e-7 * s64[normal])
+    assert np.all(s[~normal] == 0) and np.all((0 <= s) & (s <= 1))
+    assert np.all(np.abs(t - t64) <= 3e-7) and np.all(np.abs(t) <= 1)
+    saturated = (np.float32(t64) == np.sign(t64)) & (x != 0)  # where float32's tanh is +-1
+    assert np.array_equal(t[saturated], np.sign(x[saturated])) and np.all(1 - t[saturated] ** 2 == 0)
+    s_neg, t_neg = np.empty_like(x), np.empty_like(x)
+    activations(-x, s_neg, t_neg)
+    assert np.array_equal(t, -t_neg) and np.all(np.abs(s + s_neg - 1) <= 2.5e-7)  # tanh odd, s(x) + s(-x) = 1
 
 
 @pytest.mark.parametrize("cell", CELLS)

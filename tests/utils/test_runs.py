@@ -93,9 +93,12 @@ def test_default_run_dir_that_cannot_be_made_names_the_flag(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("loss", [float("nan"), float("inf"), float("-inf"), 1e3])
 def test_a_loss_that_is_not_a_number_below_the_limit_is_divergence(loss):
-    with pytest.raises(Diverged, match=rf"^training diverged: the loss at step 3 is {loss:.6g}; try a lower --lr "
-                                       r"or --clip \(the run directory keeps what was written before\)$"):
-        check_loss("the loss at step 3", loss, below=709.0)
+    with pytest.raises(Diverged, match=rf"^training diverged: the loss at step 3 is {loss:.6g}; try a lower --lr, "
+                                       r"or a lower --clip \(the run directory keeps what was written before\)$"):
+        check_loss("the loss at step 3", loss, 1.0, below=709.0)
+    with pytest.raises(Diverged, match=r"; try a lower --lr or --embedding-lr, or turn on gradient clipping "
+                                       r"\(--clip N; 0 turns it off\) "):
+        check_loss("the loss", loss, 0.0, "--lr or --embedding-lr", below=709.0)
     assert issubclass(Diverged, ValueError)  # the CLI reports it in one line, exit status 2
-    check_loss("the loss", 708.9, below=709.0)
-    check_loss("the loss", 1e300)
+    check_loss("the loss", 708.9, 1.0, below=709.0)
+    check_loss("the loss", 1e300, 1.0)

@@ -35,7 +35,7 @@ class Metrics:
     @property
     def perplexity(self) -> float:
         """inf past MAX_LOSS: `lstmkit eval` of a text a model fits that badly reports it, not a traceback."""
-        return math.exp(self.loss) if self.loss < MAX_LOSS else math.inf
+        return math.inf if self.loss >= MAX_LOSS else math.exp(self.loss)  # NaN stays NaN
 
     @property
     def bpc(self) -> float:

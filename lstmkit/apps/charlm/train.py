@@ -83,23 +83,25 @@ def gather(obj, d: Dist) -> list:
 
 
 def on_main(make: Callable[[], Path], d: Dist) -> Path:
-    """make() run on rank 0 alone, as only rank 0 writes, and its result, or the ValueError it
-    raised, on every rank: the ranks agree on a name drawn from rank 0's clock (each rank's own
-    could name another), and a directory rank 0 cannot make stops them all with its error, rather
-    than leave the others blocked in their first collective until torchrun kills them."""
+    """make() run on rank 0 alone, as only rank 0 writes, and its result, or the error it raised
+    (of the kinds the CLI reports in one line), on every rank: the ranks agree on a name drawn
+    from rank 0's clock (each rank's own could name another), and a directory rank 0 cannot make
+    stops them all with its error, rather than leave the others blocked in their first collective
+    until torchrun kills them."""
     if d.world == 1:
         return make()
     import torch.distributed as dist
 
-    box: list = [None, None]  # (result, error message)
+    kinds = {k.__name__: k for k in (ValueError, TypeError, OSError)}
+    box: list = [None, None, None]  # result, error kind, error message
     if d.main:
         try:
             box[0] = make()
-        except ValueError as e:
-            box[1] = str(e)
+        except tuple(kinds.values()) as e:
+            box[1:] = [next(n for n, k in kinds.items() if isinstance(e, k)), str(e)]
     dist.broadcast_object_list(box, src=0)
     if box[1] is not None:
-        raise ValueError(box[1])
+        raise kinds[box[1]](box[2])
     return box[0]
 
 
@@ -295,7 +297,8 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
         # Before the model, checkpoint or metrics are written: a diverged model is not one to keep,
         # nor one to resume, and the files of the last finite validation stay as they were.
         m = evaluate(model, corpus.val, char_lengths=char_lengths, rank=d.rank, world=d.world, device=d.device)
-        check_loss(f"the validation loss (nats per token) at epoch {p.epoch + 1}, step {p.step:,}", m.loss, MAX_LOSS)
+        check_loss(f"the validation loss (nats per token) at epoch {p.epoch + 1}, step {p.step:,}", m.loss,
+                   cfg.clip, below=MAX_LOSS)
         return m
 
     def keep_if_best(m: Metrics, epoch: float) -> None:

@@ -1,6 +1,40 @@
 """One forecasting run: load and check the series, train the LSTM, score it and the baselines.
 
-A run directory (--out) holds:
+A run directory (--out) holds the files RUN_FILES lists (`lstmkit forecast --help` ends with it).
+
+Everything that can be refused (a missing column, a non-number, too few rows,
+a gap under --gaps error) is refused before the directory is touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from lstmkit.apps.forecast import baselines, plots
+from lstmkit.apps.forecast.config import RESUMABLE, ForecastConfig
+from lstmkit.apps.forecast.metrics import naive_scale, scores, table
+from lstmkit.apps.forecast.model import Forecaster
+from lstmkit.apps.forecast.windows import PARTS, Prepared, Scaler, prepare
+from lstmkit.data.timeseries import Series, load_csv, load_dataset, parse_columns, seasonal_period
+from lstmkit.utils.checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
+from lstmkit.utils.runs import (
+    check_loss, make_out_dir, resolve_run, rng_state, save_config, saved_backend_name, seed_everything, set_rng_state,
+)
+
+MODEL = "model.safetensors"
+CHECKPOINT = "checkpoint.safetensors"
+MODEL_FORMAT = "lstmkit.forecast.model/1"
+CHECKPOINT_FORMAT = "lstmkit.forecast.checkpoint/1"
+# A constant, not the docstring, so that `python -OO` (which drops docstrings) keeps the help.
+RUN_FILES = """A run directory (--out) holds:
 
     config.json             the resolved config
     data.json               the series: source, sha256, columns, rows, gap
@@ -29,38 +63,7 @@ A run directory (--out) holds:
                             time, actual, LSTM, ...
     forecast.png            actual vs predicted on the test span
     curves.png              training and validation loss per epoch
-
-Everything that can be refused (a missing column, a non-number, too few rows,
-a gap under --gaps error) is refused before the directory is touched.
 """
-
-from __future__ import annotations
-
-import dataclasses
-import json
-import math
-import time
-from pathlib import Path
-import numpy as np
-import pandas as pd
-import torch
-from tqdm.auto import tqdm
-
-from lstmkit.apps.forecast import baselines, plots
-from lstmkit.apps.forecast.config import RESUMABLE, ForecastConfig
-from lstmkit.apps.forecast.metrics import naive_scale, scores, table
-from lstmkit.apps.forecast.model import Forecaster
-from lstmkit.apps.forecast.windows import PARTS, Prepared, Scaler, prepare
-from lstmkit.data.timeseries import Series, load_csv, load_dataset, parse_columns, seasonal_period
-from lstmkit.utils.checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
-from lstmkit.utils.runs import (
-    make_out_dir, resolve_run, rng_state, save_config, saved_backend_name, seed_everything, set_rng_state,
-)
-
-MODEL = "model.safetensors"
-CHECKPOINT = "checkpoint.safetensors"
-MODEL_FORMAT = "lstmkit.forecast.model/1"
-CHECKPOINT_FORMAT = "lstmkit.forecast.checkpoint/1"
 UNDEFINED_MASE = ("MASE undefined (null): no two observed target values follow each other in the training span, "
                   "so the one-step naive forecast it is scaled by has no error to measure")
 INFINITE_MASE = ("MASE infinite (inf; null in metrics.json) for a method with any test error, 0 for an exact one: "
@@ -282,6 +285,10 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
             opt.step()
             total += loss.item() * len(idx)
         val_rmse = float(np.sqrt(np.mean((predict(model, va.x, device) - va.y) ** 2)))
+        # Before this epoch's files: a NaN never beats the best, so a diverged run went on to score
+        # its untrained weights as the LSTM's and exited 0.
+        check_loss(f"the training loss of epoch {epoch}", total / n, cfg.clip)
+        check_loss(f"the validation RMSE of epoch {epoch}", val_rmse, cfg.clip)
         state["epoch"] = epoch
         state["history"].append({"epoch": epoch, "train_loss": total / n, "val_rmse": val_rmse})
         if val_rmse < state["best_val"]:

@@ -104,7 +104,8 @@ def end_epoch(run_dir: Path, formats: tuple[str, str], cfg, model: nn.Module, op
     first (Diverged), leaving the files of the epochs before: the model is NaN then, yet its
     accuracy (of the one class argmax picks for NaN) beat the first best of -1, and the run ended
     as a success with that model saved as the best."""
-    check_loss(f"the training loss of epoch {epoch}", record["train_loss"])
+    check_loss(f"the training loss of epoch {epoch}", record["train_loss"], cfg.clip,
+               "--lr or --embedding-lr" if hasattr(cfg, "embedding_lr") else "--lr")
     history.append(record)
     improved = record[metric] > best[metric]
     if improved:

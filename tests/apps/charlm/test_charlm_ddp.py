@@ -83,7 +83,16 @@ def _run_dir_worker(rank: int, world: int, init: str, cwd: str) -> None:
             refused = None
         except ValueError as e:
             refused = str(e)
-        Path(f"rank{rank}.json").write_text(json.dumps([str(made), refused]))
+
+        def name_too_long():  # an OSError outside make_out_dir, as Path.exists can raise
+            raise OSError(36, "File name too long")
+
+        try:
+            on_main(name_too_long, d)
+            os_error = None
+        except OSError as e:
+            os_error = str(e)
+        Path(f"rank{rank}.json").write_text(json.dumps([str(made), refused, os_error]))
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -91,14 +100,16 @@ def _run_dir_worker(rank: int, world: int, init: str, cwd: str) -> None:
 
 def test_ranks_agree_on_the_run_directory_rank_0_made(tmp_path):
     """Each rank named the default run directory by its own clock, and only rank 0 made it; a
-    directory rank 0 could not make is refused on every rank, not on rank 0 alone."""
+    directory rank 0 could not make is refused on every rank, not on rank 0 alone, with its error's
+    kind (the CLI reports ValueError, TypeError and OSError in one line)."""
     (tmp_path / "afile").write_text("")
     mp.spawn(_run_dir_worker, args=(2, f"file://{tmp_path / 'rendezvous'}", str(tmp_path)), nprocs=2, join=True)
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert results[0] == results[1]
-    made, refused = results[0]
+    made, refused, os_error = results[0]
     assert [str(p.relative_to(tmp_path)) for p in (tmp_path / "runs").iterdir()] == [made]
     assert refused == "--out: cannot create directory 'afile/run' (Not a directory)"
+    assert os_error == "[Errno 36] File name too long"  # rank 1 died of gloo's closed connection
 
 
 @pytest.mark.slow

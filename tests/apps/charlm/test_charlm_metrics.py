@@ -57,3 +57,4 @@ def test_a_perplexity_past_a_float_is_inf_not_an_overflow_error():
     assert m.perplexity == math.inf and m.bpc == pytest.approx(800 / math.log(2))
     assert m.line().startswith("validation: perplexity inf, bits per character 1154.")
     assert Metrics(nll=700.0, tokens=1, chars=1).perplexity == pytest.approx(math.exp(700))
+    assert math.isnan(Metrics(nll=math.nan, tokens=1, chars=1).perplexity)  # not inf next to a NaN bpc

@@ -276,8 +276,8 @@ def test_a_run_that_diverges_fails_saying_so(tiny_text, tmp_path, capsys):
                  "--backend", "reference"]) == 2
     captured = capsys.readouterr()
     assert re.fullmatch(r"lstmkit train: error: training diverged: the validation loss \(nats per token\) at epoch 1, "
-                        r"step 30 is \S+; try a lower --lr or --clip \(the run directory keeps what was written "
-                        r"before\)\n", captured.err), captured.err
+                        r"step 30 is \S+; try a lower --lr, or turn on gradient clipping \(--clip N; 0 turns it off\) "
+                        r"\(the run directory keeps what was written before\)\n", captured.err), captured.err
     assert "validation: perplexity" not in captured.out and not (out / "model.safetensors").exists()
 
 

@@ -464,3 +464,15 @@ def test_a_run_file_holding_no_mapping_is_a_clear_error(tmp_path, csv, capsys, n
     else:
         code, err = _resume(out, capsys)
         assert code == 2 and "holding a mapping, got a list" in err and err.count("\n") == 1
+
+
+def test_a_diverged_run_fails_and_scores_nothing(tmp_path, csv, capsys):
+    """At lr 1e30 the losses were NaN, no model was ever saved, and results.md scored the untrained
+    weights as the LSTM's, exit status 0."""
+    out = tmp_path / "run"
+    assert main(["forecast", "--csv", str(csv), "--target", "temp", "--epochs", "4", "--lr", "1e30", "--clip", "0",
+                 *TINY, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "error: training diverged: the training loss of epoch 1 is nan; try a lower --lr, or turn on gradient " \
+           "clipping (--clip N; 0 turns it off)" in err, err
+    assert not (out / "model.safetensors").exists() and not (out / "results.md").exists()

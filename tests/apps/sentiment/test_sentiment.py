@@ -347,8 +347,9 @@ def test_a_run_whose_training_loss_turns_nan_fails_and_keeps_the_epochs_before(s
     out = tmp_path / "nan-at-once"
     assert main([*run, "--epochs", "1", "--batch-size", "1", "--out", str(out)]) == 2
     assert capsys.readouterr().err == ("lstmkit sentiment: error: training diverged: the training loss of epoch 1 "
-                                       "is nan; try a lower --lr or --clip (the run directory keeps what was "
-                                       "written before)\n")
+                                       "is nan; try a lower --lr or --embedding-lr, or turn on gradient clipping "
+                                       "(--clip N; 0 turns it off) (the run directory keeps what was written "
+                                       "before)\n")
     assert not (out / "model.safetensors").exists() and not (out / "checkpoint.safetensors").exists()
     out = tmp_path / "nan-later"  # one batch an epoch: a finite first epoch, a huge second one, a NaN third
     assert main([*run, "--epochs", "3", "--out", str(out)]) == 2
