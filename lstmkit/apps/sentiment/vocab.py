@@ -55,7 +55,8 @@ def load_vectors(path: str | os.PathLike, vocab: Vocab, lowercase_fallback: bool
 
     d is the first vector's length. The vector is a line's last d fields, and its word the fields
     before them, joined by single spaces: glove.840B.300d.txt has words with spaces in them
-    (`. . . 0.1 ...`), and a count of fields per line stopped reading it at the first.
+    (`. . . 0.1 ...`), and a count of fields per line stopped reading it at the first. So a line
+    with extra fields reads as a word with spaces, and the first line's word must have none.
     Words missing from the file get N(0, 1/d) rows; <pad> gets zeros. A first line of two
     integers (word2vec's header) is skipped. With `lowercase_fallback`, a vocabulary word not in
     the file is looked up in lower case. A malformed line, or a NaN or infinite value in the vector
