@@ -180,9 +180,9 @@ def test_kernels_compile_for_an_h100(cell, monkeypatch):
     def compile_(fn, consts, ints, floats=(), data="*fp32", warps=4):
         sig = {a: "constexpr" if a in consts else "i32" if a in ints else "fp32" if a in floats else data
                for a in fn.arg_names}
-        for k in ("BS", "SYNC"):  # the persistent kernel's int32 buffers
-            if k in sig:
-                sig[k] = "*i32"
+        for k, ty in (("BS", "*i32"), ("SYNC", "*i32"), ("A", "*fp32")):  # the persistent kernel's int32
+            if k in sig:  # buffers; the activations the forward saves (fp32 under half precision)
+                sig[k] = ty
         k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts),
                            target=GPUTarget("cuda", 90, 32), options=dict(num_warps=warps))
         assert k.asm["cubin"]
@@ -190,7 +190,7 @@ def test_kernels_compile_for_an_h100(cell, monkeypatch):
     cid, ng = lt._CELL_ID[cell], SPECS[cell].num_gates
     for data in ("*fp32", "*bf16"):
         for proj in (False, True):
-            tile = dict(CELL=cid, NG=ng, PROJ=proj, BLOCK_B=8, BLOCK_H=64, ACC=tl.float32)
+            tile = dict(CELL=cid, NG=ng, PROJ=proj, BLOCK_B=8, BLOCK_H=64, ACC=tl.float32, I64=False)
             compile_(lt._fwd_step_kernel, {**tile, "SAVE": True}, ("n_active", "B", "H"), ("eps",), data)
             compile_(lt._bwd_step_kernel, tile, ("n_active", "B", "H"), ("eps",), data)
     if cell in pk.CELLS:

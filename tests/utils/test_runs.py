@@ -5,7 +5,6 @@ loaded where it cannot run; a diverged loss refused."""
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 
 import pytest
@@ -57,13 +56,11 @@ def test_a_named_backend_that_cannot_run_here_is_refused_by_name_and_a_saved_one
         backend_name("fast", "cpu", "lstm")
 
 
-def test_default_run_dirs_started_in_the_same_second_are_all_new(tmp_path, monkeypatch):
+def test_default_run_dirs_started_in_the_same_second_are_all_new(tmp_path, monkeypatch, frozen_clock):
     """Two runs started in the same second took the same runs/<prefix>-<date>-<time>, and one's
     results replaced the other's."""
     monkeypatch.chdir(tmp_path)
-    real, now = time.strftime, time.localtime()
-    monkeypatch.setattr(time, "strftime", lambda fmt, t=None: real(fmt, now))  # every run in the same second
-    name = "lr-" + real("%Y%m%d-%H%M%S", now)
+    name = "lr-" + frozen_clock
     first = fresh_run_dir("lr")
     assert first == tmp_path.joinpath("runs", name).relative_to(tmp_path) and first.is_dir()
     (tmp_path / "runs" / f"{name}-2").write_text("not a run\n")  # a taken name, whatever it holds

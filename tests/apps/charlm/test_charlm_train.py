@@ -251,15 +251,13 @@ def test_word_level(tiny_text, tmp_path):
     assert result.sample.startswith("The Time ")
 
 
-def test_default_run_dirs_of_runs_started_in_the_same_second_differ(tiny_text, tmp_path, monkeypatch):
+def test_default_run_dirs_of_runs_started_in_the_same_second_differ(tiny_text, tmp_path, monkeypatch, frozen_clock):
     """Both took runs/charlm-<date>-<time>: the second was refused as holding a run already, or,
     started while the first still trained, wrote into the first one's directory."""
     monkeypatch.chdir(tmp_path)
-    real, now = time.strftime, time.localtime()
-    monkeypatch.setattr(time, "strftime", lambda fmt, t=None: real(fmt, now))  # both in the same second
     first, _ = quiet(tiny(tiny_text, max_steps=2, sample_length=0))
     second, _ = quiet(tiny(tiny_text, max_steps=2, sample_length=0))
-    name = "charlm-" + real("%Y%m%d-%H%M%S", now)
+    name = "charlm-" + frozen_clock
     assert (first.run_dir, second.run_dir) == (Path("runs", name), Path("runs", f"{name}-2"))
     for run in (first, second):
         assert load_checkpoint(tmp_path / run.run_dir / "checkpoint.safetensors")["progress"]["step"] == 2

@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import time
 
 import pytest
 
@@ -154,16 +153,14 @@ def test_the_config_is_saved_before_training(tmp_path, monkeypatch):
     assert not (out / "results.json").exists()
 
 
-def test_runs_started_in_the_same_second_get_a_directory_each(tmp_path, capsys, monkeypatch):
+def test_runs_started_in_the_same_second_get_a_directory_each(tmp_path, capsys, monkeypatch, frozen_clock):
     """Both used runs/longrange-<date>-<time>: the second was refused as holding results, or, run
     at once, one's results replaced the other's."""
     monkeypatch.chdir(tmp_path)
-    real, now = time.strftime, time.localtime()
-    monkeypatch.setattr(time, "strftime", lambda fmt, t=None: real(fmt, now))  # both in the same second
     tiny = ["longrange", "--lengths", "3", "--models", "lstm", "--hidden-size", "4", "--steps", "2", "--eval-every", "2",
             "--eval-size", "8", "--batch-size", "4", "--backend", "reference", "--no-progress", "--no-gradnorm"]
     assert main(tiny) == 0 and main([*tiny, "--seed", "1"]) == 0
-    name = "longrange-" + real("%Y%m%d-%H%M%S", now)
+    name = "longrange-" + frozen_clock
     runs = tmp_path / "runs"
     assert sorted(p.name for p in runs.iterdir()) == [name, f"{name}-2"]
     seeds = [json.loads((runs / n / "config.json").read_text())["seed"] for n in (name, f"{name}-2")]

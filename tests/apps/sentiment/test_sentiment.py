@@ -7,7 +7,6 @@ import json
 import os
 import random
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -320,13 +319,11 @@ def test_saved_configs_name_the_device_and_backend_that_ran(sst_dir, reviews, tm
 
 
 def test_default_run_dirs_never_collide_and_a_failed_run_removes_only_its_own(sst_dir, tmp_path, monkeypatch,
-                                                                             capsys):
+                                                                             capsys, frozen_clock):
     """Runs started in the same second took one runs/sentiment-<task>-<date>-<time>: the second
     was refused as a non-empty --out, or, started while the first one still trained, shared it."""
     monkeypatch.chdir(tmp_path)
-    real, now = time.strftime, time.localtime()
-    monkeypatch.setattr(time, "strftime", lambda fmt, t=None: real(fmt, now))  # all in the same second
-    name = "sentiment-sst-fine-" + real("%Y%m%d-%H%M%S", now)
+    name = "sentiment-sst-fine-" + frozen_clock
     assert [new_run_dir(None, "sst-fine"), new_run_dir(None, "sst-fine")] == [Path("runs", name),
                                                                               Path("runs", f"{name}-2")]
     run = ["sentiment", "sst", "--data-dir", str(sst_dir), "--epochs", "1", "--hidden-size", "4",
