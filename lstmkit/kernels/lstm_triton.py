@@ -27,7 +27,8 @@ Performance devices, both transparent:
 Precision: fp32 GEMMs use TF32 exactly when cuDNN's RNN would (torch.backends.cudnn.rnn
 .fp32_precision, or the legacy torch.backends.cudnn.allow_tf32), so numbers and speed are
 compared like for like with torch.nn.LSTM. Under torch.autocast (bf16/fp16) the GEMMs run in
-the autocast dtype with fp32 accumulation; the pointwise math and the cell state stay fp32.
+the autocast dtype with fp32 accumulation; the pointwise math, the cell state and the
+activated gates saved for the backward stay fp32.
 
 With TRITON_INTERPRET=1 (set before triton is imported) the kernels run in Triton's
 interpreter on CPU tensors; DEVICES then includes "cpu" so the tests can check the kernels
@@ -46,6 +47,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.runtime.errors import OutOfResources
 
 from lstmkit.cells import CellSpec, get_cell
 from lstmkit.cells.layernorm import LN_EPS
@@ -129,11 +131,16 @@ def _ln4_centered(R, g_off, act, ok, H, eps, ACC: tl.constexpr):
 
 
 @triton.jit
-def _step_tile(n_active, B, H, NG: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr):
+def _step_tile(n_active, B, H, NG: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr,
+               I64: tl.constexpr):
     """The program's [BLOCK_B, BLOCK_H] tile of (batch rows, hidden units): its columns and their
     mask, the masks of its rows in the batch (ok) and still inside their sequence (act), and the
-    offsets of its elements in a (B, NG*H) gate tensor and in a (B, H) state tensor."""
+    offsets of its elements in a (B, NG*H) gate tensor and in a (B, H) state tensor. I64: a gate
+    slice of 2^31 elements or more, whose offsets int32 arithmetic would wrap (a variant of its
+    own: every other shape keeps 32-bit offsets)."""
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    if I64:
+        rows = rows.to(tl.int64)
     cols = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
     col_ok = cols < H
     ok = (rows < B)[:, None] & col_ok[None, :]
@@ -143,20 +150,21 @@ def _step_tile(n_active, B, H, NG: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H:
 
 @triton.jit(do_not_specialize=["n_active"])
 def _fwd_step_kernel(
-    G, R, HP, HN, CP, CN, M,
+    G, R, HP, HN, CP, CN, M, A,
     PI, PF, PO, LNWH, LNBH, LNWC, LNBC,
     n_active, B, H, eps,
     CELL: tl.constexpr, NG: tl.constexpr, PROJ: tl.constexpr, SAVE: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, ACC: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, ACC: tl.constexpr, I64: tl.constexpr,
 ):
     """One time step of the cell on a [BLOCK_B, BLOCK_H] tile of (batch rows, hidden units).
 
-    G:  (B, NG*H) gate pre-activations x W_ih^T + b (+ h W_hh^T, except for layernorm);
-        overwritten with the activated gates when SAVE. R: (B, 4H) raw h W_hh^T (layernorm).
+    G:  (B, NG*H) gate pre-activations x W_ih^T + b (+ h W_hh^T, except for layernorm).
+    A:  (B, NG*H) where the activated gates are saved when SAVE (the backward reads them): G
+        itself, or an fp32 buffer when G is half precision. R: (B, 4H) raw h W_hh^T (layernorm).
     HP/HN, CP/CN: previous / new hidden and cell state (B, H). M: (B, H) o*tanh(c) (PROJ).
     Rows >= n_active are past their sequence's end: their state is carried unchanged.
     """
-    cols, col_ok, ok, act, g_off, s_off = _step_tile(n_active, B, H, NG, BLOCK_B, BLOCK_H)
+    cols, col_ok, ok, act, g_off, s_off = _step_tile(n_active, B, H, NG, BLOCK_B, BLOCK_H, I64)
 
     cp = tl.load(CP + s_off, mask=ok, other=0.0).to(ACC)
     if CELL == _CIFG:
@@ -211,16 +219,16 @@ def _fwd_step_kernel(
         hp = tl.load(HP + s_off, mask=ok, other=0.0).to(ACC)
         tl.store(HN + s_off, tl.where(act, m, hp).to(HN.dtype.element_ty), mask=ok)
     if SAVE:
-        gty = G.dtype.element_ty
+        aty = A.dtype.element_ty
         if CELL == _CIFG:
-            tl.store(G + g_off, f.to(gty), mask=act)
-            tl.store(G + g_off + H, g.to(gty), mask=act)
-            tl.store(G + g_off + 2 * H, o.to(gty), mask=act)
+            tl.store(A + g_off, f.to(aty), mask=act)
+            tl.store(A + g_off + H, g.to(aty), mask=act)
+            tl.store(A + g_off + 2 * H, o.to(aty), mask=act)
         else:
-            tl.store(G + g_off, i.to(gty), mask=act)
-            tl.store(G + g_off + H, f.to(gty), mask=act)
-            tl.store(G + g_off + 2 * H, g.to(gty), mask=act)
-            tl.store(G + g_off + 3 * H, o.to(gty), mask=act)
+            tl.store(A + g_off, i.to(aty), mask=act)
+            tl.store(A + g_off + H, f.to(aty), mask=act)
+            tl.store(A + g_off + 2 * H, g.to(aty), mask=act)
+            tl.store(A + g_off + 3 * H, o.to(aty), mask=act)
 
 
 @triton.jit(do_not_specialize=["n_active"])
@@ -229,13 +237,13 @@ def _bwd_step_kernel(
     PI, PF, PO, LNWH, LNWC, LNBC,
     n_active, B, H, eps,
     CELL: tl.constexpr, NG: tl.constexpr, PROJ: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, ACC: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, ACC: tl.constexpr, I64: tl.constexpr,
 ):
-    """The backward of one step on a tile, given dL/dm (DH + DY, or DM with a projection) and
-    dL/dc_t (DC, overwritten with dL/dc_{t-1}). Writes dL/d(gate pre-activations) to DG, and
-    for layernorm dL/d(raw recurrent product) to DR and dL/d(LN(c)) to DN. Rows past their
-    end get zero gate gradients and carry DC unchanged."""
-    cols, col_ok, ok, act, g_off, s_off = _step_tile(n_active, B, H, NG, BLOCK_B, BLOCK_H)
+    """The backward of one step on a tile, given the forward's activated gates (G: its A), dL/dm
+    (DH + DY, or DM with a projection) and dL/dc_t (DC, overwritten with dL/dc_{t-1}). Writes
+    dL/d(gate pre-activations) to DG, and for layernorm dL/d(raw recurrent product) to DR and
+    dL/d(LN(c)) to DN. Rows past their end get zero gate gradients and carry DC unchanged."""
+    cols, col_ok, ok, act, g_off, s_off = _step_tile(n_active, B, H, NG, BLOCK_B, BLOCK_H, I64)
 
     if CELL == _CIFG:
         f = tl.load(G + g_off, mask=act, other=0.0).to(ACC)
@@ -415,7 +423,7 @@ class _Launch:
         self.grid = (triton.cdiv(B, self.bb), triton.cdiv(H, self.bh))
         self.const = dict(CELL=_CELL_ID[cfg.cell], NG=cfg.ng, PROJ=cfg.proj,
                           BLOCK_B=self.bb, BLOCK_H=self.bh, ACC=_acc_dtype(cfg.cd),
-                          num_warps=self.warps)
+                          I64=B * cfg.gh >= 2 ** 31, num_warps=self.warps)
         self.dummy = torch.empty(1, device=device, dtype=cfg.sd)
 
 
@@ -487,6 +495,10 @@ def _forward_impl(cfg: _Cfg, inp: dict[str, Tensor], p: dict[str, Tensor]) -> di
             g = xf @ w_ih.t()
         r_all = None
     g = g.view(T, B, GH)  # (T, B, GH)
+    # the activated gates the backward reads, saved over the pre-activations; under half precision
+    # in fp32 of their own: the backward's f(1-f) and prod f need the gates the forward used (in
+    # bf16 a forget gate above 0.998 is 1, whose f(1-f) is 0)
+    acts = g if cd == sd or not cfg.save else torch.empty(T, B, GH, device=dev, dtype=sd)
 
     hbuf = torch.empty(T + 1, B, P, device=dev, dtype=cd)
     n_c = T + 1 if cfg.save else 2
@@ -499,7 +511,7 @@ def _forward_impl(cfg: _Cfg, inp: dict[str, Tensor], p: dict[str, Tensor]) -> di
     kern = _fwd_step_kernel[launch.grid]
     ext = _extras(cfg, p, launch)
     d = launch.dummy
-    hs, cs, gs = hbuf.unbind(0), cbuf.unbind(0), g.unbind(0)
+    hs, cs, gs, acts_ = hbuf.unbind(0), cbuf.unbind(0), g.unbind(0), acts.unbind(0)
     rs = r_all.unbind(0) if ln else None
     ms = m_all.unbind(0) if cfg.proj else None
     for s, (t, t_in, t_out, b) in enumerate(_order(cfg)):
@@ -515,7 +527,7 @@ def _forward_impl(cfg: _Cfg, inp: dict[str, Tensor], p: dict[str, Tensor]) -> di
             torch.mm(h_prev[:b], w_hh_t, out=r[:b])
         else:
             gt[:b].addmm_(h_prev[:b], w_hh_t)
-        kern(gt, r, h_prev, h_new, c_prev, c_new, mt, **ext, n_active=b, B=B, H=H, eps=LN_EPS,
+        kern(gt, r, h_prev, h_new, c_prev, c_new, mt, acts_[t], **ext, n_active=b, B=B, H=H, eps=LN_EPS,
              SAVE=cfg.save, **launch.const)
         if cfg.proj:
             torch.mm(mt[:b], w_hr_t, out=h_new[:b])
@@ -528,15 +540,23 @@ def _forward_impl(cfg: _Cfg, inp: dict[str, Tensor], p: dict[str, Tensor]) -> di
         y, hT = hbuf[1:], hbuf[T]
     cT = cbuf[0 if cfg.reverse else T] if cfg.save else cs[T % 2]
     if cfg.steps is not None:
-        y = y * inp["mask"].unsqueeze(-1).to(cd)
+        # zeros past each row's length, whatever the carried h is (0 * inf is NaN)
+        y = torch.where(inp["mask"].unsqueeze(-1), y, 0)
     out.update(y=y, hT=hT, cT=cT)
     if cfg.save:
-        out.update(g=g, hbuf=hbuf, cbuf=cbuf)
+        out.update(g=acts, hbuf=hbuf, cbuf=cbuf)
         if ln:
             out["r"] = r_all
         if cfg.proj:
             out["m"] = m_all
     return out
+
+
+def _normalized(x: Tensor) -> Tensor:
+    """(x - mean) / sqrt(var + eps) over the last dim, in two passes as the kernels (and the
+    reference) compute it: where the variance overflows that is 0; F.layer_norm's is NaN."""
+    d = x - x.mean(-1, keepdim=True)
+    return d * torch.rsqrt(d.square().mean(-1, keepdim=True) + LN_EPS)
 
 
 def _backward_impl(cfg: _Cfg, sv: dict[str, Tensor], gin: dict[str, Tensor], p: dict[str, Tensor],
@@ -553,7 +573,9 @@ def _backward_impl(cfg: _Cfg, sv: dict[str, Tensor], gin: dict[str, Tensor], p: 
     w_hr = p["weight_hr"].to(cd) if cfg.proj else None
     dy = gin["dy"]
     if cfg.steps is not None:
-        dy = dy * gin["mask"].unsqueeze(-1).to(cd)
+        # the padding outputs are constants: their incoming gradients are dropped, NaN or inf too
+        # (with a projection the carry of finished rows would take them in)
+        dy = torch.where(gin["mask"].unsqueeze(-1), dy, 0)
     dh = gin["dhT"].to(cd).clone()
     dc = gin["dcT"].to(sd).clone()
     dg = torch.empty(T, B, GH, device=dev, dtype=cd)
@@ -599,7 +621,9 @@ def _backward_impl(cfg: _Cfg, sv: dict[str, Tensor], gin: dict[str, Tensor], p: 
         out["weight_ih"] = dxw.t() @ x.reshape(T * B, I).to(cd)  # (GH, T*B) @ (T*B, I)
     if need.get("bias_ih") or need.get("bias_hh"):
         db = dgf.sum(0, dtype=f32)
-        out["bias_ih"] = out["bias_hh"] = db
+        # one sum, two tensors: autograd hands each to its own parameter (aliased gradients
+        # would let an in-place change of one, e.g. an optimizer's, change the other)
+        out["bias_ih"], out["bias_hh"] = db, db.clone()
     h_prev = hbuf[1:] if cfg.reverse else hbuf[:T]
     if need["weight_hh"]:
         out["weight_hh"] = (dr if ln else dg).view(T * B, GH).t() @ h_prev.reshape(T * B, P)  # (GH, T*B) @ (T*B, P)
@@ -617,12 +641,12 @@ def _backward_impl(cfg: _Cfg, sv: dict[str, Tensor], gin: dict[str, Tensor], p: 
             out["weight_co"] = (dg_o.to(f32) * c_new).sum((0, 1))
     if ln:
         if need["ln_weight_hh"]:
-            rhat = torch.nn.functional.layer_norm(sv["r"].to(f32), (GH,), eps=LN_EPS)
+            rhat = _normalized(sv["r"].to(f32))
             out["ln_weight_hh"] = (dg.to(f32) * rhat).sum((0, 1))
         if need["ln_bias_hh"]:
             out["ln_bias_hh"] = dg.sum((0, 1), dtype=f32)
         if need["ln_weight_c"]:
-            chat = torch.nn.functional.layer_norm(c_new.to(f32), (H,), eps=LN_EPS)
+            chat = _normalized(c_new.to(f32))
             out["ln_weight_c"] = (dn.to(f32) * chat).sum((0, 1))
         if need["ln_bias_c"]:
             out["ln_bias_c"] = dn.sum((0, 1), dtype=f32)
@@ -832,6 +856,9 @@ class _TritonLayer(torch.autograd.Function):
         return tuple(result)
 
 
+_refused: set[tuple] = set()  # persistent launches a device refused (OutOfResources): never tried again
+
+
 def _persistent_impl(cfg: _Cfg, inp: dict[str, Tensor], p: dict[str, Tensor]) -> dict[str, Tensor]:
     from lstmkit.kernels import lstm_triton_persistent as pk
     y, hT, cT = pk.forward(cfg.cell, inp["x"], inp["h0"], inp["c0"], p, cfg.steps, cfg.reverse, cfg.cd, cfg.sd,
@@ -903,13 +930,23 @@ def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str
     steps = tuple(int(b) for b in batch_sizes.tolist()) if batch_sizes is not None else None
 
     fields = (spec.name, T, B, I, H, P, proj, "bias_ih" in params, bool(reverse), steps, cd, sd, tf32, save)
-    if not save and USE_PERSISTENT and x.is_cuda:
+    if not save and USE_PERSISTENT:
         from lstmkit.kernels import lstm_triton_persistent as pk
         if pk.supported(spec.name, B, H, proj, cd, x.device):
-            # the launch is part of the configuration, so a graph captured with another is not replayed
-            tune = pk.tuning(H, B, PERSISTENT_WARPS, PERSISTENT_SPLIT, PERSISTENT_FMA)
-            y, hT, cT = _persistent(_Cfg(*fields, tune=tune), x, h0, c0, params)
-            return y, (hT.to(pdt), cT.to(pdt))
+            # the launch is part of the configuration, so a graph captured with another is not
+            # replayed; settings() are global, so one a shape cannot take gives way to the default
+            tune = pk.tuning(H, B, PERSISTENT_WARPS, PERSISTENT_SPLIT, PERSISTENT_FMA, strict=False)
+            launch = (x.device, spec.name, B, H, cd, tf32, steps is not None, bool(reverse), tune)
+            if launch not in _refused:
+                try:
+                    y, hT, cT = _persistent(_Cfg(*fields, tune=tune), x, h0, c0, params)
+                except OutOfResources:
+                    # the compiled kernel needs more shared memory (or threads at its register
+                    # count) than this GPU gives a block: e.g. fp32 H=768 on an A100 or a 4090.
+                    # Triton refuses before launching anything; the step kernels take this launch
+                    _refused.add(launch)
+                else:
+                    return y, (hT.to(pdt), cT.to(pdt))
 
     cfg = _Cfg(*fields)
     mask = None

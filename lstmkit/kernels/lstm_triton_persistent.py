@@ -11,13 +11,15 @@ so one barrier per step is enough.
 
 The grid is at most one program per multiprocessor, so all programs are resident at once
 (a precondition of any grid barrier). The spin has a bound: if the barrier ever waited that
-long (a co-residency failure), the kernel counts it in `last_sync[1]` and returns NaN final
-states instead of hanging.
+long (a co-residency failure), the kernel counts it in `last_sync[1]` and the program's
+outputs from then on (y, and through h those of the programs that read it) and the final
+states are NaN, instead of a hang.
 
-Used by lstm_triton.layer for inference (no gradient) with B <= 16, cells lstm, peephole and
-cifg, no projection, and a weight slice that fits on chip. Under TRITON_INTERPRET=1 the grid
-is one program (the interpreter runs programs one after another, so a barrier between
-several would never open).
+Used by lstm_triton.layer for inference (no gradient) on NVIDIA GPUs with B <= 16, cells lstm,
+peephole and cifg, no projection, and a weight slice that fits on chip (a launch the GPU
+refuses for its shared memory falls back to the step kernels there). Under TRITON_INTERPRET=1
+the grid is one program (the interpreter runs programs one after another, so a barrier
+between several would never open).
 """
 
 from __future__ import annotations
@@ -112,10 +114,14 @@ def _persistent_lstm_kernel(
         k_mask = row_ok[None, :, None] & k_ok[:, None, :]  # (S, BB, KC)
     x_mask = row_ok[:, None] & col_ok[None, :]
     hty = HX.dtype.element_ty
+    # a step's offset in XW and Y in int64: t*B*4H passes 2^31 at B=16, H=1024 after 32768 steps
+    # (one scalar product a step; the offsets within a step stay int32)
+    x_step = tl.cast(B, tl.int64) * GH
+    y_step = tl.cast(B, tl.int64) * H
     stalled = 0
     # the input projection of the first step; each later one is fetched during the barrier
     t0 = T - 1 if REVERSE else 0
-    xw = tl.load(XW + t0 * B * GH + rows[:, None] * GH + wrow[None, :], mask=x_mask, other=0.0)
+    xw = tl.load(XW + t0 * x_step + rows[:, None] * GH + wrow[None, :], mask=x_mask, other=0.0)
     for s in range(T):
         if REVERSE:
             t = T - 1 - s
@@ -163,7 +169,7 @@ def _persistent_lstm_kernel(
         act = own & (rows < n_act)[:, None]
         c = tl.where(act, c_new, c)
         h = tl.where(act, h_new, h)
-        tl.store(Y + t * B * H + s_off, tl.where(act, h_new, 0.0).to(Y.dtype.element_ty), mask=own)
+        tl.store(Y + t * y_step + s_off, tl.where(act, h_new, 0.0).to(Y.dtype.element_ty), mask=own)
         tl.store(HX + ((s + 1) % 2) * B * H + s_off, h.to(hty), mask=own)
         # grid barrier: every program has written its slice of h_t before anyone reads it.
         # Arrive with a release atomic, poll with acquire loads (ld.acquire.gpu: no
@@ -174,7 +180,7 @@ def _persistent_lstm_kernel(
         tl.atomic_add(SYNC, 1, sem="release", scope="gpu")
         # the next step's projection is independent of the other programs: fetched while waiting
         # for them, and after the release (whose fence would otherwise wait for this load too)
-        xw = tl.load(XW + t_next * B * GH + rows[:, None] * GH + wrow[None, :], mask=x_mask, other=0.0)
+        xw = tl.load(XW + t_next * x_step + rows[:, None] * GH + wrow[None, :], mask=x_mask, other=0.0)
         target = (s + 1) * n_prog
         spins = 0
         limit = tl.where(stalled > 0, 0, spin_limit)  # after one timeout, never wait again
@@ -189,12 +195,16 @@ def _persistent_lstm_kernel(
                 seen = tl.load(SYNC, volatile=True)
                 spins += 1
             seen = tl.atomic_add(SYNC, 0, sem="acquire", scope="gpu")
-        stalled += (seen < target).to(tl.int32)
+        timed_out = seen < target
+        stalled += timed_out.to(tl.int32)
+        if timed_out:  # never on a healthy run (one branch a step, nothing per element)
+            # the h read next may be another step's: every later output is garbage, so make
+            # it NaN (y through c, the final states, and other programs' through this h)
+            h = h + float("nan")
+            c = c + float("nan")
         tl.debug_barrier()
-    if stalled > 0:  # never on a healthy run: make the failure visible without a host sync
+    if stalled > 0:  # make the failure visible without a host sync
         tl.atomic_add(SYNC + 1, 1)
-        h = h + float("nan")
-        c = c + float("nan")
     tl.store(HN + s_off, h.to(HN.dtype.element_ty), mask=own)
     tl.store(CN + s_off, c.to(CN.dtype.element_ty), mask=own)
 
@@ -225,9 +235,17 @@ def _plan(H: int, elem: int, device: torch.device) -> tuple[int, int, int] | Non
     return u, triton.cdiv(H, u), kp
 
 
+def _power_of_2(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1 and not v & (v - 1)
+
+
 def tuning(H: int, B: int, warps: int | None = None, split: int | None = None,
-           fma: bool | None = None) -> Tuning:
-    """The launch for hidden size H and batch B; `warps`/`split`/`fma` override the measured choice."""
+           fma: bool | None = None, strict: bool = True) -> Tuning:
+    """The launch for hidden size H and batch B; `warps`/`split`/`fma` override the measured choice.
+
+    strict=False (lstm_triton.settings, which hold for every shape): more chains than this H
+    has chunks of 16 rows, or the multiply-add product at B > FMA_MAX_BATCH, give way to the
+    default for this shape instead of raising (values no shape takes still raise)."""
     # measured on an H100 (BENCHMARKS.md): 4 warps beat 8 at every H (by 10-27% at H=1024, with
     # 128 KB slices: 255 registers a thread and no spills), and 8 beat 16 by 1.4-1.5x; one chain
     # of mma is the only product timed so far
@@ -235,8 +253,13 @@ def tuning(H: int, B: int, warps: int | None = None, split: int | None = None,
     split = 1 if split is None else split
     fma = False if fma is None else fma
     most = max(16, _next_pow2(H)) // 16  # each chunk of the reduction is at least one mma deep
+    if not strict:
+        if _power_of_2(split) and split > most:
+            split = 1
+        if fma is True and B > FMA_MAX_BATCH:
+            fma = False
     for name, v, hi in (("warps", warps, 32), ("split", split, most)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1 or v > hi or v & (v - 1):
+        if not (_power_of_2(v) and v <= hi):
             raise ValueError(f"{name}: expected a power of 2 in [1, {hi}] (H={H}), got {v!r}")
     if not isinstance(fma, bool):
         raise TypeError(f"fma: expected a bool, got {type(fma).__name__}")
@@ -247,9 +270,13 @@ def tuning(H: int, B: int, warps: int | None = None, split: int | None = None,
 
 
 def supported(cell: str, B: int, H: int, proj: bool, cd: torch.dtype, device: torch.device | None = None) -> bool:
+    """Whether lstm_triton.layer runs this inference here: on an NVIDIA GPU only, as the barrier
+    polls with PTX (ROCm, whose GPUs torch also calls "cuda", has no ld.acquire.gpu)."""
+    dev = device if device is not None else torch.device("cuda")
+    if dev.type != "cuda" or torch.version.hip:
+        return False
     if cell not in CELLS or proj or B > MAX_BATCH or cd == torch.float64 and not INTERPRET:
         return False
-    dev = device if device is not None else torch.device("cuda")
     return _plan(H, torch.empty((), dtype=cd).element_size(), dev) is not None
 
 

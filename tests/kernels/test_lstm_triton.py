@@ -159,6 +159,14 @@ def test_persistent_tuning_defaults_and_checks():
         pk.tuning(64, 1, split=2, fma=True)
     with pytest.raises(TypeError, match="fma: expected a bool, got int"):
         pk.tuning(64, 1, fma=1)
+    # strict=False (the global settings): what this shape cannot take gives way to the default,
+    # a value no shape takes still raises
+    assert pk.tuning(64, 3, 8, fma=True, strict=False) == pk.Tuning(8, 1, False)
+    assert pk.tuning(6, 4, split=2, strict=False) == pk.Tuning(4, 1)
+    assert pk.tuning(64, 2, split=2, strict=False) == pk.Tuning(4, 2)
+    for kw in (dict(split=3), dict(warps=6), dict(split=0)):
+        with pytest.raises(ValueError):
+            pk.tuning(6, 4, strict=False, **kw)
 
 
 @pytest.mark.skipif(CHILD or not HAS_TRITON, reason="parent process with triton installed only")
@@ -198,6 +206,68 @@ def test_kernels_compile_for_an_h100(cell, monkeypatch):
             consts = dict(CELL=cid, NG=ng, PACKED=True, REVERSE=True, BB=2 if t.fma else 16, KP=1024, U=8,
                           SPLIT=t.split, FMA=t.fma, ACC=tl.float32, PREC="tf32", ACQ=True)
             compile_(pk._persistent_lstm_kernel, consts, ("T", "B", "H", "n_prog", "spin_limit"), warps=t.warps)
+
+
+@pytest.mark.skipif(CHILD or not HAS_TRITON, reason="parent process with triton installed only")
+def test_kernel_offsets_are_int64_where_int32_would_wrap(monkeypatch):
+    """The persistent kernel's offsets of a step in XW and Y (t*B*4H passes 2^31 at B=16, H=1024,
+    T > 32768) are int64, as scalars (the offsets within a step stay int32); the step kernels'
+    tile offsets are int64 in the variant for gate slices of 2^31 elements or more only. Read
+    from the TTIR for sm_90 (no practical run: the tensors would take tens of GB)."""
+    import re
+
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from lstmkit.kernels import lstm_triton as lt
+    from lstmkit.kernels import lstm_triton_persistent as pk
+    monkeypatch.setenv("TRITON_DEFAULT_FP_FUSION", "1")
+
+    def ttir(fn, consts, ints, floats=()):
+        sig = {a: "constexpr" if a in consts else "i32" if a in ints else "fp32" if a in floats else "*fp32"
+               for a in fn.arg_names}
+        sig.update({k: "*i32" for k in ("BS", "SYNC") if k in sig})
+        return triton.compile(ASTSource(fn=fn, signature=sig, constexprs=consts),
+                              target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4)).asm["ttir"]
+
+    consts = dict(CELL=0, NG=4, PACKED=True, REVERSE=True, BB=16, KP=16, U=4, SPLIT=1, FMA=False,
+                  ACC=tl.float32, PREC="ieee", ACQ=True)
+    ir = ttir(pk._persistent_lstm_kernel, consts, ("T", "B", "H", "n_prog", "spin_limit"))
+    # XW: the first step's load and each step's next one; Y: each step's store
+    assert len(re.findall(r"tt\.addptr %XW, %\w+ : !tt\.ptr<f32>, i64", ir)) == 2, ir
+    assert len(re.findall(r"tt\.addptr %Y, %\w+ : !tt\.ptr<f32>, i64", ir)) == 1, ir
+
+    def cfg(B, H):
+        return lt._Cfg("lstm", 2, B, 3, H, H, False, True, False, None, torch.float32, torch.float32, False, True)
+    assert not lt._Launch(cfg(2 ** 13, 2 ** 16 - 1), torch.device("cpu")).const["I64"]
+    assert lt._Launch(cfg(2 ** 13, 2 ** 16), torch.device("cpu")).const["I64"]  # B*4H = 2^31
+    for kern, extra in ((lt._fwd_step_kernel, {"SAVE": True}), (lt._bwd_step_kernel, {})):
+        for i64 in (False, True):
+            tile = dict(CELL=lt._CELL_ID["layernorm"], NG=4, PROJ=False, BLOCK_B=8, BLOCK_H=64, ACC=tl.float32,
+                        I64=i64, **extra)
+            ir = ttir(kern, tile, ("n_active", "B", "H"), ("eps",))
+            # the offset types of the (B, .) tensors' tiles: each argument's pointer, splat to the tile
+            splat = dict(re.findall(r"(%\w+) = tt\.splat %([A-Z]+) : !tt\.ptr<f32> -> tensor<8x64x", ir))
+            offsets = {(splat[p], ty) for p, ty in re.findall(
+                r"tt\.addptr (%\w+), %\w+ : tensor<8x64x!tt\.ptr<f32>>, tensor<8x64x(i\d+)>", ir) if p in splat}
+            names = {n for n, _ in offsets}
+            assert len(names) >= 7 and offsets == {(n, "i64" if i64 else "i32") for n in names}, (kern, offsets)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
+def test_persistent_kernel_only_on_nvidia_gpus(monkeypatch):
+    """ROCm (torch.version.hip; its GPUs are "cuda" devices too) has no ld.acquire.gpu for the
+    barrier's poll: the step kernels run there. A CPU tensor never takes it through layer()."""
+    from lstmkit.kernels import lstm_triton_persistent as pk
+    monkeypatch.setattr(pk, "_num_sms", lambda index: 132)
+    cuda = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert pk.supported("lstm", 4, 256, False, torch.float32, cuda)
+    assert not pk.supported("lstm", 4, 256, False, torch.float32, torch.device("cpu"))
+    monkeypatch.setattr(torch.version, "hip", "6.2.41133")
+    assert not pk.supported("lstm", 4, 256, False, torch.float32, cuda)
 
 
 @pytest.mark.skipif(CHILD or not HAS_TRITON, reason="parent process with triton installed only")
@@ -483,6 +553,32 @@ def test_interp_autocast_cell_state_stays_fp32(dtype, grad):
 
 
 @interp
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_interp_autocast_saturated_forget_gate_gradients(dtype):
+    """a_f = 7.6: f = 0.99950, which bf16 rounds to 1 (f(1-f) = 0: no gradient; the interpreter,
+    which truncates, to 0.99609) and fp16 to 0.99951. The backward reads the fp32 gates the
+    forward computed: over T=4 steps dL/d b_f = T f^T (1-f) and dL/dc_0 = f^T are the fp32
+    reference's within 1% (b_f itself rounds to 7.59375 / 7.6016 in the GEMM's dtype); from
+    gates saved in the half type dL/d b_f was off by 2.4% (fp16) and 8x (bf16, interpreter)."""
+    T = 4
+
+    def grads(layer, dt, autocast):
+        p = {"weight_ih": torch.zeros(4, 1), "weight_hh": torch.zeros(4, 1), "bias_ih": torch.zeros(4),
+             "bias_hh": torch.zeros(4)}
+        p["bias_ih"][1] = 7.6
+        p = {k: v.to(dt).requires_grad_() for k, v in p.items()}
+        c0 = torch.ones(1, 1, dtype=dt, requires_grad=True)
+        with torch.autocast("cpu", dtype=dtype, enabled=autocast):
+            _, (_, c) = layer(SPECS["lstm"], torch.zeros(T, 1, 1, dtype=dt), (torch.zeros(1, 1, dtype=dt), c0),
+                              p, None, False)
+        c.sum().backward()
+        return torch.stack([p["bias_ih"].grad[1], c0.grad[0, 0]]).double()
+
+    want = grads(reference_layer, torch.float64, False)
+    torch.testing.assert_close(grads(_triton_layer(), torch.float32, True), want, rtol=1e-2, atol=0)
+
+
+@interp
 @pytest.mark.parametrize("cell", ["lstm", "peephole", "cifg"])
 @pytest.mark.parametrize("packed,reverse", [(None, False), ([3, 2, 2, 1], False), ([3, 3, 1, 1], True)])
 def test_interp_persistent_kernel(cell, packed, reverse):
@@ -540,21 +636,137 @@ def test_interp_persistent_kernel_multiply_add_product(cell, B, packed, reverse,
 
 @interp
 @pytest.mark.parametrize("cell", ["lstm", "cifg"])
-def test_interp_persistent_partition_over_programs(cell, monkeypatch):
+@pytest.mark.parametrize("T", [1, 3])
+def test_interp_persistent_partition_over_programs(cell, T, monkeypatch):
     """Several programs, each owning a slice of hidden units (as on a GPU). The interpreter runs
     programs one after another, so only a single step is meaningful (its barrier cannot open;
-    the spin limit is set to 0 and the final states are poisoned, as designed)."""
+    the spin limit is set to 0 and the outputs after it are poisoned, as designed).
+
+    T=3: every output after the failed barrier is NaN, y included (it was finite and wrong): the
+    two programs that gave up poison their state, and their h the others'. Here only the first
+    program's first step is right: each later program starts after the earlier ones have ended,
+    and reads their last (poisoned) h in place of h_0."""
     from lstmkit.kernels import lstm_triton_persistent as pk
     monkeypatch.setattr(pk, "SPIN_LIMIT", 0)
     monkeypatch.setattr(pk, "_plan", lambda H, elem, dev: (4, -(-H // 4), max(16, pk._next_pow2(H))))
-    spec, x, (h0, c0), params, _, _ = _layer_case(cell, 1, 3, 5, 10)
+    spec, x, (h0, c0), params, _, _ = _layer_case(cell, T, 3, 5, 10)
     params = {k: v.detach() for k, v in params.items()}
     with torch.no_grad():
         y, _ = reference_layer(spec, x, (h0, c0), params)
-        y2, h2, _ = pk.forward(cell, x, h0, c0, params, None, False, torch.float64, torch.float64, False)
-    torch.testing.assert_close(y2, y)
+        y2, h2, c2 = pk.forward(cell, x, h0, c0, params, None, False, torch.float64, torch.float64, False)
     # the first two programs gave up waiting (visibly: NaN final states); the last one saw all arrivals
-    assert pk.last_sync.tolist() == [3, 2] and torch.isnan(h2[:, :8]).all() and not torch.isnan(h2[:, 8:]).any()
+    assert pk.last_sync.tolist() == [3 * T, 2]
+    if T == 1:
+        torch.testing.assert_close(y2, y)
+        assert torch.isnan(h2[:, :8]).all() and not torch.isnan(h2[:, 8:]).any()
+    else:
+        torch.testing.assert_close(y2[0, :, :4], y[0, :, :4])
+        assert torch.isnan(y2[0, :, 4:]).all() and torch.isnan(y2[1:]).all()
+        assert torch.isnan(h2).all() and torch.isnan(c2).all()
+
+
+@interp
+def test_interp_persistent_launch_refused_falls_back_to_step_kernels(monkeypatch):
+    """A GPU that gives a block less shared memory than the compiled persistent kernel needs (fp32
+    H=768 on an A100: 194 KB of 163 KB) refuses its launch with Triton's OutOfResources, before
+    anything runs: inference takes the step kernels instead (it raised), and that launch is not
+    tried again. The launch is faked on CPU tensors, as on an NVIDIA GPU (pk.supported)."""
+    from triton.runtime.errors import OutOfResources
+
+    from lstmkit.kernels import lstm_triton as lt
+    from lstmkit.kernels import lstm_triton_persistent as pk
+    launches = []
+
+    class Refused:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launches.append(grid)
+                raise OutOfResources(198656, 166912, "shared memory")
+            return launch
+
+    monkeypatch.setattr(pk, "supported", lambda *args: True)
+    monkeypatch.setattr(pk, "_persistent_lstm_kernel", Refused())
+    monkeypatch.setattr(lt, "_refused", set())
+    spec, x, state, params, bs, rev = _layer_case("lstm", 3, 2, 4, 6, packed=[2, 2, 1])
+    with torch.no_grad():
+        want = reference_layer(spec, x, state, params, bs, rev)
+        for _ in range(2):
+            torch.testing.assert_close(_triton_layer()(spec, x, state, params, bs, rev), want)
+    assert len(launches) == 1 and len(lt._refused) == 1
+
+
+@interp
+@pytest.mark.parametrize("kw,B,H", [(dict(persistent_fma=True), 3, 6), (dict(persistent_split=2), 2, 6),
+                                    (dict(persistent_split=2, persistent_warps=2), 3, 40)])
+def test_interp_persistent_settings_a_shape_cannot_take_give_way(kw, B, H, monkeypatch):
+    """settings() hold for every shape: the multiply-add product at B > 2, or two chains of the
+    product at H < 32 (one chunk of 16 rows), give way to the default launch for that shape
+    (layer() raised ValueError); a setting the shape takes is kept (the third case)."""
+    from lstmkit.kernels import lstm_triton as lt
+    from lstmkit.kernels import lstm_triton_persistent as pk
+    monkeypatch.setattr(pk, "supported", lambda *args: True)  # as on an NVIDIA GPU
+    monkeypatch.setattr(pk, "last_sync", None)
+    spec, x, state, params, bs, rev = _layer_case("lstm", 3, B, 4, H)
+    with torch.no_grad():
+        want = reference_layer(spec, x, state, params, bs, rev)
+        with lt.settings(**kw):
+            got = _triton_layer()(spec, x, state, params, bs, rev)
+    assert pk.last_sync is not None, "the persistent kernel did not run"
+    torch.testing.assert_close(got, want)
+
+
+@interp
+def test_interp_packed_padding_is_zero_and_its_gradient_dropped():
+    """Past a row's length y is 0 even where the row's carried h is not finite (a -inf c_0 of a
+    peephole cell: NaN, and NaN * 0 was NaN); the gradients arriving for the padding (constants)
+    are dropped, NaN ones too (with a projection the finished rows' carry took them in)."""
+    spec, x, (h0, c0), params, bs, rev = _layer_case("peephole", 3, 3, 2, 5, packed=[3, 2, 1])
+    with torch.no_grad():
+        c0[2, 0] = float("-inf")
+        want = reference_layer(spec, x, (h0, c0), params, bs, rev)[0]
+        got = _triton_layer()(spec, x, (h0, c0), params, bs, rev)[0]
+    assert torch.isnan(got[0, 2]).any() and (got[1:, 2] == 0).all()
+    torch.testing.assert_close(got, want, equal_nan=True)
+
+    spec, x, (h0, c0), params, bs, rev = _layer_case("lstm", 3, 3, 2, 4, proj=2, packed=[3, 2, 1])
+    ins = [x, h0, c0, *params.values()]
+
+    def grads(fn):
+        y, (h, c) = fn(spec, x, (h0, c0), params, bs, rev)
+        g = torch.Generator().manual_seed(1)
+        gy, gh, gc = (torch.randn(t.shape, generator=g, dtype=t.dtype) for t in (y, h, c))
+        gy[~(torch.arange(3)[None, :] < bs[:, None])] = float("nan")
+        return torch.autograd.grad([y, h, c], ins, [gy, gh, gc])
+
+    torch.testing.assert_close(grads(_triton_layer()), grads(reference_layer), rtol=1e-10, atol=1e-12)
+
+
+@interp
+def test_interp_layernorm_overflowing_variance_gradients():
+    """fp32 states near 1e30: the variances of LN(c) and LN(h W_hh^T) overflow, so the normalised
+    values are 0 (two-pass, as the kernels and the reference compute them) and so are the LN
+    gains' gradients; their recompute with F.layer_norm gave NaN."""
+    spec, x, (h0, c0), params, bs, rev = _layer_case("layernorm", 2, 2, 3, 3, proj=2, dtype=torch.float32)
+    with torch.no_grad():
+        h0.mul_(1e30)
+        c0.mul_(1e30)
+    want = _run_with_grads(reference_layer, spec, x, (h0, c0), params, bs, rev)
+    got = _run_with_grads(_triton_layer(), spec, x, (h0, c0), params, bs, rev)
+    for k in ("dln_weight_hh", "dln_weight_c"):
+        assert torch.isfinite(got[k]).all(), k
+    _assert_close(got, {k: want[k] for k in ("y", "c", "dln_weight_hh", "dln_weight_c", "dln_bias_c")},
+                  rtol=1e-4, atol=1e-5)
+
+
+@interp
+def test_interp_bias_gradients_are_separate_tensors():
+    """bias_ih's and bias_hh's gradients are equal but two tensors (torch.autograd.grad returned
+    one tensor twice: an in-place change of one, an optimizer's, changed the other)."""
+    spec, x, state, params, bs, rev = _layer_case("lstm", 2, 2, 3, 4)
+    y, _ = _triton_layer()(spec, x, state, params, bs, rev)
+    g_ih, g_hh = torch.autograd.grad(y.sum(), [params["bias_ih"], params["bias_hh"]])
+    assert g_ih.data_ptr() != g_hh.data_ptr()
+    torch.testing.assert_close(g_ih, g_hh, rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------------------
