@@ -74,12 +74,12 @@ def _is_a(value: object, hint: Any) -> bool:
     raise TypeError(f"check_types: no rule for the annotation {hint!r}")
 
 
-def _a(hint: Any) -> str:
+def _a(hint: Any, plural: bool = False) -> str:
     if typing.get_origin(hint) in (types.UnionType, typing.Union):
-        return " or ".join(_a(h) for h in typing.get_args(hint))
+        return " or ".join(_a(h, plural) for h in typing.get_args(hint))
     if typing.get_origin(hint) is list:
-        return f"a list of {_NAMES[typing.get_args(hint)[0]][1]}"
-    return _NAMES[hint][0]
+        return f"{'lists' if plural else 'a list'} of {_a(typing.get_args(hint)[0], plural=True)}"
+    return _NAMES[hint][plural]
 
 
 def check_threads(name: str, values: Iterable[object], low: int = 1) -> None:

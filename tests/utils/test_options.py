@@ -76,6 +76,16 @@ def test_a_saved_config_of_the_wrong_types_is_refused_naming_the_field(cls, fiel
         cls(**saved).validate()  # the same check for a config built in Python
 
 
+def test_the_error_names_nested_annotations_too():
+    @dataclass
+    class Nested:
+        sizes: list[int | None] = dataclasses.field(default_factory=list)
+
+    with pytest.raises(TypeError, match=r"^sizes: expected a list of integers or nulls, got list \['a'\]$"):
+        check_types(Nested(["a"]))
+    check_types(Nested([1, None]))
+
+
 def test_json_numbers_and_python_sequences_pass_where_they_mean_the_field():
     check_types(CharLMConfig(lr=1, max_time=0, corpus=None, text="t.txt"))  # an int is a JSON number
     check_types(LongRangeConfig(lengths=(10, 20)))
