@@ -50,7 +50,7 @@ from torch import Tensor
 from triton.runtime.errors import OutOfResources
 
 from lstmkit.cells import CellSpec, get_cell
-from lstmkit.cells.layernorm import LN_EPS
+from lstmkit.cells.layernorm import LN_EPS, layer_norm
 from lstmkit.kernels import batched, needs_reference, reference
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -552,13 +552,6 @@ def _forward_impl(cfg: _Cfg, inp: dict[str, Tensor], p: dict[str, Tensor]) -> di
     return out
 
 
-def _normalized(x: Tensor) -> Tensor:
-    """(x - mean) / sqrt(var + eps) over the last dim, in two passes as the kernels (and the
-    reference) compute it: where the variance overflows that is 0; F.layer_norm's is NaN."""
-    d = x - x.mean(-1, keepdim=True)
-    return d * torch.rsqrt(d.square().mean(-1, keepdim=True) + LN_EPS)
-
-
 def _backward_impl(cfg: _Cfg, sv: dict[str, Tensor], gin: dict[str, Tensor], p: dict[str, Tensor],
                    need: dict[str, bool]) -> dict[str, Tensor]:
     """sv: the forward's saved tensors; gin: dy (T,B,P), dhT (B,P), dcT (B,H)[, mask].
@@ -641,12 +634,14 @@ def _backward_impl(cfg: _Cfg, sv: dict[str, Tensor], gin: dict[str, Tensor], p: 
             out["weight_co"] = (dg_o.to(f32) * c_new).sum((0, 1))
     if ln:
         if need["ln_weight_hh"]:
-            rhat = _normalized(sv["r"].to(f32))
+            # the reference's two-pass LN, as the kernel's: where the variance overflows it is 0
+            # (F.layer_norm's is NaN)
+            rhat = layer_norm(sv["r"].to(f32), 1.0, 0.0)
             out["ln_weight_hh"] = (dg.to(f32) * rhat).sum((0, 1))
         if need["ln_bias_hh"]:
             out["ln_bias_hh"] = dg.sum((0, 1), dtype=f32)
         if need["ln_weight_c"]:
-            chat = _normalized(c_new.to(f32))
+            chat = layer_norm(c_new.to(f32), 1.0, 0.0)
             out["ln_weight_c"] = (dn.to(f32) * chat).sum((0, 1))
         if need["ln_bias_c"]:
             out["ln_bias_c"] = dn.sum((0, 1), dtype=f32)
