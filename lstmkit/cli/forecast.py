@@ -43,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the target alone for --csv, all four numeric columns for seattle-weather", metavar="COLS")
     opt(g, "--time-col", "the date/time column", "found by name, or built from year/month/day/hour columns",
         metavar="COL")
+    opt(g, "--time-format", "strftime codes every time is written in, such as %%d/%%m/%%Y or '%%Y-%%m-%%d %%H:%%M'",
+        "inferred from the first time", metavar="FMT")
     # No argparse choices: the config's check explains what became of the old 'interpolate'.
     opt(g, "--gaps", "missing values (NA, empty): 'error' refuses the file; 'ffill' gives each the last observation "
         "before it and trims leading rows with none before them; windows with a filled-in target are neither "

@@ -2,8 +2,9 @@
 
 Everything is checked before anything is used, and nothing is dropped or made up silently:
 
-- the time column is parsed as dates, all in one format (a date written otherwise than the
-  others is refused, never read on its own); times must be strictly increasing (a file out of
+- the time column is parsed as dates, all in one format: `time_format` (strftime codes) where
+  given, else the one inferred from the first value (a date written otherwise than the others is
+  refused, never read on its own); times must be strictly increasing (a file out of
   order or with a repeated time is refused, never re-sorted);
 - a column name may appear once in the header; the chosen columns must exist and hold numbers;
   a value that is not a number is reported with its column, its line in the file and the value itself;
@@ -97,10 +98,24 @@ def _lines(n: int, lines: np.ndarray | None) -> np.ndarray:
     return np.arange(n) + 2 if lines is None else np.asarray(lines)
 
 
-def _one_format(text: pd.Series, utc: bool) -> pd.Series:
-    """Every value read in one format: the one pandas infers from the first value, or ISO 8601 (one
-    convention whatever the precision: 2020-01-01, 2020-01-01 06:00) where that reads more of them;
-    NaT where a value is not in it."""
+def check_time_format(time_format: str | None) -> None:
+    """Refuse a --time-format that names no date: one without a % code, or with a code strptime lacks."""
+    if time_format is None:
+        return
+    if not isinstance(time_format, str) or "%" not in time_format:
+        raise TimeSeriesError(f"--time-format: expected strftime codes such as '%d/%m/%Y', got {time_format!r}")
+    try:
+        pd.to_datetime(pd.Series(["2000"]), errors="coerce", format=time_format)
+    except ValueError as e:
+        raise TimeSeriesError(f"--time-format {time_format!r}: {e}") from None
+
+
+def _one_format(text: pd.Series, utc: bool, time_format: str | None) -> pd.Series:
+    """Every value read in one format: `time_format` where given; else the one pandas infers from the
+    first value, or ISO 8601 (one convention whatever the precision: 2020-01-01, 2020-01-01 06:00)
+    where that reads more of them; NaT where a value is not in it."""
+    if time_format is not None:
+        return pd.to_datetime(text, errors="coerce", format=time_format, utc=utc)
     parsed = pd.to_datetime(text, errors="coerce", utc=utc)
     if parsed.isna().any():
         iso = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=utc)
@@ -109,19 +124,22 @@ def _one_format(text: pd.Series, utc: bool) -> pd.Series:
     return parsed
 
 
-def _parse_times(text: pd.Series, col: str, where: str, lines: np.ndarray) -> pd.Series:
+def _parse_times(text: pd.Series, col: str, where: str, lines: np.ndarray, time_format: str | None) -> pd.Series:
     """Parsed times, all in one format (`_one_format`), NaT where a value is not a date/time."""
     try:
-        parsed, utc = _one_format(text, utc=False), False
+        parsed, utc = _one_format(text, False, time_format), False
     except ValueError:  # pandas' "Mixed timezones detected": UTC offsets differ between rows (summer time, say)
         # Times with an offset name instants, which compare and order in UTC; one without an offset
-        # among them names none.
-        parsed, utc = _one_format(text, utc=True), True
-        for row in np.flatnonzero(parsed.notna().to_numpy()):
+        # among them names none. A --time-format with %z reads none without an offset.
+        parsed, utc = _one_format(text, True, time_format), True
+        for row in np.flatnonzero(parsed.notna().to_numpy()) if time_format is None else ():
             if pd.Timestamp(text.iloc[row]).tz is None:
                 raise TimeSeriesError(f"{where}: time column {col!r}, line {lines[row]}: {text.iloc[row]!r} has no "
                                       "UTC offset while other times have one, so it names no instant among them")
     bad = np.flatnonzero(parsed.isna().to_numpy())
+    if len(bad) and time_format is not None:
+        raise TimeSeriesError(f"{where}: time column {col!r}, line {lines[bad[0]]}: {text.iloc[bad[0]]!r} is not "
+                              f"written as --time-format {time_format!r}")
     # A date written otherwise than the others is refused, not read on its own: day-first dates
     # would then be read month-first where the day is 12 or less, and day-first elsewhere.
     if len(bad) and not pd.isna(pd.to_datetime(text.iloc[bad[0]], errors="coerce", format="mixed", utc=utc)):
@@ -129,7 +147,8 @@ def _parse_times(text: pd.Series, col: str, where: str, lines: np.ndarray) -> pd
         raise TimeSeriesError(
             f"{where}: time column {col!r}, line {lines[bad[0]]}: {text.iloc[bad[0]]!r} is not written like line "
             f"{lines[0]} ({text.iloc[0]!r}{f', read as {fmt}' if fmt else ''}); write every time in one format "
-            "(ISO 8601, such as 2020-02-13, reads one way only), or name the time column with --time-col")
+            "(ISO 8601, such as 2020-02-13, reads one way only), give the format with --time-format "
+            "(such as %d/%m/%Y), or name the time column with --time-col")
     return parsed
 
 
@@ -143,8 +162,8 @@ def _refuse_empty(df: pd.DataFrame, cols: list[str], where: str, lines: np.ndarr
         raise TimeSeriesError(f"{where}: time column {col!r} is empty at line {lines[row]}")
 
 
-def _time_index(df: pd.DataFrame, time_col: str | None, where: str,
-                lines: np.ndarray) -> tuple[pd.DatetimeIndex, list[str]]:
+def _time_index(df: pd.DataFrame, time_col: str | None, where: str, lines: np.ndarray,
+                time_format: str | None) -> tuple[pd.DatetimeIndex, list[str]]:
     """The parsed time of every row and the columns it was made from."""
     if time_col is not None:
         if time_col not in df.columns:
@@ -156,6 +175,9 @@ def _time_index(df: pd.DataFrame, time_col: str | None, where: str,
         parts = [lower[p] for p in CALENDAR_PARTS if p in lower]
         if "year" in lower and len(parts) >= 2 and (not candidates or candidates[0] in parts):
             # year, month[, day[, hour[, minute]]] columns: build the timestamp from them.
+            if time_format is not None:
+                raise TimeSeriesError(f"{where}: --time-format reads one time column, and the times here are built "
+                                      f"from columns {parts}; name the column it reads with --time-col")
             _refuse_empty(df, parts, where, lines)
             frame = {p: df[lower[p]] for p in CALENDAR_PARTS if p in lower}
             frame.setdefault("month", 1)
@@ -176,7 +198,7 @@ def _time_index(df: pd.DataFrame, time_col: str | None, where: str,
     col = candidates[0]
     _refuse_empty(df, [col], where, lines)
     text = df[col].astype(str)
-    parsed = _parse_times(text, col, where, lines)
+    parsed = _parse_times(text, col, where, lines, time_format)
     bad = parsed.isna().to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -286,20 +308,22 @@ def _step_report(times: pd.DatetimeIndex) -> dict:
 
 
 def from_frame(df: pd.DataFrame, target: str, features: list[str] | None = None, *, time_col: str | None = None,
-               gaps: str = "error", max_gap: int = 0, source: str = "frame", sha256: str | None = None,
-               lines: np.ndarray | None = None) -> Series:
+               time_format: str | None = None, gaps: str = "error", max_gap: int = 0, source: str = "frame",
+               sha256: str | None = None, lines: np.ndarray | None = None) -> Series:
     """A `Series` from a DataFrame of raw columns (what `load_csv` reads), with every check applied.
 
     features: the input columns besides the target (the target is always an input);
     None or []: the target alone; ["all"]: every column but the time column(s) that holds at least
     one number (a column with none, such as a wind direction, is left out and named in
     `report["excluded_columns"]`; a stray non-number in the others is reported as for a named column).
+    time_format: strftime codes every time is written in (such as "%d/%m/%Y"); None: inferred.
     sha256: the hash of the bytes `df` was read from, kept in the Series (resumed runs compare it).
     lines: the file line each row starts on, for messages (default: one header line, then a line per row).
     """
     where = source
     lines = _lines(len(df), lines)
-    times, time_cols = _time_index(df, time_col, where, lines)
+    check_time_format(time_format)
+    times, time_cols = _time_index(df, time_col, where, lines, time_format)
     if target in time_cols:
         raise TimeSeriesError(f"{where}: --target {target!r} is the time column")
     features = list(features or [])
@@ -369,9 +393,10 @@ def _records(path: Path, raw: bytes) -> tuple[str, np.ndarray]:
 
 
 def load_csv(path: str | Path, target: str, features: list[str] | None = None, *, time_col: str | None = None,
-             gaps: str = "error", max_gap: int = 0) -> Series:
+             time_format: str | None = None, gaps: str = "error", max_gap: int = 0) -> Series:
     """Read a CSV file (header line, a date/time column, numeric columns) into a checked `Series`."""
     check_gap_policy(gaps)
+    check_time_format(time_format)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--csv: no file at {str(path)!r}")
@@ -381,8 +406,8 @@ def load_csv(path: str | Path, target: str, features: list[str] | None = None, *
     df = pd.read_csv(io.StringIO(text), index_col=False)
     if df.empty:
         raise TimeSeriesError(f"{path}: no data rows")
-    return from_frame(df, target, features, time_col=time_col, gaps=gaps, max_gap=max_gap, source=str(path),
-                      sha256=hashlib.sha256(raw).hexdigest(), lines=lines)
+    return from_frame(df, target, features, time_col=time_col, time_format=time_format, gaps=gaps, max_gap=max_gap,
+                      source=str(path), sha256=hashlib.sha256(raw).hexdigest(), lines=lines)
 
 
 def load_dataset(name: str, target: str | None = None, features: list[str] | None = None, *,

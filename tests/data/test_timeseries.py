@@ -267,6 +267,27 @@ def test_times_are_read_in_one_format(tmp_path):
         load_csv(write(tmp_path, "time,v\n2020-01-01,1\nsoon,2\n2020-01-01 06:00,3\n"), "v")
 
 
+def test_time_format_reads_every_time_one_way(tmp_path):
+    dayfirst = write(tmp_path, "date,v\n" + "".join(f"{d:02d}/02/2020,{d}\n" for d in range(1, 15)))
+    s = load_csv(dayfirst, "v", time_format="%d/%m/%Y")
+    assert str(s.times[0].date()) == "2020-02-01" and str(s.times[12].date()) == "2020-02-13"
+    with pytest.raises(TimeSeriesError, match=r"line 3: '2020-02-02' is not written as --time-format '%d/%m/%Y'$"):
+        load_csv(write(tmp_path, "date,v\n01/02/2020,1\n2020-02-02,2\n"), "v", time_format="%d/%m/%Y")
+    # A format pandas cannot infer from the first value: dateutil would otherwise read each value alone.
+    s = load_csv(write(tmp_path, "t,v\n2020.032 06h,1\n2020.033 06h,2\n"), "v", time_col="t", time_format="%Y.%j %Hh")
+    assert [str(t) for t in s.times] == ["2020-02-01 06:00:00", "2020-02-02 06:00:00"]
+    # Offsets that change (summer time) are compared in UTC, as without a format.
+    dst = "time,v\n29.03.2020 01:00 +0100,1\n29.03.2020 03:00 +0200,2\n"
+    s = load_csv(write(tmp_path, dst), "v", time_format="%d.%m.%Y %H:%M %z")
+    assert s.report["step"] == "0 days 01:00:00"
+    for bad, message in [("%Q", "'Q' is a bad directive"), ("dd/mm/yyyy", "expected strftime codes")]:
+        with pytest.raises(TimeSeriesError, match=f"^--time-format.*{message}"):
+            load_csv(dayfirst, "v", time_format=bad)
+    calendar = write(tmp_path, "year,month,v\n2010,1,5\n2010,2,6\n")
+    with pytest.raises(TimeSeriesError, match=r"--time-format reads one time column.*\['year', 'month'\]"):
+        load_csv(calendar, "v", time_format="%Y")
+
+
 @pytest.mark.parametrize("text, message", [
     ("No,year,month,day,hour,v\n1,2010,1,1,,5\n2,2010,1,1,1,6\n", "time column 'hour' is empty at line 2"),
     ("No,year,month,day,hour,v\n1,2010,1,1,0,5\n\n2,2010,1,,1,6\n3,2010,1,1,2,7\n", "time column 'day' is empty at line 4"),

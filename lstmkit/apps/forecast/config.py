@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from lstmkit.cells import LSTM_CELLS
-from lstmkit.data.timeseries import DATASETS, check_gap_policy
+from lstmkit.data.timeseries import DATASETS, check_gap_policy, check_time_format
 from lstmkit.kernels import BACKEND_NAMES
 from lstmkit.utils.options import check_number, check_seed, check_types
 from lstmkit.utils.runs import DEVICES, RESUMABLE as RUN_RESUMABLE, config_from_dict
@@ -27,6 +27,7 @@ class ForecastConfig:
     target: str | None = None  # the column to forecast; None: the dataset's default (temp_max)
     features: str | None = None  # comma-separated input columns besides the target; "all"; None: default
     time_col: str | None = None  # None: found by name (date, time, ...) or built from year/month/day/hour
+    time_format: str | None = None  # strftime codes of the time column (%d/%m/%Y); None: inferred from the first
     gaps: str = "error"  # missing values: "error" refuses, "ffill" carries the last observation forward
     max_gap: int = 0  # fill at most this many missing values in a row; 0: no limit
     # --- windows and split ---
@@ -65,9 +66,13 @@ class ForecastConfig:
 
         if self.csv is None:
             one_of("dataset", DATASETS)
+            if self.time_format is not None:
+                raise ValueError("--time-format: reads a --csv file's time column; the embedded dataset's dates "
+                                 "are ISO 8601")
         elif not self.target:
             raise ValueError("--target: required with --csv (the column to forecast)")
         check_gap_policy(self.gaps)
+        check_time_format(self.time_format)
         one_of("cell", LSTM_CELLS)
         one_of("backend", BACKEND_NAMES)
         one_of("device", DEVICES)

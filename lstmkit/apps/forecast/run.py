@@ -79,7 +79,8 @@ def absolute_csv(path: str | None) -> str | None:
 def load_series(cfg: ForecastConfig) -> Series:
     features = parse_columns(cfg.features) if cfg.features is not None else None
     if cfg.csv is not None:
-        return load_csv(cfg.csv, cfg.target, features, time_col=cfg.time_col, gaps=cfg.gaps, max_gap=cfg.max_gap)
+        return load_csv(cfg.csv, cfg.target, features, time_col=cfg.time_col, time_format=cfg.time_format,
+                        gaps=cfg.gaps, max_gap=cfg.max_gap)
     return load_dataset(cfg.dataset, cfg.target, features, gaps=cfg.gaps, max_gap=cfg.max_gap)
 
 

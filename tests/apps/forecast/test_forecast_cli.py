@@ -191,7 +191,24 @@ def test_bad_options(tmp_path, capsys):
     assert "--target: required with --csv" in capsys.readouterr().err
     assert main(["forecast", "--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "has no config.json" in capsys.readouterr().err
+    assert main(["forecast", "--time-format", "%d/%m/%Y", "--out", str(tmp_path / "o")]) == 2
+    assert "--time-format: reads a --csv file's time column" in capsys.readouterr().err
+    assert main(["forecast", "--csv", "x.csv", "--target", "x", "--time-format", "%Q", "--out", str(tmp_path / "o")]) == 2
+    assert "'Q' is a bad directive" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_time_format_is_used_and_saved(tmp_path, csv, capsys):
+    rows = csv.read_text().splitlines()
+    dayfirst = [rows[0]] + [f"{d[8:10]}/{d[5:7]}/{d[:4]},{rest}" for d, rest in (r.split(",", 1) for r in rows[1:])]
+    csv.write_text("\n".join(dayfirst) + "\n")
+    out = tmp_path / "run"
+    argv = ["forecast", "--csv", str(csv), "--target", "temp", "--out", str(out), *TINY, "--epochs", "1"]
+    assert main(argv) == 2  # 13/01/2021 is not month-first, as 01/01/2021 was read
+    assert "--time-format" in capsys.readouterr().err
+    assert main([*argv, "--time-format", "%d/%m/%Y"]) == 0
+    assert json.loads((out / "config.json").read_text())["time_format"] == "%d/%m/%Y"
+    assert pd.read_csv(out / "predictions.csv")["time"].iloc[-1].startswith("2021-06-09")
 
 
 @pytest.mark.parametrize("flag, value", [("--clip", "nan"), ("--lr", "inf"), ("--weight-decay", "nan"),
