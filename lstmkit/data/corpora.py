@@ -10,6 +10,7 @@ SHA-256 is checked before the file is kept or used; a cached copy is re-checked 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.request
 from dataclasses import dataclass
@@ -63,14 +64,14 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def verify(name: str, data: bytes, source: str) -> bytes:
-    """`data` if it is exactly the named corpus, else CorpusError naming both checksums."""
+def verify(name: str, data: bytes, source: str, remedy: str) -> bytes:
+    """`data` if it is exactly the named corpus, else CorpusError naming both checksums and `remedy`."""
     spec = REMOTE[name]
     digest = sha256_hex(data)
     if digest != spec.sha256:
         raise CorpusError(
             f"corpus {name!r}: {source} has sha256 {digest} ({len(data):,} bytes), expected "
-            f"{spec.sha256} ({spec.size:,} bytes); delete it and retry, or pass --text PATH")
+            f"{spec.sha256} ({spec.size:,} bytes); {remedy}, or pass --text PATH")
     return data
 
 
@@ -82,20 +83,23 @@ def fetch(name: str, directory: str | os.PathLike | None = None, *, download: bo
 def _fetch(name: str, directory: str | os.PathLike | None, download: bool) -> tuple[Path, bytes]:
     """`fetch`, with the bytes it verified: whoever reads the corpus next need not hash it again."""
     if name not in REMOTE:
-        raise ValueError(f"corpus: expected one of {list(NAMES)}, got {name!r}")
+        embedded = " (embedded: read it with load_corpus)" if name in EMBEDDED else ""
+        raise ValueError(f"corpus: expected one of {list(REMOTE)}, got {name!r}{embedded}")
     spec = REMOTE[name]
     path = Path(directory or cache_dir()) / f"{name}.txt"
     if path.is_file():  # checked on every load: a cached copy can change after it was kept
-        return path, verify(name, path.read_bytes(), str(path))
+        return path, verify(name, path.read_bytes(), str(path), "delete it and retry")
     if not download:
         raise CorpusError(f"corpus {name!r}: not in the cache ({path}) and downloading is off")
     try:
         with urllib.request.urlopen(spec.url, timeout=DOWNLOAD_TIMEOUT) as response:
-            data = response.read()
-    except OSError as e:
+            data = response.read(spec.size + 1)  # one byte past the corpus tells a longer file apart
+    # HTTPException: a body cut short (IncompleteRead) or a garbled status line, which are no OSError
+    except (OSError, http.client.HTTPException) as e:
         raise CorpusError(f"corpus {name!r}: cannot download {spec.url} ({e}); "
                           f"put a copy at {path} or pass --text PATH") from None
-    atomic_write_bytes(path, verify(name, data, spec.url))  # only a verified file is kept
+    # only a verified file is kept: a failed download leaves nothing to delete
+    atomic_write_bytes(path, verify(name, data, spec.url, "nothing was kept; retry"))
     return path, data
 
 
@@ -103,4 +107,6 @@ def load_corpus(name: str, directory: str | os.PathLike | None = None, *, downlo
     """The text of a named corpus (see the module docstring)."""
     if name == "pydoc":
         return pydoc_topics()
+    if name not in REMOTE:
+        raise ValueError(f"corpus: expected one of {list(NAMES)}, got {name!r}")
     return decode_text(_fetch(name, directory, download)[1], f"corpus {name!r}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +24,10 @@ REQUIRED = ("split", "label", "text")
 SPLITS = ("train", "test")
 _LABELS = {"neg": 0, "pos": 1, "0": 0, "1": 1, "negative": 0, "positive": 1}
 _BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
-# Words (with inner apostrophes: don't, it's) and single punctuation marks.
-_WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*|[^\sa-z0-9]")
+# Words in any script (with inner apostrophes: don't, it's) and single punctuation marks.
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[^\w\s]|_")
+# Apostrophes typed otherwise (isn’t, it´s, the modifier letter): one word each, as with '.
+_APOSTROPHES = str.maketrans("\u2019\u00b4\u02bc", "'" * 3)
 
 
 class IMDBFormatError(ValueError):
@@ -41,8 +44,10 @@ class Reviews:
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower case, `<br />` as a space; words (with inner apostrophes) and punctuation marks."""
-    return _WORD.findall(_BREAK.sub(" ", text.lower()))
+    """Lower case, `<br />` as a space; words (with inner apostrophes) and punctuation marks.
+    NFC first: an accent typed as a combining mark (e + U+0301) is then part of its letter."""
+    text = unicodedata.normalize("NFC", text).lower().translate(_APOSTROPHES)
+    return _WORD.findall(_BREAK.sub(" ", text))
 
 
 def _not_utf8(path: Path, error: UnicodeDecodeError) -> str:

@@ -79,7 +79,11 @@ class CUDAPrefetcher:
             consumer.wait_event(event)
             _map(batch, lambda t: t.record_stream(consumer) if t.is_cuda else None)
             del host  # the copy is ordered before anything the consumer does next
-            pending = self._start(it, side)  # the next copy overlaps with this batch's compute
+            try:
+                pending = self._start(it, side)  # the next copy overlaps with this batch's compute
+            except Exception:  # the loader's own error: after the batches it gave, as on the CPU path
+                yield batch
+                raise
             yield batch
 
     def _start(self, it: Iterator, side: torch.cuda.Stream):

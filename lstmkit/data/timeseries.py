@@ -353,7 +353,8 @@ def _records(path: Path, raw: bytes) -> tuple[str, np.ndarray]:
     pandas skips blank lines and reads quoted cells across lines, so its row numbers are not the
     file's lines; the csv module's reader says where every record starts. Empty fields past the
     header's (a comma at the end of each line) are dropped, so pandas never takes the first
-    column for an index; a non-empty one is refused."""
+    column for an index; a non-empty one is refused, and so is a record without a field for
+    every named column (a line cut short)."""
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -375,11 +376,15 @@ def _records(path: Path, raw: bytes) -> tuple[str, np.ndarray]:
                     if twice:
                         raise TimeSeriesError(f"{path}: line {start}: the header names column {twice[0]!r} "
                                               f"{header.count(twice[0])} times; give each column its own name")
+                    named = max((k + 1 for k, c in enumerate(header) if c.strip()), default=0)
                 else:
                     extra = [f for f in record[len(header):] if f.strip()]
                     if extra:
                         raise TimeSeriesError(f"{path}: line {start}: {len(record)} fields, the header has {len(header)} "
                                               f"({extra[0]!r} lies past the last column)")
+                    if len(record) < named:  # a line cut short: its missing cells are not NA
+                        raise TimeSeriesError(f"{path}: line {start}: {len(record)} fields, the header has {named} "
+                                              f"(no {header[len(record)]!r}); write an empty cell for a missing value")
                     records.append(record[:len(header)])
                     lines.append(start)
                 start = reader.line_num + 1

@@ -1,6 +1,7 @@
 """Corpus loading: UTF-8 or a clear error; named corpora verified by sha256, never downloaded here."""
 
 import hashlib
+import http.client
 import io
 from pathlib import Path
 
@@ -69,8 +70,12 @@ def test_cached_copy_is_verified_before_use(tmp_path):
 def test_no_cached_copy_and_no_download(tmp_path):
     with pytest.raises(CorpusError, match="not in the cache"):
         fetch("tinyshakespeare", tmp_path, download=False)
-    with pytest.raises(ValueError, match="expected one of"):
+    with pytest.raises(ValueError, match=r"expected one of \['timemachine', 'tinyshakespeare'\], got 'wikipedia'$"):
         fetch("wikipedia", tmp_path)
+    with pytest.raises(ValueError, match=r"got 'pydoc' \(embedded: read it with load_corpus\)$"):
+        fetch("pydoc", tmp_path)
+    with pytest.raises(ValueError, match=r"expected one of \['pydoc', 'timemachine', 'tinyshakespeare'\]"):
+        load_corpus("wikipedia", tmp_path)
 
 
 def test_download_keeps_only_a_verified_file(tmp_path, monkeypatch):
@@ -79,9 +84,18 @@ def test_download_keeps_only_a_verified_file(tmp_path, monkeypatch):
         "http://example.invalid/tiny.txt", hashlib.sha256(good).hexdigest(), len(good), "test"))
     served = {"data": b"tampered\n"}
     monkeypatch.setattr(corpora.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(served["data"]))
-    with pytest.raises(CorpusError, match="sha256"):
+    with pytest.raises(CorpusError, match="sha256.*nothing was kept; retry, or pass --text"):
         fetch("tiny", tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing kept
+
+    class CutShort(io.BytesIO):
+        def read(self, n=-1):
+            raise http.client.IncompleteRead(b"hel", len(good) - 3)
+    monkeypatch.setattr(corpora.urllib.request, "urlopen", lambda url, timeout: CutShort())
+    with pytest.raises(CorpusError, match=r"cannot download http://example.invalid/tiny.txt \(IncompleteRead.*--text PATH"):
+        fetch("tiny", tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(corpora.urllib.request, "urlopen", lambda url, timeout: io.BytesIO(served["data"]))
     served["data"] = good
     hashed = []
     monkeypatch.setattr(corpora, "sha256_hex", lambda data: hashed.append(data) or hashlib.sha256(data).hexdigest())
@@ -90,6 +104,6 @@ def test_download_keeps_only_a_verified_file(tmp_path, monkeypatch):
     assert len(hashed) == 1  # verified once, as downloaded
     # From the cache: verified again, once, as the file may have changed since.
     (tmp_path / "tiny.txt").write_bytes(b"changed\n")
-    with pytest.raises(CorpusError, match="sha256"):
+    with pytest.raises(CorpusError, match="sha256.*delete it and retry"):
         load_corpus("tiny", tmp_path)
     assert len(hashed) == 2

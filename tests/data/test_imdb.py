@@ -16,6 +16,9 @@ def test_tokenize():
     assert tokenize("Great film!<br /><br />I didn't LIKE the end... 10/10") == \
         ["great", "film", "!", "i", "didn't", "like", "the", "end", ".", ".", ".", "10", "/", "10"]
     assert tokenize("") == []
+    # Accented letters, other scripts and curly apostrophes stay inside their words.
+    assert tokenize("Amélie, isn’t it´s Ame\u0301lie's; ДОБРЫЙ_фильм") == \
+        ["amélie", ",", "isn't", "it's", "amélie's", ";", "добрый", "_", "фильм"]
 
 
 def write(tmp_path, text: str) -> Path:

@@ -38,6 +38,20 @@ def test_empty_loader():
     assert list(CUDAPrefetcher([], "cpu")) == []
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_a_loader_error_comes_after_the_batches_before_it(device):
+    def loader():
+        yield torch.zeros(2)
+        yield torch.ones(2)
+        raise RuntimeError("record 2 is corrupt")
+    got = []
+    with pytest.raises(RuntimeError, match="record 2 is corrupt"):
+        for batch in CUDAPrefetcher(loader(), device):
+            got.append(batch.cpu())
+    assert [b.tolist() for b in got] == [[0.0, 0.0], [1.0, 1.0]]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("pin", [True, False])
 def test_cuda_batches_arrive_complete(pin):

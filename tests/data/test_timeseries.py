@@ -91,6 +91,12 @@ def test_trailing_commas_and_ragged_rows(tmp_path):
     ragged = "Date,Temp\n1981-01-01,20.7\n\n1981-01-02,17.9,5\n"
     with pytest.raises(TimeSeriesError, match=r"line 4: 3 fields, the header has 2 \('5' lies past the last column\)"):
         load_csv(write(tmp_path, ragged), "Temp")
+    short = "date,v,w\n2020-01-01,1,5\n2020-01-02,2,6\n2020-01-03,3\n"  # cut short, not a missing value
+    with pytest.raises(TimeSeriesError, match=r"line 4: 2 fields, the header has 3 \(no 'w'\); write an empty cell"):
+        load_csv(write(tmp_path, short), "v", ["w"], gaps="ffill")
+    # Empty names ending the header name nothing: a line need not have their fields.
+    s = load_csv(write(tmp_path, "Date,Temp,\n1981-01-01,20.7\n1981-01-02,17.9,\n"), "Temp")
+    np.testing.assert_array_equal(s.values[:, 0], [20.7, 17.9])
 
 
 def test_utc_offsets_that_change_are_compared_as_instants(tmp_path):
