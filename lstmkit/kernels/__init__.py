@@ -8,7 +8,8 @@ if fewer). A Tree-LSTM backend module exposes `binary_tree_leaf` and `binary_tre
 contract `TreeOps` below), `DEVICES` and the same optional dtypes.
 `resolve_backend` and `resolve_tree_backend` are where a backend name becomes functions, both by
 the one set of rules in `_resolve`. A fused backend hands the calls its kernels cannot serve to
-the reference (`needs_reference`, `batched`: forward-mode AD, torch.func's transforms).
+the reference (`needs_reference`, `batched`: forward-mode AD, torch.func's transforms,
+torch.jit.trace); under torch.export `resolve_backend` gives the reference.
 
 LayerFn(spec, x, state, params, batch_sizes, reverse) -> (y, final_state)
     spec:        lstmkit.cells.CellSpec of the cell
@@ -173,7 +174,13 @@ def _resolve(backend: str, registry: dict[str, str], preference: dict[str, tuple
 
 def resolve_backend(backend: str, device_type: str, cell: str, dtype: torch.dtype | None = None) -> LayerFn:
     """The layer function for `backend` on `device_type` ("cpu", "cuda") for `cell` and inputs of
-    `dtype` (None: any dtype the backend takes; the layer checks its input then)."""
+    `dtype` (None: any dtype the backend takes; the layer checks its input then).
+
+    Under torch.export, the reference's whatever the name: an exported program is torch ops, and a
+    fused kernel is none (it reads memory that export's fake tensors do not have)."""
+    check_backend_name(backend)
+    if torch.compiler.is_exporting():
+        backend = "reference"
     return _resolve(backend, BACKENDS, AUTO_PREFERENCE, device_type, dtype, cell, "x")[1].layer
 
 
@@ -212,7 +219,12 @@ def needs_reference(tensors: Iterable[Tensor]) -> bool:
     one), after a kernel forward that buys nothing; and torch.func.vjp's backward runs after its
     transform has ended, on wrappers the reference can no longer differentiate. Outside both (the
     common case) this costs ~0.1 us a call.
+
+    torch.jit.trace records torch ops only: a kernel would be missing from the graph (and its
+    sizes, tensors while tracing, break the host code), so a trace records the reference's.
     """
+    if torch.jit.is_tracing():
+        return True
     # the dual level first: unpacking every tensor costs ~0.5 us each, the level a global's read
     if fwAD._current_level >= 0 and any(fwAD.unpack_dual(t).tangent is not None for t in tensors):
         return True

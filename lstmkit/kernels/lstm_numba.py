@@ -23,7 +23,8 @@ one of two ways (`_plan`):
     all of it; two meetings per step in the forward, one in the backward (whose every thread runs
     the pointwise pass).
 Under `torch.no_grad()` (or when nothing requires grad) the forward saves no activations.
-Forward-mode AD and torch.func's transforms go to the reference backend (`kernels.needs_reference`).
+Forward-mode AD, torch.func's transforms and torch.jit.trace go to the reference backend
+(`kernels.needs_reference`).
 
 Importing this module compiles nothing; each kernel compiles on first use, one per (direction,
 cell, dtype), and is cached on disk by numba. It raises ImportError when numba or torch's BLAS

@@ -902,7 +902,7 @@ def _graph_backward(cfg, entry: _GraphEntry, gin, p, need) -> dict[str, Tensor]:
 def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str, Tensor],
           batch_sizes: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, tuple[Tensor, ...]]:
     """The layer contract of lstmkit.kernels (see there) on CUDA tensors (CPU under the interpreter);
-    forward-mode AD and torch.func's transforms run the reference (`kernels.needs_reference`)."""
+    forward-mode AD, torch.func's transforms and torch.jit.trace run the reference (`kernels.needs_reference`)."""
     if spec.name not in CELLS:
         raise ValueError(f"backend 'triton' implements cells {CELLS}, got cell={spec.name!r}")
     if x.device.type not in DEVICES:

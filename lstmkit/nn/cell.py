@@ -39,7 +39,8 @@ class LSTMCell(nn.Module):
         init_parameters(self, self.spec, self.hidden_size)
 
     def extra_repr(self) -> str:
-        return f"{self.input_size}, {self.hidden_size}, cell={self.cell!r}" + ("" if self.bias else ", bias=False")
+        return (f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+                + ("" if self.cell == "lstm" else f", cell={self.cell!r}"))
 
     def forward(self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
         dtype = self.weight_ih.dtype

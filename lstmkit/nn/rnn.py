@@ -119,14 +119,18 @@ class RecurrentBase(nn.Module):
                 for name in self._all_weights[layer * self.num_directions + direction]}
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}, cell={self.cell!r}, backend={self.backend!r}"
-        if self.num_layers != 1:
-            s += f", num_layers={self.num_layers}"
-        for name, default in (("bias", True), ("batch_first", False), ("dropout", 0.0),
-                              ("bidirectional", False), ("proj_size", 0)):
+        """torch's (what differs from its defaults, in its order), then what differs in lstmkit's
+        keywords: a module built as torch's prints as torch's does."""
+        s = f"{self.input_size}, {self.hidden_size}"
+        for name, default in (("proj_size", 0), ("num_layers", 1), ("bias", True), ("batch_first", False),
+                              ("dropout", 0.0), ("bidirectional", False)):
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)}"
-        return s
+        if self.cell == "rnn_relu":
+            s += ", nonlinearity='relu'"
+        elif self.cell not in ("lstm", "gru", "rnn_tanh"):  # each class's own cell
+            s += f", cell={self.cell!r}"
+        return s + ("" if self.backend == "auto" else f", backend={self.backend!r}")
 
     # --- forward -----------------------------------------------------------------------
 

@@ -553,6 +553,33 @@ def test_needs_reference_only_for_what_the_kernels_cannot_take():
     assert found == [True, True]
 
 
+def _traced(m: torch.nn.Module, x: torch.Tensor, how: str) -> torch.nn.Module:
+    if how == "jit.trace":
+        with warnings.catch_warnings():  # torch 2.13 deprecates it, and warns about its own tracing
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.trace(m, (x,))
+    return torch.export.export(m, (x,), strict=how == "export strict").module()
+
+
+@pytest.mark.parametrize("how", ["jit.trace", "export", "export strict"])
+@pytest.mark.parametrize("backend", ["numba", "auto"])
+def test_traces_and_exports_record_the_reference(backend, how):
+    """A trace or an exported program is torch ops: a kernel call would be missing from its graph
+    (while tracing, sizes are tensors, which the kernels' host code cannot take; export's fake
+    tensors have no memory to read; strict export cannot step over the kernels' dynamo guard)."""
+    torch.manual_seed(0)
+    m = lstmkit.LSTM(3, 5, num_layers=2, bidirectional=True, backend=backend).double()
+    traced = _traced(m, torch.randn(4, 2, 3, dtype=torch.float64), how)
+    other = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)  # the graph, not the example's values
+    want, (hn, cn) = m(other)
+    got, (hn_t, cn_t) = traced(other)
+    for a, b in ((got, want), (hn_t, hn), (cn_t, cn)):
+        torch.testing.assert_close(a, b)
+    (dx,) = torch.autograd.grad(got.sum(), other)
+    torch.testing.assert_close(dx, torch.autograd.grad(want.sum(), other)[0])
+
+
 def test_torch_compile_resolves_without_warnings_and_runs_the_kernels():
     """torch.compile of a module: the resolve path caches in plain dicts (dynamo warned once
     about the functools cache wrappers and broke the graph at importlib), and the layer still

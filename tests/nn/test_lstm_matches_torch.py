@@ -167,7 +167,17 @@ def test_module_attributes_match_torch():
     ours = lstmkit.LSTM(I, H, 2, bidirectional=True, proj_size=3)
     assert [[w.shape for w in ws] for ws in ours.all_weights] == [[w.shape for w in ws] for ws in ref.all_weights]
     assert [p for ws in ours.all_weights for p in ws] == list(ours.parameters())
-    assert repr(lstmkit.LSTMCell(I, H)) == "LSTMCell(5, 7, cell='lstm')"
+    assert repr(lstmkit.LSTMCell(I, H)) == repr(torch.nn.LSTMCell(I, H)) == "LSTMCell(5, 7)"
+    assert repr(lstmkit.LSTMCell(I, H, bias=False, cell="cifg")) == "LSTMCell(5, 7, bias=False, cell='cifg')"
+    # Built as torch's: printed as torch's; lstmkit's keywords after, where not their defaults.
+    for name, kwargs in [("LSTM", dict(num_layers=2, bidirectional=True, proj_size=3, batch_first=True,
+                                       dropout=0.5, bias=False)), ("GRU", {}), ("RNN", dict(nonlinearity="relu"))]:
+        ours, ref = getattr(lstmkit, name)(I, H, **kwargs), getattr(torch.nn, name)(I, H, **kwargs)
+        if name != "RNN":  # torch leaves the nonlinearity out
+            assert repr(ours) == repr(ref), (repr(ours), repr(ref))
+    assert repr(ours) == "RNN(5, 7, nonlinearity='relu')"
+    assert repr(lstmkit.LSTM(I, H, 2, cell="peephole", backend="reference")) == \
+        "LSTM(5, 7, num_layers=2, cell='peephole', backend='reference')"
 
 
 @pytest.mark.parametrize("cls, kwargs", [
