@@ -141,6 +141,14 @@ class RecurrentBase(nn.Module):
             shapes.append((ld, batch, self.hidden_size))
         return shapes
 
+    def _dropout(self, y: Tensor, batch_sizes: Tensor | None) -> Tensor:
+        """Dropout between layers, drawn as torch's: on packed input over the packed rows (N, D*H),
+        so that one seed drops the same units here and in torch.nn.LSTM."""
+        if batch_sizes is None:
+            return F.dropout(y, self.dropout, training=True)
+        keep = F.dropout(y.new_ones(int(batch_sizes.sum()), y.shape[-1]), self.dropout, training=True)  # (N, D*H)
+        return y * pad_packed_sequence(PackedSequence(keep, batch_sizes))[0]  # (T, B, D*H), 0 past each length
+
     def _forward(self, input: Tensor | PackedSequence, hx: tuple[Tensor, ...] | None):
         dtype = self.weight_ih_l0.dtype
         sorted_indices = unsorted_indices = batch_sizes = None
@@ -199,7 +207,7 @@ class RecurrentBase(nn.Module):
                     acc.append(f)
             layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, -1)  # (T, B, D*H)
             if self.dropout and self.training and layer < self.num_layers - 1:
-                layer_input = F.dropout(layer_input, self.dropout, training=True)
+                layer_input = self._dropout(layer_input, batch_sizes)
         # each (L*D, B, ·), a tensor of its own (not a view) as torch's: h_n.detach_() must work
         final_state = [torch.stack(acc) for acc in finals]
 

@@ -128,6 +128,28 @@ def test_dropout_between_layers_only_in_training():
     assert not torch.allclose(a, lstm(x)[0])
 
 
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+def test_dropout_draws_as_torch(backend, packed):
+    """One seed, the same units dropped as torch.nn.LSTM's (on packed input torch draws over the
+    packed rows), so outputs and gradients agree in training mode too."""
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(I, H, num_layers=3, dropout=0.4, bidirectional=True).double()
+    ours = lstmkit.LSTM(I, H, num_layers=3, dropout=0.4, bidirectional=True, backend=backend).double()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    if packed:
+        x = pack_padded_sequence(x, torch.tensor(LENGTHS), enforce_sorted=False)
+    results = []
+    for m in (ref, ours):
+        torch.manual_seed(1)
+        out, (h, c) = m(x)
+        out = out.data if packed else out
+        results.append((out, h, c, *torch.autograd.grad((out.sum(), h.sum()), list(m.parameters()))))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+
+
 def test_gru_and_rnn_match_torch():
     torch.manual_seed(0)
     x = torch.randn(T, B, I, dtype=torch.float64)
