@@ -102,6 +102,11 @@ class RecurrentBase(nn.Module):
             self._flat_weights[self._flat_weights_names.index(name)] = value
         super().__setattr__(name, value)
 
+    def register_parameter(self, name: str, param: nn.Parameter | None) -> None:
+        super().register_parameter(name, param)  # not through __setattr__
+        if name in self.__dict__.get("_flat_weights_names", ()):
+            self._init_flat_weights()
+
     def _apply(self, fn, recurse=True):
         module = super()._apply(fn, recurse)
         self._init_flat_weights()  # .to() and the like may put new parameters in place

@@ -189,6 +189,9 @@ def test_module_attributes_match_torch():
     ours = lstmkit.LSTM(I, H, 2, bidirectional=True, proj_size=3)
     assert [[w.shape for w in ws] for ws in ours.all_weights] == [[w.shape for w in ws] for ws in ref.all_weights]
     assert [p for ws in ours.all_weights for p in ws] == list(ours.parameters())
+    replaced = torch.nn.Parameter(torch.zeros_like(ours.weight_ih_l0))
+    ours.register_parameter("weight_ih_l0", replaced)  # a replacement that bypasses __setattr__
+    assert ours._flat_weights[0] is replaced
     assert repr(lstmkit.LSTMCell(I, H)) == repr(torch.nn.LSTMCell(I, H)) == "LSTMCell(5, 7)"
     assert repr(lstmkit.LSTMCell(I, H, bias=False, cell="cifg")) == "LSTMCell(5, 7, bias=False, cell='cifg')"
     # Built as torch's: printed as torch's; lstmkit's keywords after, where not their defaults.
