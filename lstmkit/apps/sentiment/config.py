@@ -111,7 +111,7 @@ class IMDBConfig(_Config):
     batch_size: int = 64  # reviews per optimizer step
     optimizer: str = "adam"  # adagrad, adam or sgd
     lr: float = 2e-3  # learning rate
-    weight_decay: float = 0.0  # L2 weight decay
+    weight_decay: float = 0.0  # L2, not on the embeddings
     clip: float = 5.0  # max global gradient norm (0: off)
     seed: int = 0  # initialisation, subsets, order, dropout
     device: str = "auto"  # auto, cpu or cuda

@@ -26,7 +26,8 @@ from lstmkit.data.imdb import CLASSES, load_imdb, tokenize
 from lstmkit.utils.runs import rng_state, seed_everything
 
 MODEL_FORMAT = "lstmkit.sentiment.imdb.model/1"
-CHECKPOINT_FORMAT = "lstmkit.sentiment.imdb.checkpoint/1"
+# /2: the embedding has a parameter group of its own (no weight decay), which /1's optimizer state lacks
+CHECKPOINT_FORMAT = "lstmkit.sentiment.imdb.checkpoint/2"
 EVAL_BATCH = 256
 
 Examples = tuple[list[list[int]], list[int]]  # token ids per review, labels
@@ -38,17 +39,18 @@ def load_data(cfg: IMDBConfig, vocab: Vocab | None = None) -> tuple[dict[str, Ex
     for split in ("train", "test"):
         if split not in data:
             raise ValueError(f"{cfg.data}: no reviews with split {split!r} (found {sorted(data)})")
-    rng = random.Random(cfg.seed)
 
     def subset(split: str, limit: int) -> list[tuple[str, int]]:
         rows = list(zip(data[split].texts, data[split].labels))
         if limit and limit < len(rows):
-            rows = rng.sample(rows, limit)
+            # a generator per split: --test-limit leaves the training reviews as they were, and
+            # runs that differ in --train-limit are scored on the same test reviews
+            rows = random.Random(f"{cfg.seed}:{split}").sample(rows, limit)
         return rows
 
     train = subset("train", cfg.train_limit)
     test = subset("test", cfg.test_limit)
-    rng.shuffle(train)
+    random.Random(cfg.seed).shuffle(train)
     n_val = max(1, int(round(cfg.val_fraction * len(train))))
     if n_val >= len(train):
         raise ValueError(f"{cfg.data}: {len(train)} training review(s)"
@@ -129,7 +131,7 @@ def _train(cfg: IMDBConfig, state: dict | None, run_dir: Path, log) -> dict:
         with torch.no_grad():
             model.embedding.weight.copy_(matrix)
     model.to(device)
-    opt = common.make_optimizer(cfg, model)
+    opt = common.make_optimizer(cfg, model, model.embedding)
 
     history, best, start_epoch = common.begin(state, run_dir, cfg, model, opt, vocab.to_list(), "val_accuracy")
 

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 
+from lstmkit.apps.sentiment import imdb
 from lstmkit.apps.sentiment.common import confusion_matrix, format_confusion, new_run_dir, read_run_file
 from lstmkit.apps.sentiment.config import IMDBConfig, SSTConfig
 from lstmkit.apps.sentiment.models import ReviewClassifier, TreeSentiment, packed_mean
@@ -194,7 +195,7 @@ def test_sst_command_end_to_end(sst_dir, tmp_path, capsys):
 
 def test_sst_command_errors(sst_dir, tmp_path, capsys):
     assert main(["sentiment", "sst", "--data-dir", str(tmp_path / "none"), "--no-progress"]) == 2
-    assert "no directory" in capsys.readouterr().err
+    assert "--data-dir: nothing at" in capsys.readouterr().err
     (sst_dir / "dev.txt").write_text(TREES[0] + "\n(2 (1 a)\n", encoding="utf-8")
     assert main(["sentiment", "sst", "--data-dir", str(sst_dir), "--out", str(tmp_path / "r"),
                  "--no-progress"]) == 2
@@ -226,8 +227,11 @@ def test_relative_data_paths_resume_from_anywhere_and_failures_leave_no_run_dir(
                                                                                 capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["sentiment", "sst", "--data-dir", "none", "--no-progress"]) == 2
-    assert "no directory" in capsys.readouterr().err
-    assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+    assert "--data-dir: nothing at 'none'" in capsys.readouterr().err  # before the run directory
+    (tmp_path / "empty").mkdir()
+    assert main(["sentiment", "sst", "--data-dir", "empty", "--no-progress"]) == 2
+    assert "train.txt" in capsys.readouterr().err  # after it: the run directory made is removed
+    assert list((tmp_path / "runs").iterdir()) == []
     assert main(["sentiment", "sst", "--data-dir", "sst", "--out", "run", "--epochs", "1", "--hidden-size", "4",
                  "--embedding-size", "4", "--threads", "1", "--no-progress"]) == 0
     assert json.loads((tmp_path / "run" / "config.json").read_text())["data_dir"] == str(sst_dir.resolve())
@@ -285,7 +289,37 @@ def test_imdb_command_end_to_end(reviews, tmp_path, capsys):
     assert (out / "confusion_test.png").is_file() and (out / "model.safetensors").is_file()
     assert "IMDB: test accuracy" in capsys.readouterr().out
     assert main(["sentiment", "imdb", "--data", str(tmp_path / "none.csv"), "--no-progress"]) == 2
-    assert "no file" in capsys.readouterr().err
+    assert "--data: nothing at" in capsys.readouterr().err
+    # A missing --vectors file is named before the reviews are read, and no --out is made.
+    assert main(["sentiment", "imdb", "--data", str(reviews), "--vectors", str(tmp_path / "glove.txt"),
+                 "--out", str(tmp_path / "never"), "--no-progress"]) == 2
+    assert f"--vectors: nothing at {str(tmp_path / 'glove.txt')!r}" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_imdb_subsets_are_drawn_apart(reviews):
+    """--test-limit leaves the training and validation reviews as they were; runs that differ in
+    --train-limit are scored on the same test reviews."""
+    def split(vocab=None, **limits):
+        data, vocab = imdb.load_data(IMDBConfig(data=str(reviews), **limits).validate(), vocab)
+        return {k: v[0] for k, v in data.items()}, vocab
+    whole, vocab = split()
+    limited, limited_vocab = split(test_limit=5)
+    assert (limited["train"], limited["val"], limited_vocab.to_list()) == (whole["train"], whole["val"], vocab.to_list())
+    assert len(limited["test"]) == 5
+    # the same vocabulary for both, so that the same reviews are the same ids
+    assert split(vocab, train_limit=20, test_limit=5)[0]["test"] == split(vocab, train_limit=30, test_limit=5)[0]["test"]
+
+
+def test_imdb_embeddings_take_no_weight_decay(reviews, tmp_path):
+    out = tmp_path / "run"
+    assert main(["sentiment", "imdb", "--data", str(reviews), "--out", str(out), "--epochs", "1", "--embedding-size",
+                 "4", "--hidden-size", "4", "--weight-decay", "0.5", "--backend", "reference", "--threads", "1",
+                 "--no-progress"]) == 0
+    state = load_checkpoint(out / "checkpoint.safetensors")
+    (decayed, embedding), moments = state["optimizer"]["param_groups"], state["optimizer"]["state"]
+    assert (decayed["weight_decay"], embedding["weight_decay"], len(embedding["params"])) == (0.5, 0.0, 1)
+    assert moments[embedding["params"][0]]["exp_avg"].shape == state["model"]["embedding.weight"].shape
 
 
 def test_imdb_split_left_empty_is_refused_before_any_file(reviews, tmp_path, capsys):
@@ -329,7 +363,8 @@ def test_default_run_dirs_never_collide_and_a_failed_run_removes_only_its_own(ss
     run = ["sentiment", "sst", "--data-dir", str(sst_dir), "--epochs", "1", "--hidden-size", "4",
            "--embedding-size", "4", "--threads", "1", "--no-progress"]
     assert main(run) == 0 and main(run) == 0
-    assert main([*run, "--data-dir", "none"]) == 2 and "no directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([*run, "--data-dir", "empty"]) == 2 and "train.txt" in capsys.readouterr().err
     runs = tmp_path / "runs"
     assert sorted(p.name for p in runs.iterdir()) == [name, *(f"{name}-{n}" for n in (2, 3, 4))]  # -5 removed
     assert (runs / f"{name}-3" / "metrics.json").is_file() and (runs / f"{name}-4" / "metrics.json").is_file()
