@@ -11,7 +11,11 @@ hidden size H, recurrent width R (= proj_size P if set, else H), layer input wid
     forward GEMMs       2 * B * (I_l + R) * G * H        (input and recurrent products)
     projection          2 * B * H * P                    (only with proj_size > 0)
     forward pointwise   B * H * POINTWISE_FLOPS[cell]    (see the table below)
-    backward GEMMs      2 x the forward GEMMs            (dX / dH_prev and the weight gradients)
+    backward GEMMs      2 x the forward GEMMs            (dX / dH_prev and the weight gradients;
+                                                          dH_prev at every step, the first too: an
+                                                          h_0 that needs no gradient skips one
+                                                          recurrent product per layer and direction
+                                                          per sequence, 1/T of the recurrent part)
     backward pointwise  2 x the forward pointwise        (an estimate: each op's derivative is
                                                           about a multiply and an add)
 The input product of all T steps is usually done as one GEMM; that moves FLOPs, not their count.

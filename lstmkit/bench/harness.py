@@ -48,6 +48,26 @@ def cpu_peak_size(peak_size: int) -> int:
     return min(peak_size, CPU_PEAK_SIZE)
 
 
+def check_plan(shapes: list[Shape], threads: list[int], modes: list[str], repeats: int, flags: bool = False) -> None:
+    """Refuse a run that would time something twice, or nothing: a repeated shape, thread count or
+    mode (the report keeps one measurement per cell, and a second peak replaces the first), a mode
+    not in MODES, or repeats < 1. Errors name the arguments, as flags with `flags`."""
+    def name(arg: str) -> str:
+        return f"--{arg}" if flags else arg
+    for arg, values in (("shapes", [s.label for s in shapes]), ("threads", threads), ("modes", modes)):
+        if not values:
+            raise ValueError(f"{name(arg)}: expected at least one, got none")
+        twice = next((v for k, v in enumerate(values) if v in values[:k]), None)
+        if twice is not None:
+            raise ValueError(f"{name(arg)}: {twice} given twice; each is timed once")
+    check_threads(name("threads"), threads)
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ValueError(f"{name('modes')}: expected some of {list(MODES)}, got {unknown[0]!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, Integral) or repeats < 1:
+        raise ValueError(f"{name('repeats')}: expected an int >= 1, got {repeats!r}")
+
+
 def check_warmup(name: str, value: object) -> None:
     """A ValueError naming `name` unless `value` is an int >= 1: the last warm-up call sizes the samples."""
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
@@ -197,8 +217,8 @@ def run_bench(
     device: str = "cpu",
 ) -> BenchResult:
     """Time every implementation that supports each shape; see the module docstring."""
+    check_plan(shapes, threads, modes, repeats)
     check_warmup("warmup", warmup)
-    check_threads("threads", threads)
     check_seed("seed", seed)
     result = BenchResult(impls={i.name: i.description for i in impls}, device=device)
     on_host = {i.name for i in impls if i.device == "cpu"} if device != "cpu" else set()

@@ -95,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
             full, quick = GPU_PRESETS.get(name, (full, quick)) if gpu else (full, quick)
             setattr(args, name, quick if args.quick else full)
     shapes = [_parse_shape(s) for s in args.shapes]
-    harness.check_threads("--threads", args.threads)
-    check_number("--repeats", args.repeats, 0, above=True)
+    harness.check_plan(shapes, args.threads, args.modes, args.repeats, flags=True)
     check_number("--peak-size", args.peak_size, 0, above=True)
     check_number("--max-impl-s", args.max_impl_s, 0, above=True)
     harness.check_warmup("--warmup", args.warmup)
@@ -129,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         result.data_path = harness.time_data_path(data_shape, repeats=2 if args.quick else 5, log=log)
     result.unavailable = unavailable
     result.config = {
-        "argv": sys.argv[1:], "shapes": [s.label for s in shapes], "threads": args.threads,
+        "argv": args._argv, "shapes": [s.label for s in shapes], "threads": args.threads,
         "modes": args.modes, "repeats": args.repeats, "warmup": args.warmup,
         "min_sample_ms": args.min_sample_ms, "max_impl_s": args.max_impl_s, "peak_size": args.peak_size, "seed": args.seed,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -140,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
     }
     if gpu:
         result.config["gpu"] = f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
-    command = "lstmkit bench " + " ".join(shlex.quote(a) for a in _argv_after("bench"))
-    print(report.write(result, args.out, command.strip()), end="")
+    command = " ".join(["lstmkit", *map(shlex.quote, args._argv)])
+    print(report.write(result, args.out, command), end="")
     print(f"wrote {args.out / 'bench.md'}, bench.json, bench.png", file=sys.stderr)
     return 0
 
@@ -154,11 +153,6 @@ def _parse_shape(text: str) -> Shape:
         if str(e).startswith("--shapes:"):
             raise
         raise ValueError(f"--shapes: {text!r}: {e}") from None
-
-
-def _argv_after(command: str) -> list[str]:
-    argv = sys.argv[1:]
-    return argv[argv.index(command) + 1:] if command in argv else []
 
 
 def _cpu_name() -> str:

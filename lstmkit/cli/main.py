@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # what was parsed, for a subcommand that records its own command line (bench): sys.argv is
+    # the caller's when main() is called from Python (a test, a notebook, a wrapper script)
+    args._argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return int(args._run(args) or 0)
     except (ValueError, TypeError, OSError) as e:

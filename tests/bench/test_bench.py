@@ -8,6 +8,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import shlex
+import sys
 
 import matplotlib.figure
 import pytest
@@ -64,17 +67,20 @@ def test_gemm_flops_come_from_costs():
     assert harness.gemm_flops(packed, nn_lstm, "fwd") == 2 * sum(packed.lengths) * (4 + 8) * 4 * 8
 
 
-def test_quick_run_writes_markdown_json_and_png(tmp_path, capsys):
+def test_quick_run_writes_markdown_json_and_png(tmp_path, capsys, monkeypatch):
     out = tmp_path / "bench"
     argv = ["bench", "--quick", "--impls", "loop-precomp", "nn.LSTM-no-onednn",
             "--repeats", "2", "--warmup", "1", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", ["caller.py", "--callers-own-flag"])  # main(argv) from Python
     assert main(argv) == 0
     printed = capsys.readouterr().out
     md = (out / "bench.md").read_text()
     assert printed == md
+    assert shlex.join(["lstmkit", *argv]) in md.splitlines()[0] and "--callers-own-flag" not in md
     assert "after 1 warm-up call(s)" in md
     assert "### fwd, 1 thread" in md and "### fwd+bwd, 1 thread" in md and "| loop-precomp |" in md
     data = json.loads((out / "bench.json").read_text())
+    assert data["config"]["argv"] == argv
     rows = {(m["impl"], m["shape"], m["mode"]) for m in data["measurements"]}
     assert ("loop-precomp", "T5,B3,I4,H8", "fwd+bwd") in rows
     assert ("nn.LSTM-no-onednn", "T5,B3,I4,H8,packed", "fwd") in rows
@@ -101,6 +107,9 @@ def test_quick_run_writes_markdown_json_and_png(tmp_path, capsys):
     (["--threads", "100000"], f"--threads: expected at most {os.cpu_count()} (os.cpu_count()), got 100000"),
     (["--shapes", "T0,B3,I4,H8"], "--shapes: 'T0,B3,I4,H8': shape T: expected a positive int, got 0"),
     (["--shapes", "T1,B1,I1,H4,P4"], "--shapes: 'T1,B1,I1,H4,P4': shape P (proj_size): expected 0 <= P < H=4"),
+    (["--threads", "1", "1"], "--threads: 1 given twice; each is timed once"),
+    (["--modes", "fwd", "fwd"], "--modes: fwd given twice"),
+    (["--shapes", "T5,B3,I4,H8", "T5,B3,I4,H8,P0"], "--shapes: T5,B3,I4,H8 given twice"),
     (["--out", "{afile}"], "--out: cannot create directory '{afile}' (File exists)"),
     (["--out", "{afile}/sub"], "--out: cannot create directory '{afile}/sub' (Not a directory)"),
 ])
@@ -115,6 +124,18 @@ def test_bad_arguments_exit_2_before_timing(tmp_path, capsys, monkeypatch, argv,
     assert main(["bench", "--quick", "--out", str(tmp_path / "out"), *argv]) == 2
     assert message.format(afile=afile) in capsys.readouterr().err
     assert afile.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("kw, error", [
+    (dict(modes=["fwd+bwd", "train"]), "modes: expected some of ['fwd', 'fwd+bwd'], got 'train'"),
+    (dict(modes=[]), "modes: expected at least one, got none"),
+    (dict(repeats=0), "repeats: expected an int >= 1, got 0"),
+    (dict(threads=[1, 1]), "threads: 1 given twice"),
+])
+def test_run_bench_refuses_a_plan_that_times_nothing_or_twice(kw, error):
+    args = {**dict(impls=IMPLS, shapes=[Shape(2, 1, 2, 3)], threads=[1], modes=["fwd"], repeats=1, warmup=1), **kw}
+    with pytest.raises(ValueError, match=f"^{re.escape(error)}"):
+        harness.run_bench(**args)
 
 
 def test_warmup_calls_made_are_the_ones_reported(monkeypatch):
