@@ -26,14 +26,14 @@ def run(args: argparse.Namespace) -> int:
     from lstmkit.utils.runs import resolve_device
 
     device = resolve_device(args.device, "--device")
-    saved = read_run_file(args.run_dir, MODEL, MODEL_FORMAT)
+    saved = read_run_file(args.run_dir, MODEL, MODEL_FORMAT, "RUN_DIR")
     model, vocab, cfg, _ = model_from_state(saved, device)
     if args.text is None:
         check_run_text(cfg, args.run_dir, "put it back there to score its validation split, or pass "
                                           "--text PATH to score a whole file")
         corpus = load_run_corpus(cfg)
         # Model files written before they recorded the sha256 have it in the run's checkpoint.
-        run_sha256 = saved.get("corpus_sha256") or load_training_state(args.run_dir)["corpus_sha256"]
+        run_sha256 = saved.get("corpus_sha256") or load_training_state(args.run_dir, "RUN_DIR")["corpus_sha256"]
         corpus.check_unchanged(run_sha256, args.run_dir, "; pass --text PATH to score a whole file instead")
         ids, what = corpus.val, f"validation split of {corpus.source}"
     else:

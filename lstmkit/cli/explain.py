@@ -6,6 +6,7 @@ import argparse
 
 from lstmkit import costs
 from lstmkit.cells import CELLS
+from lstmkit.utils.options import flag_errors
 
 HELP = "Parameters per tensor, FLOPs per step and sequence, and training activation memory of a config."
 
@@ -99,19 +100,12 @@ def explain(config: costs.RNNConfig, seq_len: int, batch_size: int, dtype: str) 
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
+    with flag_errors(vars(args)):  # the library's arguments are this command's flags
         config = costs.RNNConfig(
             input_size=args.input_size, hidden_size=args.hidden_size, num_layers=args.num_layers,
             cell=args.cell, bidirectional=args.bidirectional, proj_size=args.proj_size,
             bias=not args.no_bias,
         )
         text = explain(config, args.seq_len, args.batch_size, args.dtype)
-    except ValueError as e:
-        # The library's errors start with its argument's name (seq_len: ...), which is this
-        # command's flag with dashes (--seq-len).
-        name, sep, rest = str(e).partition(": ")
-        if not sep or name not in vars(args):
-            raise
-        raise ValueError(f"--{name.replace('_', '-')}: {rest}") from None
     print(text)
     return 0

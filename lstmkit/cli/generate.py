@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lstmkit.apps.charlm.corpus import preprocess_prefix
-    from lstmkit.apps.charlm.generate import generate
+    from lstmkit.apps.charlm.generate import encode_prefix, generate
     from lstmkit.apps.charlm.runs import load_model
     from lstmkit.utils.options import check_number, check_seed
     from lstmkit.utils.runs import resolve_device
@@ -35,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         check_seed("--seed", args.seed)
     device = resolve_device(args.device, "--device")
-    model, vocab, cfg, _ = load_model(args.run_dir, device)
+    model, vocab, cfg, _ = load_model(args.run_dir, device, what="RUN_DIR")
     prefix = preprocess_prefix(cfg.sample_prefix if args.prefix is None else args.prefix, cfg.preprocess)
-    vocab.encode(prefix, what="--prefix")  # fail before printing anything
+    encode_prefix(vocab, prefix, "--prefix")  # fail before printing anything
     sys.stdout.write(prefix)
 
     def emit(token: str) -> None:

@@ -6,7 +6,7 @@ import argparse
 import time
 
 from lstmkit.cli.train import DATA_FIELDS, add_config_arguments, check_one_source
-from lstmkit.utils.options import given
+from lstmkit.utils.options import flag_errors, given
 
 HELP = "character n-gram baseline (interpolated Kneser-Ney) on the same train/validation split as `train`"
 
@@ -29,8 +29,9 @@ def run(args: argparse.Namespace) -> int:
     for n in args.order:
         if n < 1:
             raise ValueError(f"--order: expected n >= 1, got {n}")
-    cfg = CharLMConfig(**fields).validate()
-    corpus = load_run_corpus(cfg)
+    with flag_errors(fields):
+        cfg = CharLMConfig(**fields).validate()
+        corpus = load_run_corpus(cfg)
     corpus.require_train(2, "counting n-grams", "a smaller --val-fraction")
     print(f"data: {corpus.describe()}")
     char_lengths = corpus.vocab.char_lengths() if cfg.level == "word" else None

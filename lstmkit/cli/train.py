@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from lstmkit.apps.charlm import config as C
-from lstmkit.utils.options import add_field_flag, flag, given
+from lstmkit.utils.options import add_field_flag, flag, flag_errors, given
 from lstmkit.utils.runs import DEVICES, RESUMABLE as RUN_RESUMABLE
 
 HELP = "train a character language model on a text (default: Python's own help text, no download)"
@@ -54,7 +54,8 @@ FIELD_HELP = {
 CHOICES = {"corpus": C.CORPUS_NAMES, "level": C.LEVELS, "preprocess": C.PREPROCESS, "cell": C.LSTM_CELLS,
            "backend": C.BACKEND_NAMES, "partition": C.PARTITIONS, "optimizer": C.OPTIMIZERS,
            "schedule": C.SCHEDULES, "device": DEVICES}
-# What a resumed run may change: budgets and output, nothing that changes the numbers.
+# What a resumed run may change: budgets and output, nothing that changes the numbers (which is
+# why train() refuses another --epochs under the cosine schedule, whose horizon it sets).
 RESUMABLE = {*RUN_RESUMABLE, "max_steps", "patience", "sample_length", "sample_prefix", "temperature", "top_k"}
 DATA_FIELDS = ("text", "corpus", "level", "preprocess", "val_fraction")
 
@@ -86,7 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                          "with -2, -3, ... after it if that is taken)")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help=f"continue the run in RUN_DIR exactly where it stopped; only "
-                             f"{', '.join(flag(n) for n in sorted(RESUMABLE))} may be changed")
+                             f"{', '.join(flag(n) for n in sorted(RESUMABLE))} may be changed "
+                             "(--epochs not under --schedule cosine: its schedule spans the run's epochs)")
     add_config_arguments(parser, FIELD_HELP)
 
 
@@ -108,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     # text, the final sample, a second Ctrl-C while the stop is saved) leaves the last
     # checkpoint as it was, atomic writes included, so a traceback would tell nothing more.
     try:
-        result = train(**how)
+        with flag_errors(fields):
+            result = train(**how)
     except KeyboardInterrupt:
         print("lstmkit train: interrupted", file=sys.stderr)
         return 130

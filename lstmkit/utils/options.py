@@ -4,6 +4,7 @@ option) and one flag per config field."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -94,6 +95,21 @@ def check_threads(name: str, values: Iterable[object], low: int = 1) -> None:
             raise ValueError(f"{name}: expected an integer >= {low}, got {n}")
         if n > cores:
             raise ValueError(f"{name}: expected at most {cores} (os.cpu_count()), got {n}")
+
+
+@contextlib.contextmanager
+def flag_errors(names: Iterable[str]):
+    """A ValueError or TypeError raised inside that starts with one of `names` (config fields or
+    arguments the command line gave), as the library names them (`val_fraction: ...`), is raised
+    again naming its flag instead (`--val-fraction: ...`): the option the user typed."""
+    names = set(names)
+    try:
+        yield
+    except (ValueError, TypeError) as e:
+        name, sep, rest = str(e).partition(": ")
+        if not sep or name not in names:
+            raise
+        raise type(e)(f"{flag(name)}: {rest}") from None
 
 
 def flag(name: str) -> str:

@@ -7,6 +7,7 @@ the same text every time, whatever else has drawn random numbers.
 
 from __future__ import annotations
 
+import numbers
 from typing import Callable
 
 import torch
@@ -25,18 +26,28 @@ def sample_next(logits: Tensor, temperature: float, top_k: int, generator: torch
     logits = logits.double()
     logits = (logits - logits.max()) / temperature
     if 0 < top_k < logits.numel():
-        kth = torch.topk(logits, top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        # by index, not by `logits < kth`: logits tied with the k-th would all be kept, more than k
+        keep = torch.topk(logits, top_k).indices
+        logits = torch.full_like(logits, float("-inf")).index_copy(0, keep, logits[keep])
     probs = torch.softmax(logits, -1)
     return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+
+
+def encode_prefix(vocab: Vocab, prefix: str, what: str = "prefix") -> Tensor:
+    """The ids of `prefix`; an empty one, or one with symbols outside `vocab`, is refused naming `what`."""
+    ids = vocab.encode(prefix, what=what)
+    if len(ids) == 0:
+        raise ValueError(f"{what}: expected at least one symbol to start from")
+    return ids
 
 
 @torch.no_grad()
 def generate(model, vocab: Vocab, prefix: str, length: int, temperature: float = 1.0, top_k: int = 0,
              seed: int | None = None, device=None, on_token: Callable[[str], None] | None = None) -> str:
     """`prefix` followed by `length` sampled tokens. Unknown symbols in the prefix raise, named."""
-    if not prefix:
-        raise ValueError("prefix: expected at least one symbol to start from")
+    for name, value in (("length", length), ("top_k", top_k)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):  # range(2.5), topk(k=2.5) fail unnamed
+            raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
     if length < 0:
         raise ValueError(f"length: expected >= 0, got {length}")
     check_number("temperature", temperature, 0)
@@ -44,11 +55,12 @@ def generate(model, vocab: Vocab, prefix: str, length: int, temperature: float =
         check_seed("seed", seed)
     if top_k < 0:
         raise ValueError(f"top_k: expected >= 0 (0: no limit), got {top_k}")
-    ids = vocab.encode(prefix, what="prefix")
-    if len(ids) == 0:
-        raise ValueError("prefix: expected at least one symbol to start from")
+    ids = encode_prefix(vocab, prefix)
     generator = torch.Generator()
-    generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+    if seed is None:
+        generator.seed()  # from the OS, into this generator alone: torch.seed() reseeds the caller's global ones
+    else:
+        generator.manual_seed(seed)
     was_training = model.training
     model.eval()
     try:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lstmkit.apps.charlm.batching import eval_rows
+from lstmkit.nn.checks import positive_int
 
 # The largest mean NLL (nats per token) whose perplexity, exp(loss), a float holds: past it,
 # math.exp raises OverflowError.
@@ -51,6 +52,13 @@ class Metrics:
                 "tokens": self.tokens, "chars": self.chars}
 
 
+def check_scored(n: int) -> None:
+    """Refuse `ids` of fewer than 2 tokens: only the tokens after the first are scored, and none
+    scored is a loss of 0 / 0."""
+    if n < 2:
+        raise ValueError(f"ids: expected at least 2 tokens (the first is only context), got {n}")
+
+
 @torch.no_grad()
 def evaluate(model, ids: Tensor, chunk: int = 256, rows: int = 4, char_lengths: Tensor | None = None,
              rank: int = 0, world: int = 1, device=None) -> Metrics:
@@ -64,6 +72,13 @@ def evaluate(model, ids: Tensor, chunk: int = 256, rows: int = 4, char_lengths: 
     parallelism each rank reads its share of the streams and the sums are all-reduced.
     `model(x (T, B), state) -> (logits, state)`.
     """
+    if not isinstance(ids, Tensor):
+        raise TypeError(f"ids: expected a 1-D tensor of token ids, got {type(ids).__name__}")
+    if ids.dim() != 1:
+        raise ValueError(f"ids: expected a 1-D tensor of token ids, got shape {tuple(ids.shape)}")
+    check_scored(len(ids))
+    positive_int("chunk", chunk)  # range() refuses 0, and a negative step reads nothing
+    positive_int("rows", rows)
     was_training = model.training
     model.eval()
     try:

@@ -21,29 +21,29 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 
-from lstmkit.apps.charlm.metrics import Metrics
+from lstmkit.apps.charlm.metrics import Metrics, check_scored
+from lstmkit.nn.checks import positive_int
 
 
 class KneserNey:
     def __init__(self, order: int, vocab_size: int) -> None:
-        if isinstance(order, bool) or not isinstance(order, int) or order < 1:
-            raise ValueError(f"order: expected an int >= 1, got {order!r}")
-        if vocab_size < 1:
-            raise ValueError(f"vocab_size: expected >= 1, got {vocab_size}")
-        self.order = order
-        self.vocab_size = vocab_size
+        self.order = positive_int("order", order)
+        self.vocab_size = positive_int("vocab_size", vocab_size)
         self.counts: list[dict[str, int]] = [{} for _ in range(order + 1)]  # [k]: k-gram -> a_k
         self.context: list[dict[str, tuple[int, int]]] = [{} for _ in range(order + 1)]  # [k]: h -> (A, N)
         self.discount = [0.0] * (order + 1)
 
-    @staticmethod
-    def _text(ids) -> str:
-        return "".join(map(chr, (int(i) for i in ids)))
+    def _text(self, ids, what: str = "ids") -> str:
+        """`ids` as a string, one character each; an id outside [0, vocab_size) is refused naming
+        `what`: chr() takes most of them, and a probability would be given to no token there is."""
+        ids = [int(i) for i in ids]
+        bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)
+        if bad is not None:
+            raise ValueError(f"{what}: expected token ids in [0, vocab_size={self.vocab_size}), got {bad}")
+        return "".join(map(chr, ids))
 
     def fit(self, ids) -> "KneserNey":
         s = self._text(ids)
-        if any(ord(c) >= self.vocab_size for c in s):
-            raise ValueError(f"ids: expected ids < vocab_size={self.vocab_size}")
         n = self.order
         self.counts[n] = dict(Counter(s[i: i + n] for i in range(len(s) - n + 1)))
         for k in range(n - 1, 0, -1):  # continuation counts from the order above
@@ -75,8 +75,8 @@ class KneserNey:
 
     def prob(self, token: int, context) -> float:
         """P(token | the last order-1 tokens of `context`)."""
-        text = self._text(context)
-        return self._prob(chr(int(token)), text[max(0, len(text) - self.order + 1):])
+        text = self._text(context, "context")
+        return self._prob(self._text([token], "token"), text[max(0, len(text) - self.order + 1):])
 
     def distribution(self, context) -> list[float]:
         """P(w | context) for every token id w: the next-token distribution (it sums to one)."""
@@ -85,6 +85,7 @@ class KneserNey:
     def evaluate(self, ids, char_lengths=None) -> Metrics:
         """NLL of every token of `ids` after the first, given up to order-1 tokens before it in `ids`."""
         s = self._text(ids)
+        check_scored(len(s))
         nll, chars = 0.0, 0.0
         for i in range(1, len(s)):
             nll -= math.log(self._prob(s[i], s[max(0, i - self.order + 1): i]))

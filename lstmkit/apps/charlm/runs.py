@@ -35,22 +35,25 @@ def save_model(run_dir: str | Path, model: CharLM, cfg: CharLMConfig, vocab: Voc
     })
 
 
-def read_run_file(run_dir: str | Path, name: str, fmt: str) -> dict:
+def read_run_file(run_dir: str | Path, name: str, fmt: str, what: str = "run_dir") -> dict:
+    """The file `name` of a run directory; a missing one is refused naming `what`, the argument
+    or flag that named the directory (RUN_DIR for `eval` and `generate`, --resume for `train`)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"RUN_DIR: no directory at {str(run_dir)!r}")
+        raise FileNotFoundError(f"{what}: no directory at {str(run_dir)!r}")
     path = run_dir / name
     if not path.is_file():
-        raise FileNotFoundError(f"RUN_DIR: {str(run_dir)!r} has no {name} (not a finished `lstmkit train` run?)")
+        raise FileNotFoundError(f"{what}: {str(run_dir)!r} has no {name} (not a finished `lstmkit train` run?)")
     state = load_checkpoint(path)
     if state.get("format") != fmt:
         raise ValueError(f"{path}: expected an lstmkit checkpoint of format {fmt!r}, got {state.get('format')!r}")
     return state
 
 
-def load_model(run_dir: str | Path, device=None) -> tuple[CharLM, Vocab, CharLMConfig, dict]:
-    """(model in eval mode, vocab, config, the saved model's metrics) of a run directory."""
-    return model_from_state(read_run_file(run_dir, MODEL, MODEL_FORMAT), device)
+def load_model(run_dir: str | Path, device=None, what: str = "run_dir") -> tuple[CharLM, Vocab, CharLMConfig, dict]:
+    """(model in eval mode, vocab, config, the saved model's metrics) of a run directory
+    (`what`: as `read_run_file`'s)."""
+    return model_from_state(read_run_file(run_dir, MODEL, MODEL_FORMAT, what), device)
 
 
 def model_from_state(state: dict, device=None) -> tuple[CharLM, Vocab, CharLMConfig, dict]:
@@ -68,8 +71,8 @@ def save_training_state(run_dir: str | Path, state: dict) -> None:
     save_checkpoint(Path(run_dir) / CHECKPOINT, {"format": CHECKPOINT_FORMAT, **state})
 
 
-def load_training_state(run_dir: str | Path) -> dict:
-    return read_run_file(run_dir, CHECKPOINT, CHECKPOINT_FORMAT)
+def load_training_state(run_dir: str | Path, what: str = "run_dir") -> dict:
+    return read_run_file(run_dir, CHECKPOINT, CHECKPOINT_FORMAT, what)
 
 
 def plot_curves(path: str | Path, history: list[dict]) -> None:

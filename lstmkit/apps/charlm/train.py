@@ -188,6 +188,17 @@ def scheduled_lr(cfg: CharLMConfig, p: Progress, steps_per_epoch: int) -> float:
     return p.lr
 
 
+def check_resumed_epochs(cfg: CharLMConfig, run_epochs: int) -> None:
+    """Refuse another --epochs on resume under the cosine schedule: its horizon is epochs x
+    steps per epoch, so a new count moves the learning rate of every step still to come (a larger
+    one sends it from near min_lr back up near lr in one step), and the run would not be the one
+    an unbroken run would have been. Under plateau and constant, --epochs is a budget alone."""
+    if cfg.schedule == "cosine" and cfg.epochs != run_epochs:
+        raise ValueError(f"--epochs: this run's cosine schedule spans its {run_epochs} epochs, so "
+                         f"{cfg.epochs} would move its learning rate mid-run; resume without --epochs, "
+                         f"or start a new run with --epochs {cfg.epochs}")
+
+
 def lm_loss(model, x: torch.Tensor, y: torch.Tensor, state=None):
     """Mean token NLL of y (T, B) given x (T, B): the training objective. -> (loss, state)."""
     logits, state = model(x, state)
@@ -210,10 +221,12 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
     """Train per `cfg` into run directory `out`, or continue the run in `resume` (whose saved
     config is used, with `overrides` applied). Prints progress on rank 0."""
     if resume is not None:
-        saved = runs.load_training_state(resume)
+        saved = runs.load_training_state(resume, "--resume")
         cfg = CharLMConfig.from_dict({**saved["config"], **(overrides or {})})
         out = Path(resume)
     cfg.validate()
+    if resume is not None:
+        check_resumed_epochs(cfg, saved["config"]["epochs"])
     resolve_run(cfg, cfg.cell)  # the saved config names what was used, wherever it is resumed from
     d = setup_dist(cfg.device)
     rows_per_process(cfg.batch_size, d.world)

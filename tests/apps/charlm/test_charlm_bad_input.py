@@ -85,7 +85,7 @@ def test_temperature_is_checked_before_anything_runs(tiny_run, tmp_path, capsys,
     fails(capsys, ["generate", str(tiny_run), "--temperature", value], "--temperature: expected a finite number >= 0")
     out = tmp_path / "out"
     fails(capsys, ["train", "--text", str(tiny_run.parent / "tiny.txt"), "--out", str(out), *TINY,
-                   "--sample-length", "20", "--temperature", value], "temperature: expected")
+                   "--sample-length", "20", "--temperature", value], "error: --temperature: expected")
     assert not out.exists()
     model, vocab, _, _ = runs.load_model(tiny_run)
     with pytest.raises(ValueError, match="^temperature: expected"):
@@ -94,7 +94,7 @@ def test_temperature_is_checked_before_anything_runs(tiny_run, tmp_path, capsys,
 
 def test_lr_inf_is_refused(tiny_run, tmp_path, capsys):
     fails(capsys, ["train", "--text", str(tiny_run.parent / "tiny.txt"), "--out", str(tmp_path / "o"), *TINY,
-                   "--lr", "inf"], "lr: expected a finite number > 0, got inf")
+                   "--lr", "inf"], "error: --lr: expected a finite number > 0, got inf")
 
 
 # --- 3. an --out that cannot be a directory -------------------------------------------------
@@ -121,7 +121,7 @@ def test_cuda_without_a_gpu(tiny_run, tmp_path, capsys, monkeypatch):
     fails(capsys, ["generate", str(tiny_run), "--device", "cuda"], "--device: cuda requested")
     out = tmp_path / "out"
     fails(capsys, ["train", "--text", str(tiny_run.parent / "tiny.txt"), "--out", str(out), *TINY,
-                   "--device", "cuda"], "device: cuda requested")
+                   "--device", "cuda"], "error: --device: cuda requested")
     assert not out.exists()
 
 
@@ -130,7 +130,7 @@ def test_a_backend_that_cannot_run_on_the_device_is_named(tiny_run, tmp_path, ca
         pytest.skip("triton runs here")
     out = tmp_path / "out"
     fails(capsys, ["train", "--text", str(tiny_run.parent / "tiny.txt"), "--out", str(out), *TINY,
-                   "--backend", "triton"], "backend: 'triton' cannot run here", "'auto' picks one that can")
+                   "--backend", "triton"], "error: --backend: 'triton' cannot run here", "'auto' picks one that can")
     assert not out.exists()
 
 
@@ -203,7 +203,7 @@ def test_seed_out_of_range_is_named(tiny_run, tmp_path, capsys, seed):
     fails(capsys, ["generate", str(tiny_run), "--seed", seed], "--seed: expected an integer in [0, 2**32)")
     out = tmp_path / "out"
     fails(capsys, ["train", "--text", str(tiny_run.parent / "tiny.txt"), "--out", str(out), *TINY, "--seed", seed],
-          "seed: expected an integer in [0, 2**32)")
+          "error: --seed: expected an integer in [0, 2**32)")
     assert not out.exists()
 
 
@@ -235,3 +235,37 @@ def test_an_unreadable_text_is_a_one_line_error(tmp_path, capsys):
 def test_a_name_too_long_is_a_one_line_error(tmp_path, capsys):
     assert main(["ngram", "--text", str(tmp_path / ("x" * 300))]) == 2
     assert "lstmkit ngram: error: " in capsys.readouterr().err
+
+
+# --- 10. errors name the flag or argument the user typed ------------------------------------
+
+def test_cli_errors_name_the_flag_typed_not_the_config_field(tiny_run, tmp_path, capsys):
+    """The library's errors name its arguments (val_fraction, prefix); the command line's named
+    them too, where the user had typed --val-fraction or --prefix."""
+    text = str(tiny_run.parent / "tiny.txt")
+    out = tmp_path / "out"
+    for value in ("1", "0"):
+        fails(capsys, ["train", "--text", text, "--out", str(out), *TINY, "--val-fraction", value],
+              "error: --val-fraction: expected a fraction in (0, 1)")
+        fails(capsys, ["ngram", "--text", text, "--val-fraction", value],
+              "error: --val-fraction: expected a fraction in (0, 1)")
+    fails(capsys, ["train", "--text", text, "--out", str(out), *TINY, "--hidden-size", "8", "--proj-size", "8"],
+          "error: --proj-size: expected < hidden_size=8")
+    assert not out.exists()
+    fails(capsys, ["train", "--resume", str(tiny_run), "--epochs", "0"],
+          "error: --epochs: expected a finite number >= 1")
+    fails(capsys, ["generate", str(tiny_run), "--prefix", ""], "error: --prefix: expected at least one symbol")
+    model, vocab, _, _ = runs.load_model(tiny_run)
+    with pytest.raises(ValueError, match="^prefix: expected at least one symbol"):
+        generate(model, vocab, "", 5)
+
+
+def test_a_missing_run_directory_is_named_as_it_was_given(tmp_path, capsys):
+    missing = str(tmp_path / "nope")
+    fails(capsys, ["train", "--resume", missing], f"error: --resume: no directory at {missing!r}")
+    fails(capsys, ["eval", missing], f"error: RUN_DIR: no directory at {missing!r}")
+    fails(capsys, ["generate", missing], f"error: RUN_DIR: no directory at {missing!r}")
+    (tmp_path / "empty").mkdir()
+    fails(capsys, ["train", "--resume", str(tmp_path / "empty")], "error: --resume: ", f"has no {runs.CHECKPOINT}")
+    with pytest.raises(FileNotFoundError, match="^run_dir: no directory at "):
+        runs.load_model(missing)

@@ -148,6 +148,6 @@ def test_torchrun_refuses_an_uneven_global_batch_before_writing(tiny_text, tmp_p
                        cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                        timeout=300)
     assert r.returncode != 0
-    assert "batch_size: expected a multiple of the number of processes (2), got 3" in r.stdout + r.stderr
+    assert "error: --batch-size: expected a multiple of the number of processes (2), got 3" in r.stdout + r.stderr
     assert "run directory:" not in r.stdout
     assert not out.exists()

@@ -58,3 +58,19 @@ def test_a_perplexity_past_a_float_is_inf_not_an_overflow_error():
     assert m.line().startswith("validation: perplexity inf, bits per character 1154.")
     assert Metrics(nll=700.0, tokens=1, chars=1).perplexity == pytest.approx(math.exp(700))
     assert math.isnan(Metrics(nll=math.nan, tokens=1, chars=1).perplexity)  # not inf next to a NaN bpc
+
+
+@pytest.mark.parametrize("ids, kw, error, match", [
+    (torch.tensor([2]), {}, ValueError, "^ids: expected at least 2 tokens .*, got 1$"),  # was 0 tokens, then 0 / 0
+    (torch.tensor([], dtype=torch.int64), {}, ValueError, "^ids: expected at least 2 tokens .*, got 0$"),
+    (torch.tensor([[0, 1, 2]]), {}, ValueError, r"^ids: expected a 1-D tensor of token ids, got shape \(1, 3\)$"),
+    ([0, 1, 2], {}, TypeError, "^ids: expected a 1-D tensor of token ids, got list$"),
+    (torch.tensor([0, 1, 2]), {"chunk": 0}, ValueError, "^chunk: expected a positive int, got 0$"),
+    (torch.tensor([0, 1, 2]), {"chunk": -1}, ValueError, "^chunk: expected a positive int, got -1$"),  # was 0 tokens
+    (torch.tensor([0, 1, 2]), {"chunk": 2.0}, TypeError, "^chunk: expected an int, got float$"),
+    (torch.tensor([0, 1, 2]), {"rows": 0}, ValueError, "^rows: expected a positive int, got 0$"),
+    (torch.tensor([0, 1, 2]), {"rows": True}, TypeError, "^rows: expected an int, got bool$"),
+])
+def test_evaluate_refuses_what_it_cannot_score_naming_the_argument(ids, kw, error, match):
+    with pytest.raises(error, match=match):
+        evaluate(FixedModel(), ids, **kw)

@@ -56,6 +56,44 @@ def test_bad_arguments():
         KneserNey(2, 3).fit([0, 1, 7])
 
 
+@pytest.mark.parametrize("name", ["order", "vocab_size"])
+@pytest.mark.parametrize("value, error, match", [
+    ("3", TypeError, "expected an int, got str"),  # was an unnamed '<' not supported
+    (2.0, TypeError, "expected an int, got float"),
+    (True, TypeError, "expected an int, got bool"),
+    (0, ValueError, "expected a positive int, got 0"),
+])
+def test_order_and_vocab_size_must_be_positive_ints(name, value, error, match):
+    kw = {"order": 2, "vocab_size": 3, name: value}
+    with pytest.raises(error, match=f"^{name}: {match}$"):
+        KneserNey(**kw)
+
+
+@pytest.mark.parametrize("bad", [-1, 3, 99])
+def test_ids_outside_the_vocabulary_are_refused_by_fit_evaluate_and_prob(bad):
+    """fit([0, -1, 2]) failed in chr(); evaluate([0, 5]) scored id 5 of a vocabulary of 3."""
+    def refused(what):
+        return pytest.raises(ValueError, match=rf"^{what}: expected token ids in \[0, vocab_size=3\), got {bad}$")
+
+    with refused("ids"):
+        KneserNey(2, 3).fit([0, bad, 2])
+    model = KneserNey(2, 3).fit([0, 1, 2, 1])
+    with refused("ids"):
+        model.evaluate([0, bad])
+    with refused("token"):
+        model.prob(bad, [0])
+    with refused("context"):
+        model.prob(0, [bad])
+
+
+@pytest.mark.parametrize("ids", [[], [1]])
+def test_evaluate_of_fewer_than_two_tokens_is_named(ids):
+    """No token to score: a ZeroDivisionError from the metrics' 0 / 0."""
+    model = KneserNey(2, 3).fit([0, 1, 2, 1])
+    with pytest.raises(ValueError, match=f"^ids: expected at least 2 tokens .*, got {len(ids)}$"):
+        model.evaluate(ids).bpc
+
+
 @pytest.mark.parametrize("order", [2, 4, 7])
 def test_prob_takes_the_whole_of_a_short_context(order):
     """prob() gives what evaluate() scores: at the start of a text the context is shorter than

@@ -108,6 +108,27 @@ def test_resume_refuses_changed_settings(tiny_text, tmp_path):
     assert main(["train", "--text", str(tiny_text), "--out", str(tmp_path / "r")]) == 2  # already a run
 
 
+def test_resume_keeps_the_epochs_of_a_cosine_schedule(tiny_text, tmp_path, capsys):
+    """The cosine schedule spans epochs x steps per epoch: resumed with a larger --epochs, the
+    learning rate jumped from near min_lr back up near lr in one step (6.1e-05 -> 2.7e-03)."""
+    run = tmp_path / "cosine"
+    quiet(tiny(tiny_text, schedule="cosine", max_steps=5), out=run)
+    before = (run / runs.CHECKPOINT).read_bytes()
+    capsys.readouterr()
+    for epochs in ("3", "1"):
+        assert main(["train", "--resume", str(run), "--epochs", epochs]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("lstmkit train: error: --epochs: this run's cosine schedule spans its 2 epochs")
+        assert "resume without --epochs" in err and len(err.strip().splitlines()) == 1
+    assert (run / runs.CHECKPOINT).read_bytes() == before  # refused before anything was written
+    # its own number is no change; under the other schedules --epochs stays a budget
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--max-steps", "6"]) == 0
+    plateau = tmp_path / "plateau"
+    quiet(tiny(tiny_text, max_steps=5), out=plateau)
+    assert main(["train", "--resume", str(plateau), "--epochs", "3", "--max-steps", "6"]) == 0
+    assert json.loads((plateau / "config.json").read_text())["epochs"] == 3
+
+
 CRASH = """
 import os, sys
 from lstmkit.apps.charlm.train import train
