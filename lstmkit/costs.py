@@ -11,14 +11,16 @@ hidden size H, recurrent width R (= proj_size P if set, else H), layer input wid
     forward GEMMs       2 * B * (I_l + R) * G * H        (input and recurrent products)
     projection          2 * B * H * P                    (only with proj_size > 0)
     forward pointwise   B * H * POINTWISE_FLOPS[cell]    (see the table below)
-    backward GEMMs      2 x the forward GEMMs            (dX / dH_prev and the weight gradients;
-                                                          dH_prev at every step, the first too: an
-                                                          h_0 that needs no gradient skips one
-                                                          recurrent product per layer and direction
-                                                          per sequence, 1/T of the recurrent part)
+    backward GEMMs      2 x the forward GEMMs            (dX and the weight gradients at every
+                                                          step, dH_prev at every step but a
+                                                          sequence's first: see below)
     backward pointwise  2 x the forward pointwise        (an estimate: each op's derivative is
                                                           about a multiply and an add)
 The input product of all T steps is usually done as one GEMM; that moves FLOPs, not their count.
+A sequence's first step has no dH_prev to form: h_0 (the zeros of a call given none) needs no
+gradient, so a sequence's backward is 2 x its forward GEMMs less one recurrent product
+2 * B * R * G * H per layer and direction (`sequence_flops`, `packed_flops`; `step_flops` is a step
+after the first). With an h_0 that needs a gradient (a learned initial state) add it back.
 
 Activation memory for training is what a BPTT implementation must keep from the forward pass
 for the backward pass (see `activation_memory` for the exact list); weights, gradients and
@@ -28,7 +30,8 @@ optimizer state are not activations and are reported separately.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Iterable
 
 import torch
 
@@ -166,15 +169,10 @@ class Flops:
         """Forward plus backward."""
         return self.forward + self.backward
 
-    def __mul__(self, k: int) -> Flops:
-        return Flops(self.forward_gemm * k, self.forward_pointwise * k,
-                     self.backward_gemm * k, self.backward_pointwise * k)
-
-    __rmul__ = __mul__
-
 
 def step_flops(config: RNNConfig, batch_size: int) -> Flops:
-    """FLOPs of one time step through every layer and direction, for `batch_size` rows."""
+    """FLOPs of one time step through every layer and direction, for `batch_size` rows, a step
+    after the first (its backward forms dH_prev)."""
     B = checks.positive_int("batch_size", batch_size)
     H, R, G, P = config.hidden_size, config.recurrent_size, config.num_gates, config.proj_size
     base, per_bias = POINTWISE_FLOPS[config.cell]
@@ -188,12 +186,37 @@ def step_flops(config: RNNConfig, batch_size: int) -> Flops:
 
 
 def sequence_flops(config: RNNConfig, seq_len: int, batch_size: int) -> Flops:
-    """FLOPs of a whole sequence of `seq_len` steps (every row active at every step).
+    """FLOPs of a batch of `batch_size` sequences of `seq_len` steps (every row active at every
+    step); see `packed_flops` for sequences of unequal lengths."""
+    T = checks.positive_int("seq_len", seq_len)
+    B = checks.positive_int("batch_size", batch_size)
+    return _sequences_flops(config, T * B, B)
 
-    FLOPs are linear in the rows processed, so a PackedSequence with lengths L_b costs
-    `step_flops(config, 1) * sum(L_b)`.
-    """
-    return step_flops(config, batch_size) * checks.positive_int("seq_len", seq_len)
+
+def packed_flops(config: RNNConfig, lengths: Iterable[int]) -> Flops:
+    """FLOPs of a PackedSequence of sequences of `lengths`: linear in the rows processed, sum(L_b),
+    less the first step's dH_prev of each sequence.
+
+    In the reverse direction sequences start at different steps; an implementation that forms
+    dH_prev for the rows of a late starter's h_0 inside a longer product (the reference backend
+    does) computes more than this count."""
+    try:
+        lengths = list(lengths)
+    except TypeError:
+        raise TypeError(f"lengths: expected a list of ints, got {type(lengths).__name__}") from None
+    if not lengths:
+        raise ValueError("lengths: expected at least one sequence length, got none")
+    rows = sum(checks.positive_int(f"lengths[{k}]", L) for k, L in enumerate(lengths))
+    return _sequences_flops(config, rows, len(lengths))
+
+
+def _sequences_flops(config: RNNConfig, rows: int, sequences: int) -> Flops:
+    # FLOPs are linear in the rows, so one "step" of all of them is the whole pass, less the
+    # product dH_0 = dGates U (R-wide h_0) of each sequence, layer and direction: h_0 needs no gradient.
+    flops = step_flops(config, rows)
+    no_dh0 = (2 * sequences * config.recurrent_size * config.num_gates * config.hidden_size
+              * config.num_layers * config.num_directions)
+    return replace(flops, backward_gemm=flops.backward_gemm - no_dh0)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils.flop_counter import FlopCounterMode
 
 import lstmkit
@@ -68,8 +69,12 @@ def test_flops_by_hand():
     # pointwise 21 per unit * 3 units = 63. Backward: 2x each.
     f = costs.step_flops(RNNConfig(2, 3), batch_size=1)
     assert (f.forward_gemm, f.forward_pointwise, f.backward_gemm, f.backward_pointwise) == (120, 63, 240, 126)
+    # A sequence's first step forms no dh_0 = dGates U: 2*H*4H = 2*3*12 less per sequence.
     seq = costs.sequence_flops(RNNConfig(2, 3), seq_len=5, batch_size=4)
-    assert seq.forward_gemm == 5 * 4 * 120 and seq.training == 5 * 4 * (120 + 63) * 3
+    assert seq.forward_gemm == 5 * 4 * 120 and seq.training == 5 * 4 * (120 + 63) * 3 - 4 * 2 * 3 * 12
+    assert costs.packed_flops(RNNConfig(2, 3), (5, 5, 5, 5)) == seq
+    packed = costs.packed_flops(RNNConfig(2, 3), [5, 2, 1])
+    assert (packed.forward_gemm, packed.backward_gemm) == (8 * 120, 8 * 240 - 3 * 2 * 3 * 12)
     # Projection P=2: recurrent width 2, plus the H -> P product 2*3*2.
     assert costs.step_flops(RNNConfig(2, 3, proj_size=2), 1).forward_gemm == 2 * (2 + 2) * 12 + 2 * 3 * 2
     # Two bidirectional layers: layer 1 reads 2H; no bias: 13 pointwise per unit.
@@ -84,22 +89,48 @@ def test_flops_match_the_usual_lstm_count():
     assert costs.sequence_flops(RNNConfig(I, H), T, B).forward_gemm == 2 * T * B * (I + H) * 4 * H
 
 
-@pytest.mark.parametrize("config", [
-    RNNConfig(5, 7), RNNConfig(5, 7, cell="cifg"), RNNConfig(5, 7, cell="gru"),
-    RNNConfig(5, 7, num_layers=2, bidirectional=True, proj_size=3),
-], ids=lambda c: f"{c.cell}-L{c.num_layers}-bi{int(c.bidirectional)}-P{c.proj_size}")
-def test_forward_gemm_flops_equal_torchs_count(config):
-    # torch's FlopCounterMode counts the matrix products the reference backend really runs.
-    T, B = 3, 2
-    kwargs = {"num_layers": config.num_layers, "bidirectional": config.bidirectional, "backend": "reference"}
+def _counted_gemm_flops(config: RNNConfig, x: torch.Tensor, lengths: list[int] | None) -> tuple[int, int]:
+    """(forward, backward) FLOPs of the matrix products the reference backend really runs, as
+    torch's FlopCounterMode counts them; the backward takes dX and every weight gradient with no
+    h_0 given, as the bench's fwd+bwd does."""
+    kwargs = {"num_layers": config.num_layers, "bias": config.bias, "bidirectional": config.bidirectional,
+              "backend": "reference"}
     if config.cell == "gru":
         module = lstmkit.GRU(config.input_size, config.hidden_size, **kwargs)
+    elif config.cell.startswith("rnn_"):
+        module = lstmkit.RNN(config.input_size, config.hidden_size, nonlinearity=config.cell[4:], **kwargs)
     else:
         module = lstmkit.LSTM(config.input_size, config.hidden_size, cell=config.cell, proj_size=config.proj_size,
                               **kwargs)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        module(torch.randn(T, B, config.input_size))
-    assert costs.sequence_flops(config, T, B).forward_gemm == counter.get_total_flops()
+    x = x.requires_grad_()
+
+    def output() -> torch.Tensor:
+        if lengths is None:
+            return module(x)[0]
+        return module(pack_padded_sequence(x, lengths))[0].data
+
+    with torch.no_grad(), FlopCounterMode(display=False) as forward:
+        output()
+    y = output()
+    with FlopCounterMode(display=False) as backward:
+        torch.autograd.grad(y, [x, *module.parameters()], torch.randn_like(y))
+    return forward.get_total_flops(), backward.get_total_flops()
+
+
+@pytest.mark.parametrize("config, lengths", [
+    (RNNConfig(3, 8), None), (RNNConfig(5, 7, cell="cifg"), None), (RNNConfig(5, 7, cell="peephole"), None),
+    (RNNConfig(5, 7, cell="gru"), None), (RNNConfig(5, 7, cell="rnn_tanh", bias=False), None),
+    (RNNConfig(5, 7, num_layers=2, bidirectional=True, proj_size=3), None),
+    (RNNConfig(5, 7, num_layers=2, bidirectional=True, cell="gru"), None),
+    # Packed, forward direction only: in reverse the reference forms dh_0 of a late starter (packed_flops).
+    (RNNConfig(3, 8), [4, 3, 3, 1]), (RNNConfig(5, 7, num_layers=2, proj_size=3), [3, 1]),
+], ids=lambda v: f"{v.cell}-L{v.num_layers}-bi{int(v.bidirectional)}-P{v.proj_size}" if isinstance(v, RNNConfig)
+    else "packed" if v else "dense")
+def test_gemm_flops_equal_torchs_count(config, lengths):
+    T, B = (3, 2) if lengths is None else (max(lengths), len(lengths))
+    counted = _counted_gemm_flops(config, torch.randn(T, B, config.input_size), lengths)
+    flops = costs.sequence_flops(config, T, B) if lengths is None else costs.packed_flops(config, lengths)
+    assert (flops.forward_gemm, flops.backward_gemm) == counted
 
 
 def test_activation_memory_by_hand():
@@ -146,5 +177,11 @@ def test_bad_sizes_and_dtype():
         costs.step_flops(RNNConfig(3, 4), 0)
     with pytest.raises(ValueError, match="seq_len"):
         costs.activation_memory(RNNConfig(3, 4), 0, 2)
+    with pytest.raises(ValueError, match="^lengths: expected at least one sequence length, got none$"):
+        costs.packed_flops(RNNConfig(3, 4), [])
+    with pytest.raises(ValueError, match=r"^lengths\[1\]: expected a positive int, got 0$"):
+        costs.packed_flops(RNNConfig(3, 4), [2, 0])
+    with pytest.raises(TypeError, match="^lengths: expected a list of ints, got int$"):
+        costs.packed_flops(RNNConfig(3, 4), 5)
     with pytest.raises(ValueError, match="dtype"):
         costs.dtype_size("int8")

@@ -173,10 +173,10 @@ def _rnn_matmul_precision(device: str):
 
 
 def gemm_flops(case: Case, impl: Impl, mode: str) -> int:
-    """GEMM FLOPs of one call: forward, or forward + backward (3x), over the case's rows."""
+    """GEMM FLOPs of one call: forward, or forward + backward (about 3x: see lstmkit.costs), over
+    the case's sequences."""
     s = case.shape
-    per_row = costs.step_flops(costs.RNNConfig(s.I, s.H, cell=impl.cell, proj_size=s.P), 1)
-    flops = per_row * case.rows
+    flops = costs.packed_flops(costs.RNNConfig(s.I, s.H, cell=impl.cell, proj_size=s.P), case.lengths)
     return flops.forward_gemm + (flops.backward_gemm if mode == "fwd+bwd" else 0)
 
 

@@ -115,11 +115,6 @@ class Case:
     grad_out: Tensor  # a fixed gradient of the output, shaped like y
     lengths: list[int] = field(default_factory=list)
 
-    @property
-    def rows(self) -> int:
-        """Rows processed over the sequence: T*B, or the sum of the lengths when packed."""
-        return sum(self.lengths)
-
 
 def make_case(shape: Shape, seed: int = 0, device: str = "cpu") -> Case:
     """The case of `shape` for `seed`, drawn on the CPU (the same numbers on any device), on `device`."""

@@ -138,9 +138,9 @@ def markdown(result: BenchResult, command: str) -> str:
     baseline = "nn.LSTM on the GPU (cuDNN)" if gpu else "nn.LSTM (oneDNN on)"
     out += ["", f"Each cell: time ratio to {baseline} at the same shape, threads and mode · median "
             "time per call · GFLOP/s of the matrix products (percent of the GEMM peak) (lstmkit.costs: forward 2·rows·(I+R)·G·H "
-            "(+2·rows·H·P), fwd+bwd 3x that). `fwd` runs under torch.no_grad(); `fwd+bwd` also computes "
-            "dX and every weight gradient. Shapes: T steps, B batch, I input, H hidden; `packed`: a "
-            "PackedSequence of random sorted lengths (longest T); `P`: proj_size.", ""]
+            "(+2·rows·H·P), fwd+bwd 3x that less 2·B·R·G·H, as h_0 needs no gradient). `fwd` runs under "
+            "torch.no_grad(); `fwd+bwd` also computes dX and every weight gradient. Shapes: T steps, B batch, "
+            "I input, H hidden; `packed`: a PackedSequence of random sorted lengths (longest T); `P`: proj_size.", ""]
     for threads in result.peak_gflops:
         for mode in MODES:
             if not any(m.threads == threads and m.mode == mode for m in ms):

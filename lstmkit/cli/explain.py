@@ -77,13 +77,15 @@ def explain(config: costs.RNNConfig, seq_len: int, batch_size: int, dtype: str) 
         ("forward GEMMs", step.forward_gemm, seq.forward_gemm),
         ("forward pointwise", step.forward_pointwise, seq.forward_pointwise),
         ("forward", step.forward, seq.forward),
-        ("backward GEMMs (2x forward)", step.backward_gemm, seq.backward_gemm),
+        ("backward GEMMs", step.backward_gemm, seq.backward_gemm),
         ("backward pointwise (2x forward)", step.backward_pointwise, seq.backward_pointwise),
         ("backward", step.backward, seq.backward),
         ("forward + backward", step.training, seq.training),
     ):
         rows.append((label, _si(a, "FLOP"), _si(b, "FLOP")))
     out += _table(rows, right={1, 2})
+    out.append("  backward GEMMs: 2x forward per step (dX, dh_{t-1}, dW); a sequence's first step forms no dh_0 "
+               "(h_0 needs no gradient)")
     base, per_bias = costs.POINTWISE_FLOPS[config.cell]
     out.append(f"  pointwise: {base + (per_bias if config.bias else 0)} FLOPs per hidden unit and row per step "
                f"for cell={config.cell} (each add, multiply, sigmoid, tanh counted as 1)")

@@ -93,7 +93,7 @@ def _fetch(name: str, directory: str | os.PathLike | None, download: bool) -> tu
         raise CorpusError(f"corpus {name!r}: not in the cache ({path}) and downloading is off")
     try:
         with urllib.request.urlopen(spec.url, timeout=DOWNLOAD_TIMEOUT) as response:
-            data = response.read(spec.size + 1)  # one byte past the corpus tells a longer file apart
+            data = response.read()
     # HTTPException: a body cut short (IncompleteRead) or a garbled status line, which are no OSError
     except (OSError, http.client.HTTPException) as e:
         raise CorpusError(f"corpus {name!r}: cannot download {spec.url} ({e}); "

@@ -6,7 +6,9 @@ Everything is checked before anything is used, and nothing is dropped or made up
   given, else the one inferred from the first value (a date written otherwise than the others is
   refused, never read on its own); times must be strictly increasing (a file out of
   order or with a repeated time is refused, never re-sorted);
-- a column name may appear once in the header; the chosen columns must exist and hold numbers;
+- a column name may appear once in the header, and every line has a field for each named
+  column (a line cut short is refused; an empty cell is a missing value); the chosen columns
+  must exist and hold numbers;
   a value that is not a number is reported with its column, its line in the file and the value itself;
 - missing values (`NA`, empty cells) follow an explicit policy, `gaps`:
   "error" refuses the file and says where the first gaps are; "ffill" gives each missing value
@@ -99,14 +101,15 @@ def _lines(n: int, lines: np.ndarray | None) -> np.ndarray:
 
 
 def check_time_format(time_format: str | None) -> None:
-    """Refuse a --time-format that names no date: one without a % code, or with a code strptime lacks."""
+    """Refuse a --time-format that reads no time: one without a % code (%% aside), with a code
+    strptime lacks, or with a code twice."""
     if time_format is None:
         return
-    if not isinstance(time_format, str) or "%" not in time_format:
+    if not isinstance(time_format, str) or not re.search("%[^%]", time_format.replace("%%", "")):
         raise TimeSeriesError(f"--time-format: expected strftime codes such as '%d/%m/%Y', got {time_format!r}")
     try:
         pd.to_datetime(pd.Series(["2000"]), errors="coerce", format=time_format)
-    except ValueError as e:
+    except (ValueError, re.error) as e:  # re.error: pandas builds a regular expression, a group per code
         raise TimeSeriesError(f"--time-format {time_format!r}: {e}") from None
 
 

@@ -125,7 +125,8 @@ class RecurrentBase(nn.Module):
 
     def extra_repr(self) -> str:
         """torch's (what differs from its defaults, in its order), then what differs in lstmkit's
-        keywords: a module built as torch's prints as torch's does."""
+        keywords: a module built as torch's prints as torch's does, but for RNN's nonlinearity
+        'relu', which torch's leaves out."""
         s = f"{self.input_size}, {self.hidden_size}"
         for name, default in (("proj_size", 0), ("num_layers", 1), ("bias", True), ("batch_first", False),
                               ("dropout", 0.0), ("bidirectional", False)):

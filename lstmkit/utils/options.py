@@ -98,16 +98,18 @@ def check_threads(name: str, values: Iterable[object], low: int = 1) -> None:
 
 
 @contextlib.contextmanager
-def flag_errors(names: Iterable[str]):
-    """A ValueError or TypeError raised inside that starts with one of `names` (config fields or
-    arguments the command line gave), as the library names them (`val_fraction: ...`), is raised
-    again naming its flag instead (`--val-fraction: ...`): the option the user typed."""
-    names = set(names)
+def flag_errors(given: dict[str, Any]):
+    """A ValueError or TypeError raised inside that starts with the name of one of `given` (the
+    config fields or arguments the command line gave, with their values), as the library names
+    them (`val_fraction: ...`), is raised again naming its flag instead (`--val-fraction: ...`):
+    the option the user typed. A message that starts with one of the values is left as it is: a
+    file's errors start with its path, which may read like a field's name (`--text level`)."""
+    values = {str(v) for v in given.values()}
     try:
         yield
     except (ValueError, TypeError) as e:
         name, sep, rest = str(e).partition(": ")
-        if not sep or name not in names:
+        if not sep or name not in given or name in values:
             raise
         raise type(e)(f"{flag(name)}: {rest}") from None
 

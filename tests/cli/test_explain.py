@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from lstmkit.cli.main import main
@@ -27,6 +29,15 @@ def test_explain_config(capsys):
     assert "weight_hr_l1_reverse" in out and "5 x 20" in out
     assert "bias_ih" not in out
     assert "unprojected" in out and "float64" in out
+
+
+def test_explain_backward_gemms_of_a_sequence_form_no_dh0(capsys):
+    # I = H = 1, B = 1: a step's gates 2*(1+1)*4 = 16 FLOPs, backward 32; the sequence's one step
+    # forms no dh_0 = dGates U (2*1*4 FLOPs), as h_0 needs no gradient.
+    assert main(["explain", "--input-size", "1", "--hidden-size", "1", "--seq-len", "1", "--batch-size", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^  backward GEMMs +32 FLOP +24 FLOP$", out, re.M)
+    assert "first step forms no dh_0" in out
 
 
 def test_explain_gru_is_three_dense_layers(capsys):

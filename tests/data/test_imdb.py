@@ -19,6 +19,8 @@ def test_tokenize():
     # Accented letters, other scripts and curly apostrophes stay inside their words.
     assert tokenize("Amélie, isn’t it´s Ame\u0301lie's; ДОБРЫЙ_фильм") == \
         ["amélie", ",", "isn't", "it's", "amélie's", ";", "добрый", "_", "фильм"]
+    # Marks NFC has no letter for stay in their word: İ lowers to i + U+0307; Devanagari's vowel signs.
+    assert tokenize("İstanbul हिंदी!") == ["i\u0307stanbul", "\u0939\u093f\u0902\u0926\u0940", "!"]
 
 
 def write(tmp_path, text: str) -> Path:

@@ -286,7 +286,8 @@ def test_time_format_reads_every_time_one_way(tmp_path):
     dst = "time,v\n29.03.2020 01:00 +0100,1\n29.03.2020 03:00 +0200,2\n"
     s = load_csv(write(tmp_path, dst), "v", time_format="%d.%m.%Y %H:%M %z")
     assert s.report["step"] == "0 days 01:00:00"
-    for bad, message in [("%Q", "'Q' is a bad directive"), ("dd/mm/yyyy", "expected strftime codes")]:
+    for bad, message in [("%Q", "'Q' is a bad directive"), ("dd/mm/yyyy", "expected strftime codes"),
+                         ("100%%", "expected strftime codes"), ("%Y %Y", "redefinition of group name")]:
         with pytest.raises(TimeSeriesError, match=f"^--time-format.*{message}"):
             load_csv(dayfirst, "v", time_format=bad)
     calendar = write(tmp_path, "year,month,v\n2010,1,5\n2010,2,6\n")

@@ -256,7 +256,7 @@ def train(cls, fmt: str, task: Callable[[Any], str], run: Callable[..., dict], c
         cfg = (cfg or cls()).validate()
         for name in cls.PATHS:  # before the run directory, and before the seconds that loading the others takes
             if getattr(cfg, name) and not Path(getattr(cfg, name)).exists():
-                raise FileNotFoundError(f"--{name.replace('_', '-')}: nothing at {getattr(cfg, name)!r}")
+                raise FileNotFoundError(f"{flag(name)}: nothing at {getattr(cfg, name)!r}")
         cfg = dataclasses.replace(cfg, **{name: str(Path(getattr(cfg, name)).resolve())
                                           for name in cls.PATHS if getattr(cfg, name)})
         state = None

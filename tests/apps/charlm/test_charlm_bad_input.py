@@ -260,6 +260,13 @@ def test_cli_errors_name_the_flag_typed_not_the_config_field(tiny_run, tmp_path,
         generate(model, vocab, "", 5)
 
 
+def test_a_file_named_like_a_flag_keeps_its_name_in_errors(tmp_path, capsys, monkeypatch):
+    """A file's errors start with its path: --text level is not a --level error."""
+    monkeypatch.chdir(tmp_path)
+    Path("level").write_bytes(b"abc\xff")
+    fails(capsys, ["ngram", "--text", "level", "--level", "char"], "error: level: not UTF-8")
+
+
 def test_a_missing_run_directory_is_named_as_it_was_given(tmp_path, capsys):
     missing = str(tmp_path / "nope")
     fails(capsys, ["train", "--resume", missing], f"error: --resume: no directory at {missing!r}")
