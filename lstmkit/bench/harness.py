@@ -52,20 +52,19 @@ def check_plan(shapes: list[Shape], threads: list[int], modes: list[str], repeat
     """Refuse a run that would time something twice, or nothing: a repeated shape, thread count or
     mode (the report keeps one measurement per cell, and a second peak replaces the first), a mode
     not in MODES, or repeats < 1. Errors name the arguments, as flags with `flags`."""
-    def name(arg: str) -> str:
-        return f"--{arg}" if flags else arg
+    dashes = "--" if flags else ""
     for arg, values in (("shapes", [s.label for s in shapes]), ("threads", threads), ("modes", modes)):
         if not values:
-            raise ValueError(f"{name(arg)}: expected at least one, got none")
+            raise ValueError(f"{dashes}{arg}: expected at least one, got none")
         twice = next((v for k, v in enumerate(values) if v in values[:k]), None)
         if twice is not None:
-            raise ValueError(f"{name(arg)}: {twice} given twice; each is timed once")
-    check_threads(name("threads"), threads)
+            raise ValueError(f"{dashes}{arg}: {twice} given twice; each is timed once")
+    check_threads(f"{dashes}threads", threads)
     unknown = [m for m in modes if m not in MODES]
     if unknown:
-        raise ValueError(f"{name('modes')}: expected some of {list(MODES)}, got {unknown[0]!r}")
+        raise ValueError(f"{dashes}modes: expected some of {list(MODES)}, got {unknown[0]!r}")
     if isinstance(repeats, bool) or not isinstance(repeats, Integral) or repeats < 1:
-        raise ValueError(f"{name('repeats')}: expected an int >= 1, got {repeats!r}")
+        raise ValueError(f"{dashes}repeats: expected an int >= 1, got {repeats!r}")
 
 
 def check_warmup(name: str, value: object) -> None:

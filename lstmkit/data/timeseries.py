@@ -404,7 +404,6 @@ def load_csv(path: str | Path, target: str, features: list[str] | None = None, *
              time_format: str | None = None, gaps: str = "error", max_gap: int = 0) -> Series:
     """Read a CSV file (header line, a date/time column, numeric columns) into a checked `Series`."""
     check_gap_policy(gaps)
-    check_time_format(time_format)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--csv: no file at {str(path)!r}")
