@@ -35,6 +35,8 @@ def sample_next(logits: Tensor, temperature: float, top_k: int, generator: torch
 
 def encode_prefix(vocab: Vocab, prefix: str, what: str = "prefix") -> Tensor:
     """The ids of `prefix`; an empty one, or one with symbols outside `vocab`, is refused naming `what`."""
+    if not isinstance(prefix, str):  # tokenize would fail on it unnamed
+        raise TypeError(f"{what}: expected a str, got {type(prefix).__name__}")
     ids = vocab.encode(prefix, what=what)
     if len(ids) == 0:
         raise ValueError(f"{what}: expected at least one symbol to start from")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 from dataclasses import dataclass
 
@@ -79,6 +80,11 @@ def evaluate(model, ids: Tensor, chunk: int = 256, rows: int = 4, char_lengths: 
     check_scored(len(ids))
     positive_int("chunk", chunk)  # range() refuses 0, and a negative step reads nothing
     positive_int("rows", rows)
+    positive_int("world", world)
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
+        raise TypeError(f"rank: expected an int, got {type(rank).__name__}")
+    if not 0 <= rank < world:  # a rank past the last reads no stream, and nothing says so
+        raise ValueError(f"rank: expected an int in [0, world={world}), got {rank!r}")
     was_training = model.training
     model.eval()
     try:

@@ -19,6 +19,7 @@ Tokens are ids; internally each is one character `chr(id)` so contexts are strin
 from __future__ import annotations
 
 import math
+import operator
 from collections import Counter, defaultdict
 
 from lstmkit.apps.charlm.metrics import Metrics, check_scored
@@ -36,7 +37,13 @@ class KneserNey:
     def _text(self, ids, what: str = "ids") -> str:
         """`ids` as a string, one character each; an id outside [0, vocab_size) is refused naming
         `what`: chr() takes most of them, and a probability would be given to no token there is."""
-        ids = [int(i) for i in ids]
+        ints = []
+        for i in ids:
+            try:  # int() would read 2.7 as token 2; index() takes ints, numpy ints and int tensors alone
+                ints.append(operator.index(i))
+            except TypeError:
+                raise TypeError(f"{what}: expected integer token ids, got {type(i).__name__} {i!r}") from None
+        ids = ints
         bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)
         if bad is not None:
             raise ValueError(f"{what}: expected token ids in [0, vocab_size={self.vocab_size}), got {bad}")

@@ -49,3 +49,10 @@ def test_non_integer_length_and_top_k_are_named(lm, name, value):
     kw = {"length": 4, "top_k": 0, name: value}
     with pytest.raises(TypeError, match=f"^{name}: expected an int, got {type(value).__name__}"):
         generate(model, vocab, "ab", kw["length"], top_k=kw["top_k"])
+
+
+def test_a_prefix_that_is_not_a_str_is_named(lm):
+    """None reached the tokenizer, which failed unnamed."""
+    model, vocab = lm
+    with pytest.raises(TypeError, match="^prefix: expected a str, got NoneType$"):
+        generate(model, vocab, None, 4)

@@ -70,6 +70,10 @@ def test_a_perplexity_past_a_float_is_inf_not_an_overflow_error():
     (torch.tensor([0, 1, 2]), {"chunk": 2.0}, TypeError, "^chunk: expected an int, got float$"),
     (torch.tensor([0, 1, 2]), {"rows": 0}, ValueError, "^rows: expected a positive int, got 0$"),
     (torch.tensor([0, 1, 2]), {"rows": True}, TypeError, "^rows: expected an int, got bool$"),
+    (torch.tensor([0, 1, 2]), {"world": 0}, ValueError, "^world: expected a positive int, got 0$"),
+    (torch.tensor([0, 1, 2]), {"rank": 1}, ValueError, r"^rank: expected an int in \[0, world=1\), got 1$"),
+    (torch.tensor([0, 1, 2]), {"rank": -1, "world": 2}, ValueError, r"^rank: expected an int in \[0, world=2\), got -1$"),
+    (torch.tensor([0, 1, 2]), {"rank": 0.0}, TypeError, "^rank: expected an int, got float$"),
 ])
 def test_evaluate_refuses_what_it_cannot_score_naming_the_argument(ids, kw, error, match):
     with pytest.raises(error, match=match):

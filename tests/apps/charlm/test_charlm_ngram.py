@@ -3,7 +3,9 @@
 import math
 import random
 
+import numpy as np
 import pytest
+import torch
 
 from lstmkit.apps.charlm.ngram import KneserNey
 
@@ -84,6 +86,17 @@ def test_ids_outside_the_vocabulary_are_refused_by_fit_evaluate_and_prob(bad):
         model.prob(bad, [0])
     with refused("context"):
         model.prob(0, [bad])
+
+
+@pytest.mark.parametrize("bad", [1.7, torch.tensor(1.0), "1", None])
+def test_ids_that_are_not_integers_are_refused_not_truncated(bad):
+    """int() read 1.7 as token 1, and a float tensor's values as the ids under them."""
+    with pytest.raises(TypeError, match=f"^ids: expected integer token ids, got {type(bad).__name__} "):
+        KneserNey(2, 3).fit([0, bad, 2])
+    with pytest.raises(TypeError, match="^context: expected integer token ids, got float 0.5$"):
+        KneserNey(2, 3).fit([0, 1, 2]).prob(1, [0.5])
+    tensors = KneserNey(2, 3).fit(torch.tensor([0, 1, 2, 1])).evaluate(np.array([0, 1, 2]))
+    assert tensors == KneserNey(2, 3).fit([0, 1, 2, 1]).evaluate([0, 1, 2])  # int tensors and arrays are ids
 
 
 @pytest.mark.parametrize("ids", [[], [1]])
