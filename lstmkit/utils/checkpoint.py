@@ -68,24 +68,30 @@ def _finite_or_null(obj: Any) -> Any:
     return obj
 
 
-def _split(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """Replace every tensor in a nested structure by a placeholder, collecting the tensors."""
+def _split(obj: Any, where: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Replace every tensor in a nested structure by a placeholder, collecting the tensors.
+
+    A tensor is named by its number, not its place: {"a.b": x, "a": {"b": y}} or keys 1 and "1"
+    would give two places one name. `where` (the place) is for errors."""
     if isinstance(obj, torch.Tensor):
-        tensors[prefix] = obj.detach().cpu().contiguous()
-        return {_TENSOR_KEY: prefix}
+        name = f"t{len(tensors)}"
+        tensors[name] = obj.detach().cpu().contiguous()
+        return {_TENSOR_KEY: name}
     if isinstance(obj, dict):
-        # JSON keys are strings; remember int keys (optimizer state is keyed by int).
-        return {
-            "__dict__": [[k, _split(v, f"{prefix}.{k}", tensors)] for k, v in obj.items()]
-        }
+        bad = next((k for k in obj if not (k is None or isinstance(k, (bool, int, float, str)))), None)
+        if bad is not None:  # a tuple key would come back from JSON as a list, which no dict takes
+            raise TypeError(f"checkpoint state: expected dict keys that are JSON scalars, got "
+                            f"{type(bad).__name__} {bad!r} at {where!r}")
+        # JSON keys are strings; pairs keep int keys (optimizer state is keyed by int).
+        return {"__dict__": [[k, _split(v, f"{where}.{k}", tensors)] for k, v in obj.items()]}
     if isinstance(obj, (list, tuple)):
         return {
-            "__list__": [_split(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)],
+            "__list__": [_split(v, f"{where}.{i}", tensors) for i, v in enumerate(obj)],
             "tuple": isinstance(obj, tuple),
         }
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
-    raise TypeError(f"checkpoint state: expected tensors, dicts, lists or JSON scalars, got {type(obj).__name__} at {prefix!r}")
+    raise TypeError(f"checkpoint state: expected tensors, dicts, lists or JSON scalars, got {type(obj).__name__} at {where!r}")
 
 
 def _merge(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -125,7 +131,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"checkpoint: {str(path)!r} is not a readable safetensors file ({e})") from e
     try:
         state = _merge(json.loads(metadata[_META_KEY]), tensors)
-    except (ValueError, KeyError, TypeError) as e:  # metadata that save_checkpoint did not write
+    except (ValueError, KeyError, TypeError, RecursionError) as e:  # metadata save_checkpoint did not write
         raise ValueError(f"checkpoint: {str(path)!r} has malformed lstmkit metadata ({type(e).__name__}: {e})") from e
     if not isinstance(state, dict):  # save_checkpoint stores a dict; every reader relies on it
         raise ValueError(f"checkpoint: {str(path)!r}: expected an lstmkit checkpoint holding a mapping, got "

@@ -26,7 +26,11 @@ def check_number(name: str, value: object, low: float | None = None, *, above: b
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
     bound = "" if low is None else f" {'>' if above else '>='} {low:g}"
-    if not math.isfinite(value) or (low is not None and (value <= low if above else value < low)):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int past any float, as 10**400: no option means anything there
+        finite = False
+    if not finite or (low is not None and (value <= low if above else value < low)):
         raise ValueError(f"{name}: expected a finite number{bound}, got {value}")
 
 

@@ -85,6 +85,23 @@ def test_unsupported_values_are_refused(tmp_path):
     assert not (tmp_path / "x.safetensors").exists()
 
 
+def test_tensors_at_places_that_print_alike_keep_apart(tmp_path):
+    """Tensors were named by their place: "a.b" and a -> b, or keys 1 and "1", got one name, and
+    the later tensor was loaded in both places."""
+    state = {"a.b": torch.tensor([1.0]), "a": {"b": torch.tensor([2.0])}, 1: torch.tensor([3.0]),
+             "1": torch.tensor([4.0])}
+    save_checkpoint(tmp_path / "c.safetensors", state)
+    back = load_checkpoint(tmp_path / "c.safetensors")
+    assert [float(back[k]) for k in ("a.b", 1, "1")] == [1.0, 3.0, 4.0] and float(back["a"]["b"]) == 2.0
+
+
+def test_a_key_json_cannot_bring_back_is_refused_before_anything_is_written(tmp_path):
+    """A tuple key came back from JSON as a list: the save succeeded, the load refused the file."""
+    with pytest.raises(TypeError, match=r"^checkpoint state: expected dict keys that are JSON scalars, got tuple \(1, 2\) at 's.t'$"):
+        save_checkpoint(tmp_path / "c.safetensors", {"t": {(1, 2): 3}})
+    assert not (tmp_path / "c.safetensors").exists()
+
+
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     path = tmp_path / "c.safetensors"
     save_checkpoint(path, {"w": torch.randn(100, 100)})
@@ -107,6 +124,7 @@ def test_files_get_the_umask_mode_not_mkstemps(tmp_path):
     ('{"__dict__": [["a", {"__tensor__": "missing"}]]}', "malformed lstmkit metadata \\(KeyError"),
     ("not json", "malformed lstmkit metadata \\(JSONDecodeError"),
     ('{"__dict__": 5}', "malformed lstmkit metadata \\(TypeError"),
+    ("[" * 100000 + "]" * 100000, "malformed lstmkit metadata \\(RecursionError"),  # was uncaught
 ])
 def test_metadata_save_checkpoint_did_not_write_is_a_value_error(tmp_path, meta, error):
     """A crafted file's metadata crashed the readers (AttributeError from state.get, KeyError)."""

@@ -29,6 +29,12 @@ def test_non_finite_numbers_are_refused(value):
         check_number("forget_bias", value)
 
 
+def test_an_int_past_any_float_is_refused_not_an_overflow_error():
+    """math.isfinite(10**400) raised OverflowError, which no CLI handler catches: a traceback."""
+    with pytest.raises(ValueError, match="^epochs: expected a finite number >= 1, got 1000"):
+        check_number("epochs", 10**400, 1)
+
+
 def test_bounds():
     check_number("clip", 0, 0)
     check_number("lr", np.float32(1e-3), 0, above=True)
