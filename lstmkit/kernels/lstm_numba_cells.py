@@ -549,11 +549,12 @@ def _gru_fwd(a, u, hp, h, bh, u0, u1, H, W):
 
 @njit(**JIT)
 def _rnn_fwd(a, h, relu, u0, u1):
+    zero = cast_like(0.0, a)
     a, h = a[u0:u1], h[u0:u1]  # slices from 0: see _add_range
-    if relu:
+    if relu:  # as torch's relu: NaN stays NaN, -inf gives 0 (v - v gave NaN)
         for j in range(a.shape[0]):
             v = a[j]
-            h[j] = v if v > 0 else v - v
+            h[j] = zero if v <= 0 else v
     else:
         for j in range(a.shape[0]):
             h[j] = tanh(a[j])
@@ -854,10 +855,11 @@ def _gru_bwd(a, u, hp, dh, dgx, dgh, u0, u1, H, W):
 @njit(**JIT)
 def _rnn_bwd(h, dh, dg, relu, u0, u1):
     one = cast_like(1.0, h)
+    zero = cast_like(0.0, h)
     h, dh, dg = h[u0:u1], dh[u0:u1], dg[u0:u1]  # slices from 0: see _add_range
-    if relu:
+    if relu:  # as torch's threshold_backward: 0 where h <= 0 (dh - dh was NaN at dh = inf), dh at h = NaN
         for j in range(h.shape[0]):
-            dg[j] = dh[j] if h[j] > 0 else dh[j] - dh[j]
+            dg[j] = zero if h[j] <= 0 else dh[j]
     else:
         for j in range(h.shape[0]):
             dg[j] = dh[j] * (one - h[j] * h[j])

@@ -366,6 +366,28 @@ def test_float32_closed_gates_close():
     torch.testing.assert_close(c_1.double().squeeze(), want, rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_relu_rnn_at_infinities_and_nan_is_torchs_relu(dtype):
+    """relu(-inf) was v - v = NaN, which then filled every later step; the backward gave NaN for
+    an infinite dh where h <= 0, and 0 for h = NaN, where torch passes dh on."""
+    torch.manual_seed(0)
+    want_rnn = torch.nn.RNN(1, 2, nonlinearity="relu", dtype=dtype)
+    got_rnn = lstmkit.RNN(1, 2, nonlinearity="relu", dtype=dtype, backend="numba")
+    got_rnn.load_state_dict(want_rnn.state_dict())
+    inf, nan = math.inf, math.nan
+    for x, h0, dy in [([-inf, 1.0, 2.0], None, 1.0), ([-1.0, 0.5, 1.0], None, inf), ([nan, 1.0, 0.0], 1.0, 1.0)]:
+        results = []
+        for rnn in (want_rnn, got_rnn):
+            rnn.zero_grad()
+            xs = torch.tensor(x, dtype=dtype).reshape(3, 1, 1).requires_grad_()
+            h = None if h0 is None else torch.full((1, 1, 2), h0, dtype=dtype, requires_grad=True)
+            y, _ = rnn(xs, h)
+            (y * dy).sum().backward()
+            results.append([y, xs.grad, *(() if h is None else (h.grad,)), *(p.grad for p in rnn.parameters())])
+        for want, got in zip(*results):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=0, equal_nan=True)
+
+
 # --------------------------------------------------------------------------------------
 # gradcheck through the layer function, float64
 # --------------------------------------------------------------------------------------
