@@ -96,8 +96,15 @@ gomp_parallel = (ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes
                  if HAVE_GOMP else None)
 
 # Compile options shared by every kernel: error_model="numpy" lets LLVM vectorise the pointwise
-# loops (no ZeroDivisionError checks); reassoc lets it vectorise the layer-norm reductions.
+# loops (no ZeroDivisionError checks); reassoc lets it vectorise the reductions (the layer-norm
+# forward's statistics, the small-batch matrix-vector products).
 JIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract", "reassoc", "nsz"})
+# The pointwise cell passes and the layer-norm backward without contract and reassoc: with them, a
+# process that compiled these kernels and one that loaded them from numba's cache rounded some
+# gates differently (FMA or not, summation order), so a run resumed from a checkpoint did not
+# continue the first one bit for bit. Their pointwise loops vectorise without either flag; the
+# layer-norm backward's row sums turn scalar, at no cost the A/B of BENCHMARKS.md (stop 24) saw.
+JIT_EXACT = {**JIT, "fastmath": {"nsz"}}
 
 # --- intrinsics -------------------------------------------------------------------------------
 
@@ -440,7 +447,7 @@ UNIT_BLOCK = 16  # hidden units per block of the blocked gate layout (see below)
 # ----------------------------------------------------------------------------------------------
 
 
-@njit(**JIT)
+@njit(**JIT_EXACT)
 def _lstm_fwd_block(a, c, h, cs, w):
     """a: gate pre-activations -> activations i, f, g, o; c: c_{t-1} -> c_t; h: out; cs: c_t saved."""
     for j in range(w):
@@ -467,7 +474,7 @@ def _lstm_fwd(a, c, h, cs, u0, u1, H, W):
         ub += w
 
 
-@njit(**JIT)
+@njit(**JIT_EXACT)
 def _peephole_fwd_block(a, c, h, cs, p, w):
     """Peepholes p = [p_i, p_f, p_o]: i, f see c_{t-1}, o sees c_t."""
     for j in range(w):
@@ -496,7 +503,7 @@ def _peephole_fwd(a, c, h, cs, p, u0, u1, H, W):
         ub += w
 
 
-@njit(**JIT)
+@njit(**JIT_EXACT)
 def _cifg_fwd_block(a, c, h, cs, w):
     """Gates f, g, o; i = 1 - f."""
     for j in range(w):
@@ -521,7 +528,7 @@ def _cifg_fwd(a, c, h, cs, u0, u1, H, W):
         ub += w
 
 
-@njit(**JIT)
+@njit(**JIT_EXACT)
 def _gru_fwd_block(a, u, hp, h, bh, w):
     """a: W x_t + b_ih -> r, z, n; u: U h_{t-1} -> its n part becomes U_n h + b_hn; hp -> h (may alias)."""
     for j in range(w):
@@ -547,7 +554,7 @@ def _gru_fwd(a, u, hp, h, bh, u0, u1, H, W):
         ub += w
 
 
-@njit(**JIT)
+@njit(**JIT_EXACT)
 def _rnn_fwd(a, h, relu, u0, u1):
     zero = cast_like(0.0, a)
     a, h = a[u0:u1], h[u0:u1]  # slices from 0: see _add_range
@@ -648,7 +655,7 @@ def _layernorm_fwd(x, u, a, c, h, cs, ch, st, e, H):
     st[3] = rc
 
 
-@njit(**JIT)
+@njit(**JIT_EXACT)
 def _lstm_bwd_block(a, c, cp, dh, dc, dg, w):
     """a: activations i, f, g, o; c: c_t; cp: c_{t-1}; dh: dL/dh_t; dc: dL/dc_t -> dL/dc_{t-1}."""
     one = cast_like(1.0, a)
@@ -677,7 +684,7 @@ def _lstm_bwd(a, c, cp, dh, dc, dg, u0, u1, H, W):
         ub += w
 
 
-@njit(**JIT)
+@njit(**JIT_EXACT)
 def _peephole_bwd_block(a, c, cp, dh, dc, dg, p, acc, w):
     """Like _lstm_bwd plus the peephole paths; acc (laid out like p) += peephole weight gradients."""
     one = cast_like(1.0, a)
@@ -715,7 +722,7 @@ def _peephole_bwd(a, c, cp, dh, dc, dg, p, acc, u0, u1, H, W):
         ub += w
 
 
-@njit(**JIT)
+@njit(**JIT_EXACT)
 def _cifg_bwd_block(a, c, cp, dh, dc, dg, w):
     one = cast_like(1.0, a)
     for j in range(w):
@@ -741,7 +748,7 @@ def _cifg_bwd(a, c, cp, dh, dc, dg, u0, u1, H, W):
         ub += w
 
 
-@njit(**JIT)
+@njit(**JIT_EXACT)
 def _layernorm_bwd(x, u, a, c, cp, ch, st, dh, dc, dgx, dgh, e, acc, H):
     """Natural layout only. x, u: normalised W x_t, U h_{t-1}; a: scratch for the activations,
     recomputed here; ch: normalised c_t.
@@ -821,7 +828,7 @@ def _layernorm_bwd(x, u, a, c, cp, ch, st, dh, dc, dgx, dgh, e, acc, H):
         dgh[q] = rh * (dgh[q] * gu[q] - mh1 - u[q] * mh2)
 
 
-@njit(**JIT)
+@njit(**JIT_EXACT)
 def _gru_bwd_block(a, u, hp, dh, dgx, dgh, w):
     """a: r, z, n; u: its n part holds U_n h_{t-1} + b_hn; hp: h_{t-1}; dh: dL/dh_t -> its direct part z*dh."""
     one = cast_like(1.0, a)
@@ -852,7 +859,7 @@ def _gru_bwd(a, u, hp, dh, dgx, dgh, u0, u1, H, W):
         ub += w
 
 
-@njit(**JIT)
+@njit(**JIT_EXACT)
 def _rnn_bwd(h, dh, dg, relu, u0, u1):
     one = cast_like(1.0, h)
     zero = cast_like(0.0, h)

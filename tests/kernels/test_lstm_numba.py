@@ -10,6 +10,7 @@ float64 for every cell, float32 for two cells.
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import textwrap
@@ -559,6 +560,36 @@ def test_first_use_inside_a_transform_leaves_the_kernels_working():
             "grad(lambda p: functional_call(m, p, (x,))[0].sum())({n: t.detach() for n, t in m.named_parameters()});"
             "m(x)[0].sum().backward()")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_process_that_compiles_and_one_that_loads_the_cache_agree_bit_for_bit(tmp_path):
+    """A run resumed from a checkpoint loads the kernels its first process compiled and cached;
+    it continues that run exactly only if both round alike (see JIT_EXACT)."""
+    code = textwrap.dedent("""
+        import sys, torch, lstmkit
+        out = {}
+        for cell in ("lstm", "peephole", "layernorm"):
+            for B in (1, 5):
+                torch.manual_seed(0)
+                m = lstmkit.LSTM(6, 37, cell=cell, backend="numba")
+                x = torch.randn(7, B, 6, requires_grad=True)
+                y, (h, c) = m(x)
+                (y.square().sum() + h.sum() + 2 * c.sum()).backward()
+                got = {"y": y, "h": h, "c": c, "dx": x.grad, **{n: p.grad for n, p in m.named_parameters()}}
+                out.update({f"{cell}.{B}.{n}": t.detach() for n, t in got.items()})
+        torch.save(out, sys.argv[1])
+    """)
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    runs = []
+    for k in range(2):
+        path = tmp_path / f"run{k}.pt"
+        subprocess.run([sys.executable, "-c", code, str(path)], env=env, check=True, timeout=600)
+        runs.append(torch.load(path))
+    assert any((tmp_path / "cache").rglob("*.nbi")), "the first process cached nothing"
+    fresh, cached = runs
+    assert fresh.keys() == cached.keys()
+    differ = [n for n in fresh if not torch.equal(fresh[n], cached[n])]
+    assert not differ, f"fresh and cached kernels differ on {differ}"
 
 
 def test_needs_reference_only_for_what_the_kernels_cannot_take():
