@@ -24,8 +24,9 @@ two small autograd functions: a read scatters its gradient into one gradient buf
 with `index_add_`, and the write of a group's output hands the group its slice of that buffer.
 Autograd runs the write's backward only after every read of it, so the slice is complete then.
 That buffer is filled outside autograd, so higher-order gradients (create_graph=True) cannot
-flow through it, nor can batched gradients (is_grads_batched=True), forward-mode AD or
-torch.func's transforms: each raises RuntimeError through a batched fold.
+flow through it, nor can batched gradients (is_grads_batched=True), forward-mode AD (while
+anything in the fold requires grad) or torch.func's transforms: each raises RuntimeError through
+a batched fold.
 
 Eager mode (`Fold(eager=True)`) runs the same recording one call at a time with
 batch size 1, in recording order: slow, but each error points at one call. It uses no memory

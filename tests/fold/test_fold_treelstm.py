@@ -238,3 +238,21 @@ def test_autograd_modes_and_torch_func_in_eager_match_recursive(dtype):
         torch.testing.assert_close(fn("eager"), fn("recursive"), **tol)
         with pytest.raises(RuntimeError, match=f"{error} .* not supported through a batched Fold"):
             fn("fold")
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+def test_forward_ad_through_fold_when_nothing_requires_grad(backend):
+    """The refusal guards the gradient buffer, which a fold with no tensor that requires grad
+    does not build: tangents then flow through the memory's copies and reads."""
+    torch.manual_seed(0)
+    vecs = [torch.randn(2, dtype=D) for _ in range(4)]
+    module = BinaryTreeLSTM(2, 3, backend=backend).to(D).requires_grad_(False)
+
+    def tangent(mode):
+        with fwAD.dual_level():
+            trees = awkward_trees([fwAD.make_dual(vecs[0], torch.ones_like(vecs[0])), *vecs[1:]])
+            return fwAD.unpack_dual(module(list(trees), mode=mode)[1]).tangent
+
+    want = tangent("recursive")
+    assert want is not None and want.abs().sum() > 0
+    torch.testing.assert_close(tangent("fold"), want, rtol=1e-12, atol=1e-13)
