@@ -783,6 +783,23 @@ def test_module_stacked_bidirectional(cell):
     assert_all_close(got, want, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_output_changed_in_place_before_the_backward(cell):
+    """y.relu_() between forward and backward: the gradients are those of relu(y), as on the
+    reference and torch.nn.GRU/RNN (the kernels used to save y itself, and autograd refused)."""
+    ref, fast = module_pair(cell, input_size=3, hidden_size=5, num_layers=2)
+    x = torch.randn(4, 2, 3, generator=torch.Generator().manual_seed(4), dtype=F64, requires_grad=True)
+
+    def grads(m):
+        y = m(x)[0]
+        y.relu_()
+        return dict(zip(["x", *[n for n, _ in m.named_parameters()]],
+                        torch.autograd.grad((y * torch.linspace(-1, 1, y.numel(), dtype=F64).view_as(y)).sum(),
+                                            [x, *m.parameters()])))
+
+    assert_all_close(grads(fast), grads(ref), rtol=1e-9, atol=1e-10)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "peephole", "layernorm", "gru"])
 def test_module_packed_unsorted(cell):
     proj = 2 if cell in LSTM_FAMILY else 0
