@@ -783,7 +783,10 @@ class _TritonLayer(torch.autograd.Function):
             else:
                 with _matmul_precision(cfg.tf32):
                     res = _forward_impl(cfg, inp, p)
-                y, hT, cT = res["y"], res["hT"].clone(), res["cT"].clone()
+                # y is a view of hbuf, which the backward reads: with gradients, a copy (as the
+                # graph path returns), so the caller may change y in place before the backward
+                y = res["y"].clone() if cfg.save else res["y"]
+                hT, cT = res["hT"].clone(), res["cT"].clone()
         ctx.cfg = cfg
         ctx.in_dtypes = (x.dtype, h0.dtype, c0.dtype)
         ctx.entry = entry
@@ -793,8 +796,7 @@ class _TritonLayer(torch.autograd.Function):
             ctx.names = tuple(n for n, t in zip(_PARAM_ORDER, params) if t is not None)
             ctx.saved = None if entry is not None else {
                 k: v for k, v in res.items() if k not in ("y", "hT", "cT", "hbuf")}
-            # y is a view of hbuf when eager: saving hbuf here makes an in-place change of y an
-            # error at backward (autograd's version check) instead of a silently wrong dW_hh
+            # hbuf through save_for_backward: autograd's version check guards it
             extra = [res["hbuf"]] if entry is None else []
             ctx.save_for_backward(x, h0, c0, *[t for t in params if t is not None], *extra)
         pdt = params[0].dtype

@@ -460,6 +460,26 @@ def test_interp_module_packed_unsorted_bidirectional(cell):
 
 
 @interp
+@pytest.mark.parametrize("cell", ["lstm", "layernorm"])
+def test_interp_output_changed_in_place_before_the_backward(cell):
+    """y.relu_() between forward and backward: relu's gradients, as on the reference (the
+    output used to be a view of the buffer the backward reads, and autograd refused)."""
+    torch.manual_seed(0)
+    ref = _perturbed(lstmkit.LSTM(3, 5, cell=cell, backend="reference"))
+    tri = lstmkit.LSTM(3, 5, cell=cell, backend="triton")
+    tri.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 2, 3, requires_grad=True)
+    results = []
+    for m in (ref, tri):
+        y = m(x)[0]
+        y.relu_()
+        results.append(torch.autograd.grad((y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum(),
+                                           [x, *m.parameters()]))
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+@interp
 def test_interp_resolve_backend_on_cpu_under_interpreter():
     from lstmkit.kernels import lstm_triton, resolve_backend
     assert "cpu" in lstm_triton.DEVICES
