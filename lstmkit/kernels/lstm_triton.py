@@ -794,11 +794,8 @@ class _TritonLayer(torch.autograd.Function):
         if cfg.save:
             ctx.mask = mask
             ctx.names = tuple(n for n, t in zip(_PARAM_ORDER, params) if t is not None)
-            ctx.saved = None if entry is not None else {
-                k: v for k, v in res.items() if k not in ("y", "hT", "cT", "hbuf")}
-            # hbuf through save_for_backward: autograd's version check guards it
-            extra = [res["hbuf"]] if entry is None else []
-            ctx.save_for_backward(x, h0, c0, *[t for t in params if t is not None], *extra)
+            ctx.saved = None if entry is not None else {k: v for k, v in res.items() if k not in ("y", "hT", "cT")}
+            ctx.save_for_backward(x, h0, c0, *[t for t in params if t is not None])
         pdt = params[0].dtype
         return y, hT.to(pdt), cT.to(pdt)
 
@@ -808,8 +805,6 @@ class _TritonLayer(torch.autograd.Function):
         if not cfg.save:
             raise RuntimeError("lstmkit triton backend: this layer ran without saving for backward")
         x, h0, c0, *params = ctx.saved_tensors
-        if ctx.entry is None:
-            ctx.saved["hbuf"] = params.pop()
         p = dict(zip(ctx.names, params))
         if torch.is_grad_enabled() or batched(dy, dhT, dcT):
             # create_graph=True: a backward autograd can differentiate; or gradients batched by vmap
