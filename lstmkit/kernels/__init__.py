@@ -11,7 +11,7 @@ the one set of rules in `_resolve`. A fused backend hands the calls its kernels 
 the reference (`needs_reference`, `batched`: forward-mode AD, torch.func's transforms,
 torch.jit.trace); under torch.export `resolve_backend` gives the reference.
 
-LayerFn(spec, x, state, params, batch_sizes, reverse) -> (y, final_state)
+LayerFn(spec, x, state, params, batch_sizes, reverse, *, exposed=True) -> (y, final_state)
     spec:        lstmkit.cells.CellSpec of the cell
     x:           (T, B, I), time-major, contiguous or not
     state:       (h0,) or (h0, c0); h0 (B, P or H), c0 (B, H)
@@ -22,6 +22,10 @@ LayerFn(spec, x, state, params, batch_sizes, reverse) -> (y, final_state)
                  padding past them must be finite (the modules pad with zeros): the fused
                  backends form dW_ih as one GEMM over all T*B rows, zero gradients times padding
     reverse:     run from t = T-1 down to 0
+    exposed:     whether y reaches code that may change it in place before the backward (a
+                 module's last layer: its output, or a view of it). A backend that saves y for
+                 the backward then saves a copy; with False it may save y itself, a promise the
+                 modules keep for hidden layers and bidirectional halves, which only they read
     y:           (T, B, P or H), zeros where a row is past its length
 
 TreeOps: the binary Tree-LSTM's ops, each node's state packed as one row [h, c] (2H)
@@ -36,7 +40,7 @@ import importlib
 import sys
 import warnings
 from types import ModuleType
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple, Protocol
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -45,10 +49,11 @@ from torch._C._functorch import peek_interpreter_stack
 
 from lstmkit.cells import CellSpec
 
-LayerFn = Callable[
-    [CellSpec, Tensor, tuple[Tensor, ...], dict[str, Tensor], "Tensor | None", bool],
-    tuple[Tensor, tuple[Tensor, ...]],
-]
+
+class LayerFn(Protocol):
+    def __call__(self, spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str, Tensor],
+                 batch_sizes: Tensor | None = None, reverse: bool = False, *,
+                 exposed: bool = True) -> tuple[Tensor, tuple[Tensor, ...]]: ...
 
 
 class TreeOps(NamedTuple):

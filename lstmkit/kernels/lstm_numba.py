@@ -459,18 +459,20 @@ def _weight_hh_grad(dgh: Tensor, y: Tensor, h0: Tensor, bs: Tensor, reverse: boo
 
 class _LayerFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, spec, names, reverse, batch_sizes, x, h0, c0, *values):
+    def forward(ctx, spec, names, reverse, batch_sizes, exposed, x, h0, c0, *values):
         p = dict(zip(names, values))
         y, hT, cT, (meta, buffers) = _forward(CELL_CODES[spec.name], x, h0, c0, p, batch_sizes, reverse, save=True)
         ctx.meta = meta
         ctx.spec, ctx.names, ctx.reverse, ctx.batch_sizes = spec, names, reverse, batch_sizes
         ctx.has_c = c0 is not None
         # inputs, the output and the kernel's activations: autograd frees them after the backward.
-        # The output is saved as a copy, so the caller may change y in place before the backward,
-        # as with the reference, torch.nn.GRU/RNN and nn.LSTM (whose float32 oneDNN path, without
-        # a projection, saves y and refuses that): one (T, B, P) copy per layer, ~1% of a forward,
-        # held until the backward beside y
-        ctx.save_for_backward(x, h0, c0 if c0 is not None else x.new_zeros(0), y.clone(), *buffers, *values)
+        # An exposed output is saved as a copy, so the caller may change y in place before the
+        # backward, as with the reference, torch.nn.GRU/RNN and nn.LSTM (whose float32 oneDNN
+        # path, without a projection, saves y and refuses that): one (T, B, P) copy, ~1% of a
+        # forward, held until the backward beside y. A hidden layer's y is saved as it is, the
+        # tensor the next layer saves as its x
+        ctx.save_for_backward(x, h0, c0 if c0 is not None else x.new_zeros(0), y.clone() if exposed else y,
+                              *buffers, *values)
         return (y, hT) + ((cT,) if c0 is not None else ())
 
     @staticmethod
@@ -483,13 +485,13 @@ class _LayerFunction(torch.autograd.Function):
             state = (h0, c0) if ctx.has_c else (h0,)
             dx, dstate, grads = reference.differentiable_grads(ctx.spec, x, state, p, ctx.batch_sizes, ctx.reverse,
                                                                (dy, dhT, *rest))
-            return (None, None, None, None, dx, *dstate, *((None,) if not ctx.has_c else ()),
+            return (None, None, None, None, None, dx, *dstate, *((None,) if not ctx.has_c else ()),
                     *[grads[n] for n in ctx.names])
-        needs = dict(zip(ctx.names, ctx.needs_input_grad[7:]))
+        needs = dict(zip(ctx.names, ctx.needs_input_grad[8:]))
         with torch.autocast("cpu", enabled=False):
-            dx, dh0, dc0, grads = _backward(ctx.meta, needs, ctx.needs_input_grad[4], x, h0, c0, y, gates, cs, hf,
+            dx, dh0, dc0, grads = _backward(ctx.meta, needs, ctx.needs_input_grad[5], x, h0, c0, y, gates, cs, hf,
                                             uh, acts, chat, stats, bs, p, dy, dhT, rest[0] if ctx.has_c else None)
-        return (None, None, None, None, dx, dh0, dc0, *[grads.get(n) if needs[n] else None for n in ctx.names])
+        return (None, None, None, None, None, dx, dh0, dc0, *[grads.get(n) if needs[n] else None for n in ctx.names])
 
 
 # --- the layer contract ---------------------------------------------------------------------------
@@ -499,7 +501,8 @@ class _LayerFunction(torch.autograd.Function):
 # numba's own compiler (seconds, and recompile-limit warnings) before breaking the graph there
 @eager
 def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str, Tensor],
-          batch_sizes: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, tuple[Tensor, ...]]:
+          batch_sizes: Tensor | None = None, reverse: bool = False, *,
+          exposed: bool = True) -> tuple[Tensor, tuple[Tensor, ...]]:
     """The layer contract of `lstmkit.kernels` (x: (T, B, I) -> y: (T, B, P or H), final state)."""
     code = CELL_CODES[spec.name]
     if x.device.type not in DEVICES:
@@ -524,7 +527,7 @@ def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str
         if needs_reference(tensors):
             return reference.layer(spec, x, state, params, batch_sizes, reverse)
         if save:
-            outs = _LayerFunction.apply(spec, names, reverse, batch_sizes, x, h0, c0, *values)
+            outs = _LayerFunction.apply(spec, names, reverse, batch_sizes, exposed, x, h0, c0, *values)
             return outs[0], tuple(outs[1:])
         with torch.no_grad():
             y, hT, cT, _ = _forward(code, x, h0, c0, params, batch_sizes, reverse, save=False)

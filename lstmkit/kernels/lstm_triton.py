@@ -762,7 +762,7 @@ class _Token:
 
 class _TritonLayer(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, cfg: _Cfg, mask, x, h0, c0, *params):
+    def forward(ctx, cfg: _Cfg, mask, exposed, x, h0, c0, *params):
         p = {n: t for n, t in zip(_PARAM_ORDER, params) if t is not None}
         inp = {"x": x, "h0": h0, "c0": c0}
         if mask is not None:
@@ -783,9 +783,9 @@ class _TritonLayer(torch.autograd.Function):
             else:
                 with _matmul_precision(cfg.tf32):
                     res = _forward_impl(cfg, inp, p)
-                # y is a view of hbuf, which the backward reads: with gradients, a copy (as the
-                # graph path returns), so the caller may change y in place before the backward
-                y = res["y"].clone() if cfg.save else res["y"]
+                # y is a view of hbuf, which the backward reads: exposed with gradients, a copy (as
+                # the graph path returns), so the caller may change y in place before the backward
+                y = res["y"].clone() if cfg.save and exposed else res["y"]
                 hT, cT = res["hT"].clone(), res["cT"].clone()
         ctx.cfg = cfg
         ctx.in_dtypes = (x.dtype, h0.dtype, c0.dtype)
@@ -815,10 +815,10 @@ class _TritonLayer(torch.autograd.Function):
             bs = torch.tensor(cfg.steps) if cfg.steps is not None else None
             dx, dstate, grads = reference.differentiable_grads(
                 get_cell(cfg.cell), x.to(pdt), (h0.to(pdt), c0.to(pdt)), p, bs, cfg.reverse, (dy, dhT, dcT))
-            result = [None, None] + [g if g is None else g.to(dt) for g, dt in zip((dx, *dstate), ctx.in_dtypes)]
+            result = [None, None, None] + [g if g is None else g.to(dt) for g, dt in zip((dx, *dstate), ctx.in_dtypes)]
             return tuple(result + [grads[n] if n in p else None for n in _PARAM_ORDER])
-        n_fixed = 5  # cfg, mask, x, h0, c0
-        need = {"x": ctx.needs_input_grad[2], "h0": ctx.needs_input_grad[3], "c0": ctx.needs_input_grad[4]}
+        n_fixed = 6  # cfg, mask, exposed, x, h0, c0
+        need = {"x": ctx.needs_input_grad[3], "h0": ctx.needs_input_grad[4], "c0": ctx.needs_input_grad[5]}
         for k, n in enumerate(_PARAM_ORDER):
             need[n] = ctx.needs_input_grad[n_fixed + k]
         gin = {"x": x, "dy": dy.to(cfg.cd).contiguous(), "dhT": dhT.contiguous(), "dcT": dcT.contiguous()}
@@ -837,7 +837,7 @@ class _TritonLayer(torch.autograd.Function):
             else:
                 with _matmul_precision(cfg.tf32):
                     grads = _backward_impl(cfg, ctx.saved, gin, p, need)
-        result = [None, None]
+        result = [None, None, None]
         for name, dtype in zip(("x", "h0", "c0"), ctx.in_dtypes):
             result.append(grads[name].to(dtype) if need[name] else None)
         for n in _PARAM_ORDER:
@@ -897,7 +897,8 @@ def _graph_backward(cfg, entry: _GraphEntry, gin, p, need) -> dict[str, Tensor]:
 # --------------------------------------------------------------------------------------
 
 def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str, Tensor],
-          batch_sizes: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, tuple[Tensor, ...]]:
+          batch_sizes: Tensor | None = None, reverse: bool = False, *,
+          exposed: bool = True) -> tuple[Tensor, tuple[Tensor, ...]]:
     """The layer contract of lstmkit.kernels (see there) on CUDA tensors (CPU under the interpreter);
     forward-mode AD, torch.func's transforms and torch.jit.trace run the reference (`kernels.needs_reference`)."""
     if spec.name not in CELLS:
@@ -944,5 +945,5 @@ def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str
     mask = None
     if steps is not None:
         mask = torch.arange(B, device=x.device)[None, :] < torch.tensor(steps, device=x.device)[:, None]
-    y, hT, cT = _TritonLayer.apply(cfg, mask, x, h0.to(cd), c0, *ordered)
+    y, hT, cT = _TritonLayer.apply(cfg, mask, exposed, x, h0.to(cd), c0, *ordered)
     return y, (hT, cT)

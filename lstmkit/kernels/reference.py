@@ -8,13 +8,21 @@ from torch import Tensor
 
 from lstmkit.cells import CELLS, CellSpec
 from lstmkit.cells.gates import BINARY_GATES
-from lstmkit.cells.sequence import reference_layer as layer
+from lstmkit.cells.sequence import reference_layer
 from lstmkit.cells.treelstm import binary_tree_lstm_leaf, binary_tree_lstm_node
 
 CELLS = tuple(CELLS)
 DEVICES = ("cpu", "cuda")
 
 __all__ = ["CELLS", "DEVICES", "layer", "differentiable_grads", "grads_of", "binary_tree_leaf", "binary_tree_node"]
+
+
+def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str, Tensor],
+          batch_sizes: Tensor | None = None, reverse: bool = False, *,
+          exposed: bool = True) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The layer contract of `lstmkit.kernels` on the reference cells. Autograd saves each step's
+    h, never the stacked y, so y may change in place whatever `exposed` says."""
+    return reference_layer(spec, x, state, params, batch_sizes, reverse)
 
 
 def binary_tree_leaf(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:

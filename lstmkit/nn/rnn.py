@@ -204,10 +204,13 @@ class RecurrentBase(nn.Module):
         layer_input = x
         for layer in range(self.num_layers):
             outputs = []
+            # only the last layer's y, unpacked and in one direction, reaches the caller as it is
+            # (or as a view): other outputs are read by the next layer, torch.cat or the packing
+            exposed = layer == self.num_layers - 1 and self.num_directions == 1 and batch_sizes is None
             for d in range(self.num_directions):
                 k = layer * self.num_directions + d
                 y, final = layer_fn(self.spec, layer_input, tuple(s[k] for s in state),
-                                    self.layer_params(layer, d), batch_sizes, d == 1)
+                                    self.layer_params(layer, d), batch_sizes, d == 1, exposed=exposed)
                 outputs.append(y)
                 for acc, f in zip(finals, final):
                     acc.append(f)

@@ -783,12 +783,15 @@ def test_module_stacked_bidirectional(cell):
     assert_all_close(got, want, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("layout", ["time-major", "batch_first", "unbatched"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_output_changed_in_place_before_the_backward(cell):
+def test_output_changed_in_place_before_the_backward(cell, layout):
     """y.relu_() between forward and backward: the gradients are those of relu(y), as on the
-    reference and torch.nn.GRU/RNN (the kernels used to save y itself, and autograd refused)."""
-    ref, fast = module_pair(cell, input_size=3, hidden_size=5, num_layers=2)
-    x = torch.randn(4, 2, 3, generator=torch.Generator().manual_seed(4), dtype=F64, requires_grad=True)
+    reference and torch.nn.GRU/RNN (the kernels used to save y itself, and autograd refused);
+    batch_first and unbatched outputs are views of the last layer's y."""
+    ref, fast = module_pair(cell, input_size=3, hidden_size=5, num_layers=2, batch_first=layout == "batch_first")
+    shape = (4, 3) if layout == "unbatched" else (4, 2, 3)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(4), dtype=F64, requires_grad=True)
 
     def grads(m):
         y = m(x)[0]
@@ -798,6 +801,22 @@ def test_output_changed_in_place_before_the_backward(cell):
                                             [x, *m.parameters()])))
 
     assert_all_close(grads(fast), grads(ref), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_hidden_outputs_are_saved_once(cell, packed):
+    """A hidden layer's y is saved as the tensor the next layer saves as its x: only the output
+    the caller gets is saved as a copy (every layer's used to be, so a hidden y was held twice)."""
+    torch.manual_seed(0)
+    m = make_module(dict(cell=cell, input_size=3, hidden_size=5, num_layers=3), "numba")
+    x = torch.randn(4, 2, 3, dtype=F64, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        m(pack_padded_sequence(x, torch.tensor([4, 3])) if packed else x)
+    seqs = list({t.data_ptr(): t for t in saved if t.dim() == 3 and t.shape[:2] == (4, 2) and t.numel()}.values())
+    twins = [a.shape for k, a in enumerate(seqs) for b in seqs[k + 1:] if a.shape == b.shape and torch.equal(a, b)]
+    assert len(seqs) > 3 and twins == []
 
 
 @pytest.mark.parametrize("cell", ["lstm", "peephole", "layernorm", "gru"])

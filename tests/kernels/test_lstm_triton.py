@@ -463,12 +463,13 @@ def test_interp_module_packed_unsorted_bidirectional(cell):
 @pytest.mark.parametrize("cell", ["lstm", "layernorm"])
 def test_interp_output_changed_in_place_before_the_backward(cell):
     """y.relu_() between forward and backward: relu's gradients, as on the reference (the
-    output used to be a view of the buffer the backward reads, and autograd refused)."""
+    output used to be a view of the buffer the backward reads, and autograd refused). The
+    batch_first output is a view of the last layer's; the hidden layer's y is saved uncopied."""
     torch.manual_seed(0)
-    ref = _perturbed(lstmkit.LSTM(3, 5, cell=cell, backend="reference"))
-    tri = lstmkit.LSTM(3, 5, cell=cell, backend="triton")
+    ref = _perturbed(lstmkit.LSTM(3, 5, num_layers=2, batch_first=True, cell=cell, backend="reference"))
+    tri = lstmkit.LSTM(3, 5, num_layers=2, batch_first=True, cell=cell, backend="triton")
     tri.load_state_dict(ref.state_dict())
-    x = torch.randn(4, 2, 3, requires_grad=True)
+    x = torch.randn(2, 4, 3, requires_grad=True)
     results = []
     for m in (ref, tri):
         y = m(x)[0]
