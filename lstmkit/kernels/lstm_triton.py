@@ -925,7 +925,7 @@ def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str
     fields = (spec.name, T, B, I, H, P, proj, "bias_ih" in params, bool(reverse), steps, cd, sd, tf32, save)
     if not save and USE_PERSISTENT:
         from lstmkit.kernels import lstm_triton_persistent as pk
-        if pk.supported(spec.name, B, H, proj, cd, x.device):
+        if pk.supported(spec.name, T, B, H, proj, cd, x.device):
             # the launch is part of the configuration, so a graph captured with another is not
             # replayed; settings() are global, so one a shape cannot take gives way to the default
             tune = pk.tuning(H, B, PERSISTENT_WARPS, PERSISTENT_SPLIT, PERSISTENT_FMA, strict=False)

@@ -269,7 +269,8 @@ def tuning(H: int, B: int, warps: int | None = None, split: int | None = None,
     return Tuning(warps, split, fma)
 
 
-def supported(cell: str, B: int, H: int, proj: bool, cd: torch.dtype, device: torch.device | None = None) -> bool:
+def supported(cell: str, T: int, B: int, H: int, proj: bool, cd: torch.dtype,
+              device: torch.device | None = None) -> bool:
     """Whether lstm_triton.layer runs this inference here: on an NVIDIA GPU only, as the barrier
     polls with PTX (ROCm, whose GPUs torch also calls "cuda", has no ld.acquire.gpu)."""
     dev = device if device is not None else torch.device("cuda")
@@ -277,7 +278,9 @@ def supported(cell: str, B: int, H: int, proj: bool, cd: torch.dtype, device: to
         return False
     if cell not in CELLS or proj or B > MAX_BATCH or cd == torch.float64 and not INTERPRET:
         return False
-    return _plan(H, torch.empty((), dtype=cd).element_size(), dev) is not None
+    plan = _plan(H, torch.empty((), dtype=cd).element_size(), dev)
+    # the barrier's int32 counter reaches T * programs (16M steps on 132 SMs)
+    return plan is not None and T * plan[1] < 2 ** 31
 
 
 def forward(cell: str, x: Tensor, h0: Tensor, c0: Tensor, params: dict[str, Tensor],

@@ -264,10 +264,25 @@ def test_persistent_kernel_only_on_nvidia_gpus(monkeypatch):
     monkeypatch.setattr(pk, "_num_sms", lambda index: 132)
     cuda = torch.device("cuda", 0)
     monkeypatch.setattr(torch.version, "hip", None)
-    assert pk.supported("lstm", 4, 256, False, torch.float32, cuda)
-    assert not pk.supported("lstm", 4, 256, False, torch.float32, torch.device("cpu"))
+    assert pk.supported("lstm", 100, 4, 256, False, torch.float32, cuda)
+    assert not pk.supported("lstm", 100, 4, 256, False, torch.float32, torch.device("cpu"))
     monkeypatch.setattr(torch.version, "hip", "6.2.41133")
-    assert not pk.supported("lstm", 4, 256, False, torch.float32, cuda)
+    assert not pk.supported("lstm", 100, 4, 256, False, torch.float32, cuda)
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="needs triton")
+def test_persistent_kernel_only_for_sequences_its_barrier_can_count(monkeypatch):
+    """The grid barrier's counter is an int32 that reaches T * programs: a longer sequence (16M
+    steps on 132 SMs) takes the step kernels: where the count wraps, a step's target is negative
+    and the programs that poll it pass the barrier before the others have written h."""
+    from lstmkit.kernels import lstm_triton_persistent as pk
+    monkeypatch.setattr(pk, "_num_sms", lambda index: 132)
+    monkeypatch.setattr(torch.version, "hip", None)
+    cuda = torch.device("cuda", 0)
+    programs = pk._plan(256, 4, cuda)[1]
+    longest = (2 ** 31 - 1) // programs
+    assert pk.supported("lstm", longest, 4, 256, False, torch.float32, cuda)
+    assert not pk.supported("lstm", longest + 1, 4, 256, False, torch.float32, cuda)
 
 
 @pytest.mark.skipif(CHILD or not HAS_TRITON, reason="parent process with triton installed only")
@@ -848,7 +863,7 @@ def test_gpu_auto_picks_triton():
 @pytest.mark.parametrize("B,H", [(1, 256), (4, 1000), (16, 512), (8, 1024)])
 def test_gpu_persistent_kernel(cell, B, H, ieee):
     from lstmkit.kernels import lstm_triton_persistent as pk
-    assert pk.supported(cell, B, H, False, torch.float32)
+    assert pk.supported(cell, 30, B, H, False, torch.float32)
     # weights on torch's scale (a large random perturbation at H=1000 makes the recurrence
     # chaotic: any rounding difference then grows along the sequence)
     spec, x, (h0, c0), params, _, _ = _layer_case(cell, 30, B, 64, H, dtype=torch.float32, device="cuda",
