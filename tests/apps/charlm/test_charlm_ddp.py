@@ -48,7 +48,10 @@ def _worker(rank: int, world: int, init: str, ids: torch.Tensor, out: str) -> No
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         from torch.nn.parallel import DistributedDataParallel
-        grads, params = run_steps(rank, world, ids, DistributedDataParallel)
+        # DDP on a group of its own and the default group destroyed whole at the end, as
+        # `lstmkit train` does (lstmkit.apps.charlm.train says why)
+        grads, params = run_steps(rank, world, ids,
+                                  lambda m: DistributedDataParallel(m, process_group=dist.new_group()))
         if rank == 0:
             save_file({**grads, **params}, out)
         # leave together, as `lstmkit train` does: a rank that tears gloo down while the other
