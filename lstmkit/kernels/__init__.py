@@ -25,7 +25,8 @@ LayerFn(spec, x, state, params, batch_sizes, reverse, *, exposed=True) -> (y, fi
     exposed:     whether y reaches code that may change it in place before the backward (a
                  module's last layer: its output, or a view of it). A backend that saves y for
                  the backward then saves a copy; with False it may save y itself, a promise the
-                 modules keep for hidden layers and bidirectional halves, which only they read
+                 modules keep for every y they do not hand over as it is (hidden layers,
+                 bidirectional halves, packed runs, whose output is gathered from y)
     y:           (T, B, P or H), zeros where a row is past its length
 
 TreeOps: the binary Tree-LSTM's ops, each node's state packed as one row [h, c] (2H)

@@ -783,18 +783,20 @@ def test_module_stacked_bidirectional(cell):
     assert_all_close(got, want, rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize("layout", ["time-major", "batch_first", "unbatched"])
+@pytest.mark.parametrize("layout", ["time-major", "batch_first", "unbatched", "packed"])
 @pytest.mark.parametrize("cell", CELLS)
 def test_output_changed_in_place_before_the_backward(cell, layout):
     """y.relu_() between forward and backward: the gradients are those of relu(y), as on the
     reference and torch.nn.GRU/RNN (the kernels used to save y itself, and autograd refused);
-    batch_first and unbatched outputs are views of the last layer's y."""
+    batch_first and unbatched outputs are views of the last layer's y, packed data is gathered
+    from it (and y saved uncopied)."""
     ref, fast = module_pair(cell, input_size=3, hidden_size=5, num_layers=2, batch_first=layout == "batch_first")
     shape = (4, 3) if layout == "unbatched" else (4, 2, 3)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(4), dtype=F64, requires_grad=True)
 
     def grads(m):
-        y = m(x)[0]
+        y = m(pack_padded_sequence(x, torch.tensor([4, 3])) if layout == "packed" else x)[0]
+        y = y.data if layout == "packed" else y
         y.relu_()
         return dict(zip(["x", *[n for n, _ in m.named_parameters()]],
                         torch.autograd.grad((y * torch.linspace(-1, 1, y.numel(), dtype=F64).view_as(y)).sum(),
