@@ -295,7 +295,7 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
         # this run's own collectives (gather, the final barrier), such a thread released the
         # last barrier's work (and the gathered tensors it held) while the interpreter was
         # finalizing, and the rank aborted at exit ("terminate called without an active
-        # exception": 7 runs of 110 under load, none of 110 since). The default group is now
+        # exception": 10 of ~145 runs under load, none of 110 since). The default group is now
         # destroyed whole, its threads joined
         net = DistributedDataParallel(model, device_ids=[d.device.index] if d.device.type == "cuda" else None,
                                       process_group=dist.new_group())
