@@ -1,35 +1,48 @@
 """What a training forward saves for the backward, per implementation, against `lstmkit.costs`.
 
-usage: python benchmarks/saved_memory.py [SHAPE ...]     (default: T100,B32,I256,H512 stacks)
+usage: python benchmarks/saved_memory.py [CONFIG ...]     (default: T100,B32,I256,H512 stacks)
 
-SHAPE is T,B,I,H with optional ,L<layers>, ,bi and ,<cell> (T100,B32,I256,H512,L3,layernorm).
 Every tensor autograd saves is seen through `torch.autograd.graph.saved_tensors_hooks`; a
 storage is counted once, however many views of it are saved, and the parameters and the input
 are left out (the caller holds them anyway). Deterministic: sizes, not times. Prints markdown.
 """
-import sys
+import argparse
+import re
 
 import torch
 
 import lstmkit
 from lstmkit import costs
+from lstmkit.bench.impls import Shape
+from lstmkit.cells import LSTM_CELLS, get_cell
 from lstmkit.costs import RNNConfig
 
 DEFAULT = ["T100,B32,I256,H512", "T100,B32,I256,H512,L2", "T100,B32,I256,H512,L3",
            "T100,B32,I256,H512,L2,bi", "T100,B32,I256,H512,L3,layernorm"]
 
 
-def parse(shape: str) -> dict:
-    out = dict(num_layers=1, bidirectional=False, cell="lstm")
-    for part in shape.split(","):
-        if part == "bi":
-            out["bidirectional"] = True
-        elif part[0] in "TBIHL" and part[1:].isdigit():
-            out[part[0]] = int(part[1:])
+def parse(text: str) -> tuple[Shape, dict]:
+    """A `lstmkit bench` shape (T, B, I, H, optional P) plus L<layers>, bi and an LSTM cell name."""
+    stack = dict(num_layers=1, bidirectional=False, cell="lstm")
+    rest = []
+    for token in text.split(","):
+        if re.fullmatch(r"L[1-9]\d*", token):
+            stack["num_layers"] = int(token[1:])
+        elif token == "bi":
+            stack["bidirectional"] = True
+        elif re.fullmatch(r"[a-z]+", token) and token != "packed":
+            stack["cell"] = get_cell(token).name
         else:
-            out["cell"] = part
-    out["num_layers"] = out.pop("L", 1)
-    return out
+            rest.append(token)
+    try:
+        shape = Shape.parse(",".join(rest))
+    except ValueError as e:  # its messages name bench's flag
+        raise ValueError(f"CONFIG: {str(e).removeprefix('--shapes: ')}") from None
+    if shape.packed:
+        raise ValueError(f"CONFIG: the padded layout only, got {text!r}")
+    if stack["cell"] not in LSTM_CELLS:
+        raise ValueError(f"CONFIG: expected an LSTM cell {list(LSTM_CELLS)}, got {stack['cell']!r}")
+    return shape, stack
 
 
 def saved_mib(module: torch.nn.Module, x: torch.Tensor) -> float:
@@ -41,26 +54,32 @@ def saved_mib(module: torch.nn.Module, x: torch.Tensor) -> float:
     return sum(n for ptr, n in sizes.items() if ptr not in held) / 2**20
 
 
-def main(shapes: list[str]) -> None:
+def main(configs: list[tuple[str, Shape, dict]]) -> None:
     print("| shape | nn.LSTM | lstmkit reference | lstmkit numba | lstmkit.costs |")
     print("|---|---|---|---|---|")
-    for shape in shapes:
-        s = parse(shape)
-        T, B, I, H = s.pop("T"), s.pop("B"), s.pop("I"), s.pop("H")
+    for label, shape, stack in configs:
         torch.manual_seed(0)
-        x = torch.randn(T, B, I, requires_grad=True)
-        row = []
-        if s["cell"] == "lstm":
-            row.append(saved_mib(torch.nn.LSTM(I, H, s["num_layers"], bidirectional=s["bidirectional"]), x))
-        else:
-            row.append(None)
+        x = torch.randn(shape.T, shape.B, shape.I, requires_grad=True)
+        sizes = dict(input_size=shape.I, hidden_size=shape.H, proj_size=shape.P, num_layers=stack["num_layers"],
+                     bidirectional=stack["bidirectional"])
+        row = [saved_mib(torch.nn.LSTM(**sizes), x) if stack["cell"] == "lstm" else None]
         for backend in ("reference", "numba"):
-            row.append(saved_mib(lstmkit.LSTM(I, H, **s, backend=backend), x))
-        config = RNNConfig(I, H, **s)
-        floats = sum(m.floats for m in costs.activation_memory(config, T, B)[1:])  # without x, as above
+            row.append(saved_mib(lstmkit.LSTM(**sizes, cell=stack["cell"], backend=backend), x))
+        config = RNNConfig(**sizes, cell=stack["cell"])
+        floats = sum(m.floats for m in costs.activation_memory(config, shape.T, shape.B)[1:])  # without x, as above
         row.append(floats * 4 / 2**20)
-        print(f"| {shape} | " + " | ".join("-" if v is None else f"{v:.1f} MiB" for v in row) + " |")
+        print(f"| {label} | " + " | ".join("-" if v is None else f"{v:.1f} MiB" for v in row) + " |")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or DEFAULT)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("configs", nargs="*", metavar="CONFIG", default=DEFAULT,
+                        help="a `lstmkit bench` shape (T100,B32,I256,H512[,P128]) with optional ,L<layers>, "
+                             ",bi and ,<cell> (peephole, cifg, layernorm): e.g. T100,B32,I256,H512,L3,layernorm "
+                             "(default: the BENCHMARKS.md table)")
+    args = parser.parse_args()
+    try:
+        configs = [(text, *parse(text)) for text in args.configs]
+    except ValueError as e:
+        parser.error(str(e))
+    main(configs)
