@@ -65,8 +65,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     opt(g, "--backend", "lstmkit.LSTM backend", choices=BACKEND_NAMES)
     g = p.add_argument_group("training")
     opt(g, "--epochs", "maximum epochs in all (resumes included)")
-    opt(g, "--max-time", "seconds of training in this invocation, checked between epochs: the epoch running "
-        "when they run out finishes; 0: no limit")
+    opt(g, "--max-time", "seconds of training in this invocation, checked before every optimizer step: an "
+        "epoch they stop is checkpointed at that step and --resume finishes it; 0: no limit")
     opt(g, "--batch-size")
     opt(g, "--lr", "Adam learning rate")
     opt(g, "--weight-decay")

@@ -45,8 +45,8 @@ class ForecastConfig:
     backend: str = "auto"  # lstmkit.LSTM backend
     # --- training ---
     epochs: int = 60  # maximum epochs in all, resumes included
-    # Seconds of training in this invocation, checked between epochs (a checkpoint is written per
-    # epoch, so the epoch running when they run out finishes); 0: no limit.
+    # Seconds of training in this invocation, checked before every optimizer step (an epoch they
+    # stop is checkpointed where it stopped, and --resume finishes it); 0: no limit.
     max_time: float = 0.0
     batch_size: int = 64  # training windows per optimizer step
     lr: float = 3e-3  # Adam learning rate

@@ -33,6 +33,7 @@ MODEL = "model.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
 MODEL_FORMAT = "lstmkit.forecast.model/1"
 CHECKPOINT_FORMAT = "lstmkit.forecast.checkpoint/1"
+MID_EPOCH = ("step", "epoch_loss")  # the checkpoint's fields on an epoch --max-time stopped
 # A constant, not the docstring, so that `python -OO` (which drops docstrings) keeps the help.
 RUN_FILES = """A run directory (--out) holds:
 
@@ -240,8 +241,10 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
     seed_everything(cfg.seed)
     model = Forecaster(len(data.series.columns), cfg.horizon, cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = {"epoch": 0, "history": [], "best_val": math.inf, "bad_epochs": 0, "done": False,
-             "best_model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    # epoch: epochs completed; step, epoch_loss: optimizer steps taken in the next one and the sum
+    # of their losses (times their windows), where --max-time stopped it
+    state = {"epoch": 0, "step": 0, "epoch_loss": 0.0, "history": [], "best_val": math.inf, "bad_epochs": 0,
+             "done": False, "best_model": {k: v.detach().clone() for k, v in model.state_dict().items()}}
     if resume:
         ck = load_checkpoint(out / CHECKPOINT)
         check_checkpoint(ck, cfg, data.series.sha256, out / CHECKPOINT)
@@ -252,9 +255,15 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
                              f"({str(e).splitlines()[-1].strip()})") from None
         opt.load_state_dict(ck["optimizer"])
         set_rng_state(ck["rng"])
-        state = {k: ck[k] for k in state}
+        # a checkpoint written before --max-time could stop an epoch has no step: it ended one
+        state = {k: ck[k] if k in ck or k not in MID_EPOCH else state[k] for k in state}
+        steps = math.ceil(len(prep.scaled["train"]) / cfg.batch_size)
+        if type(state["step"]) is not int or not 0 <= state["step"] < steps:  # the data and batch size are the run's
+            raise ValueError(f"--resume: {out / CHECKPOINT} stopped at step {state['step']!r}, not one of an "
+                             f"epoch's {steps}")
         was, state["done"] = state["done"], finished(state, cfg)
-        print(f"resumed from epoch {state['epoch']} (best validation RMSE {state['best_val']:.4f}, scaled)")
+        within = f", step {state['step']} of epoch {state['epoch'] + 1}" if state["step"] else ""
+        print(f"resumed from epoch {state['epoch']}{within} (best validation RMSE {state['best_val']:.4f}, scaled)")
         print(resume_note(was, state, cfg))
 
     save_config(out, cfg)
@@ -267,16 +276,25 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
     start = time.perf_counter()
     first_epoch = state["epoch"]
     stopped_by_time = False
+
+    def checkpoint() -> dict:
+        return {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "data_sha256": data.series.sha256,
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(), **state}
+
+    def out_of_time() -> bool:
+        return bool(cfg.max_time) and time.perf_counter() - start > cfg.max_time
+
     bar = tqdm(total=cfg.epochs, initial=min(state["epoch"], cfg.epochs), desc="forecast", unit="epoch",
                disable=not cfg.progress, dynamic_ncols=True)
     while not state["done"] and state["epoch"] < cfg.epochs:
-        if cfg.max_time and time.perf_counter() - start > cfg.max_time:
-            stopped_by_time = True
-            break
         epoch = state["epoch"] + 1
+        # seeded by the epoch: a resumed epoch goes on in the same order from the step it stopped at
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100003 + epoch)).to(device)
-        total = 0.0
-        for k in range(steps_per_epoch):
+        total, first_step = state["epoch_loss"], state["step"]
+        for k in range(first_step, steps_per_epoch):
+            if out_of_time():
+                stopped_by_time = True
+                break
             idx = perm[k * cfg.batch_size:(k + 1) * cfg.batch_size]
             loss = torch.nn.functional.mse_loss(model(xtr[idx]), ytr[idx])
             opt.zero_grad(set_to_none=True)
@@ -285,6 +303,12 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             opt.step()
             total += loss.item() * len(idx)
+        if stopped_by_time:
+            if k > first_step:  # steps taken since the last checkpoint: kept, with what resumes them exactly
+                state["step"], state["epoch_loss"] = k, total
+                save_checkpoint(out / CHECKPOINT, checkpoint())
+            break
+        state["step"], state["epoch_loss"] = 0, 0.0
         val_rmse = float(np.sqrt(np.mean((predict(model, va.x, device) - va.y) ** 2)))
         # Before this epoch's files: a NaN never beats the best, so a diverged run went on to score
         # its untrained weights as the LSTM's and exited 0.
@@ -301,14 +325,13 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
         else:
             state["bad_epochs"] += 1
         state["done"] = finished(state, cfg)
-        save_checkpoint(out / CHECKPOINT, {"format": CHECKPOINT_FORMAT, "config": cfg.to_dict(),
-                                           "data_sha256": data.series.sha256, "model": model.state_dict(),
-                                           "optimizer": opt.state_dict(), "rng": rng_state(), **state})
+        save_checkpoint(out / CHECKPOINT, checkpoint())
         bar.update(1)
         bar.set_postfix(train=f"{total / n:.4f}", val_rmse=f"{val_rmse:.4f}", best=f"{state['best_val']:.4f}")
     bar.close()
     if stopped_by_time:
-        print(f"stopped by --max-time {cfg.max_time:g} s at epoch {state['epoch']}; --resume continues")
+        where = f", step {state['step']} of {steps_per_epoch} of epoch {state['epoch'] + 1}" if state["step"] else ""
+        print(f"stopped by --max-time {cfg.max_time:g} s after epoch {state['epoch']}{where}; --resume continues")
     elif state["done"] == "early_stop" and state["epoch"] > first_epoch:  # else resume_note said it
         print(f"early stop at epoch {state['epoch']} ({cfg.patience} epochs without a better validation RMSE)")
 

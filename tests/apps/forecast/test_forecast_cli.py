@@ -67,6 +67,63 @@ def test_end_to_end_then_resume(tmp_path, csv, capsys):
     assert columns == ["temp", "wind"] and cfg.window == 6
 
 
+class _Clock:
+    """perf_counter for the forecast run: a second passes at every reading, so --max-time stops
+    training at a known optimizer step."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_max_time_stops_mid_epoch_and_resume_finishes_that_epoch_exactly(tmp_path, csv, capsys, monkeypatch):
+    from lstmkit.apps.forecast import run
+    # two layers with dropout: the resumed epoch must go on with the random state it stopped with
+    common = ["forecast", "--csv", str(csv), "--target", "temp", "--features", "wind", *TINY,
+              "--num-layers", "2", "--dropout", "0.3", "--epochs", "3"]
+    out = tmp_path / "run"
+    # 106 training windows, 4 steps an epoch; the clock reads 1 at the start, then 2, 3, ... before
+    # each step: 7 - 1 > 5.5 before epoch 2's second step
+    monkeypatch.setattr(run, "time", _Clock())
+    assert main([*common, "--max-time", "5.5", "--out", str(out)]) == 0
+    assert "stopped by --max-time 5.5 s after epoch 1, step 1 of 4 of epoch 2; --resume continues" in \
+        capsys.readouterr().out
+    ck = load_checkpoint(out / "checkpoint.safetensors")
+    assert (ck["epoch"], ck["step"]) == (1, 1) and ck["epoch_loss"] > 0
+    assert json.loads((out / "metrics.json").read_text())["stopped"] == "max_time"
+    monkeypatch.undo()
+    assert main(["forecast", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert "resumed from epoch 1, step 1 of epoch 2" in capsys.readouterr().out
+    straight = tmp_path / "straight"
+    assert main([*common, "--out", str(straight)]) == 0
+    history = json.loads((straight / "metrics.json").read_text())["history"]
+    assert json.loads((out / "metrics.json").read_text())["history"] == history and len(history) == 3
+    resumed, whole = (load_checkpoint(d / "checkpoint.safetensors")["model"] for d in (out, straight))
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)
+
+
+def test_resume_reads_a_checkpoint_of_whole_epochs_and_refuses_a_step_past_the_epoch(tmp_path, csv, capsys):
+    out = tmp_path / "run"
+    common = ["forecast", "--csv", str(csv), "--target", "temp", *TINY]
+    assert main([*common, "--epochs", "1", "--out", str(out)]) == 0
+    path = out / "checkpoint.safetensors"
+    ck = load_checkpoint(path)
+    save_checkpoint(path, {**ck, "step": 4})
+    capsys.readouterr()
+    assert main(["forecast", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 2
+    assert "stopped at step 4, not one of an epoch's 4" in capsys.readouterr().err
+    # written before an epoch could stop mid-way: no step, no partial loss
+    save_checkpoint(path, {k: v for k, v in ck.items() if k not in ("step", "epoch_loss")})
+    assert main(["forecast", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    straight = tmp_path / "straight"
+    assert main([*common, "--epochs", "2", "--out", str(straight)]) == 0
+    assert (json.loads((out / "metrics.json").read_text())["history"]
+            == json.loads((straight / "metrics.json").read_text())["history"])
+
+
 def test_a_new_patience_on_resume_continues_a_run_that_stopped_early(tmp_path, csv, capsys):
     common = ["forecast", "--csv", str(csv), "--target", "temp", "--features", "wind", *TINY, "--lr", "0.03"]
     out = tmp_path / "run"
