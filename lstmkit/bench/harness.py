@@ -63,15 +63,17 @@ def check_plan(shapes: list[Shape], threads: list[int], modes: list[str], repeat
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         raise ValueError(f"{dashes}modes: expected some of {list(MODES)}, got {unknown[0]!r}")
-    if isinstance(repeats, bool) or not isinstance(repeats, Integral) or repeats < 1:
-        raise ValueError(f"{dashes}repeats: expected an int >= 1, got {repeats!r}")
+    check_count(f"{dashes}repeats", repeats)
 
 
 def check_warmup(name: str, value: object) -> None:
-    """A ValueError naming `name` unless `value` is an int >= 1: the last warm-up call sizes the samples."""
+    check_count(name, value, " (the last warm-up call also sizes the samples)")
+
+
+def check_count(name: str, value: object, why: str = "") -> None:
+    """A ValueError naming `name` unless `value` is an int >= 1 (a command-line count: never a TypeError)."""
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name}: expected an int >= 1 (the last warm-up call also sizes the samples), "
-                         f"got {value!r}")
+        raise ValueError(f"{name}: expected an int >= 1{why}, got {value!r}")
 
 
 @dataclass
