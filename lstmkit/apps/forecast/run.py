@@ -49,10 +49,11 @@ RUN_FILES = """A run directory (--out) holds:
                             metrics.json either way)
     model.safetensors       the best model so far (validation RMSE) with its
                             config and scaler
-    checkpoint.safetensors  the training state after the latest epoch, its
-                            config and data's sha256: --resume continues from
-                            it on the same data and config, but for the flags
-                            that --resume may change
+    checkpoint.safetensors  the training state after the latest epoch (or
+                            the step of one --max-time stopped), its config
+                            and data's sha256: --resume continues from it on
+                            the same data and config, but for the flags that
+                            --resume may change
     metrics.json            test MAE / RMSE / MASE of the LSTM and every
                             baseline, history
     results.md              the same as a Markdown table, with the windows
