@@ -17,6 +17,8 @@ Names:
   nn.LSTM-no-onednn     torch.nn.LSTM under `torch.backends.mkldnn.flags(enabled=False)`
   lstmkit-<backend>[-<cell>]  `lstmkit.LSTM(backend=<backend>, cell=<cell>)`, for every backend
                         in `lstmkit.kernels.BACKENDS` that loads on CPU, standard cell and variants
+  lstmkit-numba-compile `lstmkit.LSTM(backend="numba")` under `torch.compile(fullgraph=True)`, its
+                        kernels operators of the graph (only when asked, as loop-precomp-compile)
 The loops implement the standard cell on a plain (T, B, I) batch; nn.LSTM and the lstmkit
 backends also run the PackedSequence and proj_size shapes.
 
@@ -282,15 +284,18 @@ def _build_torch(onednn: bool) -> Callable[[Case], Runner]:
     return build
 
 
-def _build_lstmkit(backend: str, cell: str,
-                   context: Callable[[], ContextManager] = contextlib.nullcontext) -> Callable[[Case], Runner]:
+def _build_lstmkit(backend: str, cell: str, context: Callable[[], ContextManager] = contextlib.nullcontext,
+                   compiled: bool = False) -> Callable[[Case], Runner]:
     def build(case: Case) -> Runner:
         s = case.shape
         torch.manual_seed(1)
         module = lstmkit.LSTM(s.I, s.H, proj_size=s.P, cell=cell, backend=backend).to(case.x.device)
         if cell == "lstm":
             module.load_state_dict(case.weights)
-        return _module_runner(case, module, context)
+        runner = _module_runner(case, module, context)
+        if compiled:
+            runner.forward = torch.compile(runner.forward, fullgraph=True, dynamic=False)
+        return runner
     return build
 
 
@@ -375,4 +380,12 @@ def registry(compile: bool = False) -> tuple[list[Impl], dict[str, str]]:
         found, missing = _lstmkit_impls(backend)
         impls += found
         unavailable.update(missing)
+    name = "lstmkit-numba-compile"
+    why = _backend_unavailable("numba", "lstm") or (None if compile else "off by default (a cold compile takes "
+                                                    "seconds per shape): pass --compile")
+    if why:
+        unavailable[name] = why
+    else:
+        impls.append(Impl(name, "lstmkit.LSTM(backend='numba') under torch.compile(fullgraph=True)",
+                          _build_lstmkit("numba", "lstm", compiled=True)))
     return impls, unavailable

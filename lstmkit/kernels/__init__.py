@@ -190,6 +190,17 @@ def resolve_backend(backend: str, device_type: str, cell: str, dtype: torch.dtyp
     return _resolve(backend, BACKENDS, AUTO_PREFERENCE, device_type, dtype, cell, "x")[1].layer
 
 
+def preload(backend: str, device_type: str) -> None:
+    """Import the backend modules a layer on `device_type` may take, as a module is built: a first
+    import inside torch.compile is a graph break (with fullgraph=True, an error), a later one a
+    lookup. What cannot load is left to the first call, which raises or warns as ever."""
+    for name in AUTO_PREFERENCE.get(device_type, ()) if backend == "auto" else (backend,):
+        try:
+            _load(name, BACKENDS[name])
+        except BackendUnavailable:
+            pass
+
+
 def backend_name(backend: str, device_type: str, cell: str) -> str:
     """The name of the backend `resolve_backend` picks ("auto" resolved): what a run records."""
     return _resolve(backend, BACKENDS, AUTO_PREFERENCE, device_type, None, cell, "x")[0]

@@ -23,6 +23,8 @@ one of two ways (`_plan`):
     all of it; two meetings per step in the forward, one in the backward (whose every thread runs
     the pointwise pass).
 Under `torch.no_grad()` (or when nothing requires grad) the forward saves no activations.
+Under torch.compile the layer is an operator of the graph (`lstmkit::numba_layer`, its backward
+another), with a fake that gives its outputs' shapes without running it.
 Forward-mode AD, torch.func's transforms and torch.jit.trace go to the reference backend
 (`kernels.needs_reference`).
 
@@ -37,7 +39,7 @@ import ctypes
 import functools
 import math
 import threading
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numba  # noqa: F401  (ImportError here makes backend="auto" fall back with a warning)
 import numpy as np
@@ -45,7 +47,7 @@ import torch
 from torch import Tensor
 
 from lstmkit.cells import CellSpec
-from lstmkit.kernels import batched, eager, needs_reference
+from lstmkit.kernels import batched, needs_reference
 from lstmkit.kernels import lstm_numba_cells as K
 from lstmkit.kernels.onednn import linear
 from lstmkit.kernels.panels import PANEL, panels
@@ -236,6 +238,26 @@ class _Meta(NamedTuple):
     width: int
 
 
+def _has_buffers(code: int, proj: bool) -> tuple[bool, ...]:
+    """Which of the buffers a saving forward returns (gates, cs, hf, uh, acts, chat, stats, bs) the
+    cell has: each other one is a (1, 1, 1) placeholder."""
+    lstm_family, sep, ln = code <= LAYERNORM, code in (LAYERNORM, GRU), code == LAYERNORM
+    return True, lstm_family, proj, sep, ln, ln, ln, True
+
+
+def _activations(code: int, x: Tensor, ts: int, B: int, H: int, GH: int, proj: bool, packed: bool,
+                 dummy: Callable[[], Tensor | None]) -> tuple[Tensor | None, ...]:
+    """The forward's buffers of `ts` steps (T, or 1 when nothing is saved) that the backward reads
+    besides the gates: cs, hf, uh, acts, chat, stats, `dummy()` where the cell has none. The
+    graph operator's fake declares its outputs with them (`_layer_op`)."""
+    has = _has_buffers(code, proj)[1:7]
+    # hf, h before the projection: rows past their length must be zeros, dW_hr's GEMM reads them;
+    # acts is scratch (one step): the backward recomputes the activations
+    shapes = [(ts, B, H), (ts, B, H), (ts, B, GH), (1, B, GH), (ts, B, H), (ts, B, 4)]
+    return tuple((x.new_zeros if packed and k == 1 else x.new_empty)(shape) if present else dummy()
+                 for k, (present, shape) in enumerate(zip(has, shapes)))
+
+
 def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, Tensor],
              batch_sizes: Tensor | None, reverse: bool, save: bool):
     T, B, I = x.shape
@@ -245,8 +267,6 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
     plan = _plan(code, B, H, proj, bool(_brgemm_address(x.dtype)))
     perm = _permutation(NUM_GATES[code], H, plan.width)[0] if plan.width < H else None
     lstm_family = code <= LAYERNORM
-    sep = code in (LAYERNORM, GRU)
-    ln = code == LAYERNORM
     dummy = x.new_zeros(1, 1, 1)
     dummy2 = dummy[0]  # (1, 1): the 2-D placeholder
     brg = _brgemm_address(x.dtype)
@@ -266,14 +286,8 @@ def _forward(code: int, x: Tensor, h0: Tensor, c0: Tensor | None, p: dict[str, T
         hst = h0.contiguous().clone()
     cst = c0.contiguous().clone() if lstm_family else dummy2
     y = x.new_empty(T, B, P)
-    ts = T if save else 1
-    cs = x.new_empty(ts, B, H) if lstm_family else dummy
-    # h before the projection: rows past their length must be zeros, dW_hr's GEMM reads them
-    hf = (x.new_empty if batch_sizes is None else x.new_zeros)(ts, B, H) if proj else dummy
-    uh = x.new_empty(ts, B, GH) if sep else dummy
-    acts = x.new_empty(1, B, GH) if ln else dummy  # scratch: the backward recomputes the activations
-    chat = x.new_empty(ts, B, H) if ln else dummy
-    stats = x.new_empty(ts, B, 4) if ln else dummy
+    cs, hf, uh, acts, chat, stats = _activations(code, x, T if save else 1, B, H, GH, proj, batch_sizes is not None,
+                                                 lambda: dummy)
     whh, rows = _recurrent_weight(p["weight_hh"], plan, B, perm)
     whr = p["weight_hr"].contiguous() if proj else dummy2
     ext = _ext(code, p, H, plan.width).contiguous()
@@ -494,12 +508,127 @@ class _LayerFunction(torch.autograd.Function):
         return (None, None, None, None, None, dx, dh0, dc0, *[grads.get(n) if needs[n] else None for n in ctx.names])
 
 
+# --- under torch.compile: the layer as two operators of the graph -------------------------------
+#
+# Opaque to dynamo (it traces neither numba nor the kernels' host code) and declared to it by
+# their fakes: output shapes from the input's, with no kernel run. A graph holds them whole, so
+# `fullgraph=True` compiles a module as it does one with torch.nn.LSTM. Outputs never alias an
+# input or each other (the operators' contract): what would is copied (`_unaliased`). Eager calls
+# take `_LayerFunction` instead: an operator's dispatch and autograd wrapper cost ~0.1 ms a call
+# (a T=1, B=1, H=8 forward with autograd: 0.20 ms against the Function's 0.07).
+
+
+def _unaliased(outs: list[Tensor], inputs: tuple[Tensor | None, ...]) -> list[Tensor]:
+    """`outs`, each copied that is an input or an earlier output, or a view of one or of what an
+    earlier output views (two gradients that are rows of one sum), or not contiguous (as its fake
+    is): the operators' contract."""
+    def ids(t: Tensor) -> tuple[int, ...]:
+        return (id(t),) if t._base is None else (id(t), id(t._base))
+    seen = {i for t in inputs if t is not None for i in ids(t)}
+    result = []
+    for t in outs:
+        if id(t) in seen or (t._base is not None and id(t._base) in seen) or not t.is_contiguous():
+            t = t.clone(memory_format=torch.contiguous_format)
+        seen.update(ids(t))
+        result.append(t)
+    return result
+
+
+@torch.library.custom_op("lstmkit::numba_layer", mutates_args=(), device_types="cpu")
+def _layer_op(cell: str, names: str, reverse: bool, save: bool, copy_y: bool, x: Tensor, h0: Tensor,
+              c0: Tensor | None, values: list[Tensor], batch_sizes: Tensor | None) -> list[Tensor]:
+    """[y, hT(, cT)]; with `save` then width (the kernel layout, (1,) int64) and the buffers the
+    backward reads that the cell has (`_has_buffers`); with `copy_y` last a copy of y to save (y
+    is an output the caller may change in place). `names`: the parameters', joined by ","."""
+    code = CELL_CODES[cell]
+    p = dict(zip(names.split(","), values))
+    y, hT, cT, saved = _forward(code, x, h0, c0, p, batch_sizes, reverse, save)
+    outs = [y, hT, *((cT,) if c0 is not None else ())]
+    if save:
+        meta, buffers = saved
+        outs += [torch.tensor([meta.width]), *[t for t, has in zip(buffers, _has_buffers(code, meta.proj)) if has]]
+    if copy_y:
+        outs.append(y.clone())
+    return _unaliased(outs, (x, h0, c0, *values, batch_sizes))
+
+
+@_layer_op.register_fake
+def _(cell, names, reverse, save, copy_y, x, h0, c0, values, batch_sizes):
+    code = CELL_CODES[cell]
+    T, B, _ = x.shape
+    keys = names.split(",")
+    GH, P = values[keys.index("weight_hh")].shape
+    outs = [x.new_empty(T, B, P), h0.new_empty(h0.shape), *((c0.new_empty(c0.shape),) if c0 is not None else ())]
+    if save:
+        acts = _activations(code, x, T, B, GH // NUM_GATES[code], GH, "weight_hr" in keys, batch_sizes is not None,
+                            lambda: None)
+        outs += [torch.empty(1, dtype=torch.int64), x.new_empty(T, B, GH), *[t for t in acts if t is not None],
+                 torch.empty(T, dtype=torch.int64)]
+    if copy_y:
+        outs.append(x.new_empty(T, B, P))
+    return outs
+
+
+def _setup_layer_op(ctx, inputs, output):
+    cell, names, reverse, save, copy_y, x, h0, c0, values, batch_sizes = inputs
+    n = 2 + (c0 is not None)
+    ctx.mark_non_differentiable(*output[n:])
+    ctx.set_materialize_grads(False)  # the kernel takes a missing gradient as zeros, unallocated
+    ctx.cell, ctx.names, ctx.reverse, ctx.has_c = cell, names, reverse, c0 is not None
+    ctx.needs = [t.requires_grad for t in (x, h0, *((c0,) if c0 is not None else ()), *values)]
+    if save:  # (else nothing requires grad: layer() saves whenever autograd records)
+        buffers = output[n:-1] if copy_y else output[n:]  # width, then the cell's buffers
+        ctx.save_for_backward(x, h0, c0, output[-1] if copy_y else output[0], *values, *buffers)
+
+
+def _layer_op_backward(ctx, grads):
+    x, h0, c0, y, *rest = ctx.saved_tensors
+    n = 2 + ctx.has_c
+    values, buffers = rest[:len(ctx.needs) - n], rest[len(ctx.needs) - n:]
+    flat = iter(torch.ops.lstmkit.numba_layer_backward(ctx.cell, ctx.names, ctx.reverse, ctx.needs, x, h0, c0, y,
+                                                       list(buffers), list(values), grads[0], grads[1],
+                                                       grads[2] if ctx.has_c else None))
+    picked = [next(flat) if need else None for need in ctx.needs]  # (x, h0[, c0], *values)
+    return (None, None, None, None, None, picked[0], picked[1], picked[2] if ctx.has_c else None, picked[n:], None)
+
+
+_layer_op.register_autograd(_layer_op_backward, setup_context=_setup_layer_op)
+
+
+@torch.library.custom_op("lstmkit::numba_layer_backward", mutates_args=(), device_types="cpu")
+def _layer_backward_op(cell: str, names: str, reverse: bool, needs: list[bool], x: Tensor, h0: Tensor,
+                       c0: Tensor | None, y: Tensor, buffers: list[Tensor], values: list[Tensor],
+                       dy: Tensor | None, dhT: Tensor | None, dcT: Tensor | None) -> list[Tensor]:
+    """The gradients of (x, h0[, c0], *values) that `needs` asks for, in that order; `buffers`:
+    width and the cell's buffers, as `_layer_op` returned them."""
+    code = CELL_CODES[cell]
+    keys = names.split(",")
+    p = dict(zip(keys, values))
+    T, B, _ = x.shape
+    GH, P = p["weight_hh"].shape
+    proj = "weight_hr" in p
+    width, *present = buffers
+    dummy = x.new_zeros(1, 1, 1)
+    given = iter(present)
+    gates, cs, hf, uh, acts, chat, stats, bs = (next(given) if has else dummy for has in _has_buffers(code, proj))
+    meta = _Meta(code, T, B, GH // NUM_GATES[code], P, GH, proj, reverse, int(width.item()))
+    n = 2 + (c0 is not None)
+    with torch.autocast("cpu", enabled=False):
+        dx, dh0, dc0, grads = _backward(meta, dict(zip(keys, needs[n:])), needs[0], x, h0, c0, y, gates, cs, hf,
+                                        uh, acts, chat, stats, bs, p, dy, dhT, dcT)
+    every = [dx, dh0, *((dc0,) if c0 is not None else ()), *[grads.get(k) for k in keys]]
+    return _unaliased([g for g, need in zip(every, needs) if need], (x, h0, c0, y, *buffers, *values, dy, dhT, dcT))
+
+
+@_layer_backward_op.register_fake
+def _(cell, names, reverse, needs, x, h0, c0, y, buffers, values, dy, dhT, dcT):
+    inputs = (x, h0, *((c0,) if c0 is not None else ()), *values)
+    return [t.new_empty(t.shape) for t, need in zip(inputs, needs) if need]
+
+
 # --- the layer contract ---------------------------------------------------------------------------
 
 
-# dynamo cannot trace numba's kernels: without this, a first call under torch.compile traced into
-# numba's own compiler (seconds, and recompile-limit warnings) before breaking the graph there
-@eager
 def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str, Tensor],
           batch_sizes: Tensor | None = None, reverse: bool = False, *,
           exposed: bool = True) -> tuple[Tensor, tuple[Tensor, ...]]:
@@ -526,6 +655,12 @@ def layer(spec: CellSpec, x: Tensor, state: tuple[Tensor, ...], params: dict[str
     with torch.autocast("cpu", enabled=False):
         if needs_reference(tensors):
             return reference.layer(spec, x, state, params, batch_sizes, reverse)
+        if torch.compiler.is_compiling():
+            # dynamo is tracing this call: the graph gets the operators (dynamo traced into numba's
+            # own compiler before, for seconds, then broke the graph there)
+            outs = _layer_op(spec.name, ",".join(names), reverse, save, save and exposed, x, h0, c0, list(values),
+                             batch_sizes)
+            return outs[0], tuple(outs[1:2 + (c0 is not None)])
         if save:
             outs = _LayerFunction.apply(spec, names, reverse, batch_sizes, exposed, x, h0, c0, *values)
             return outs[0], tuple(outs[1:])

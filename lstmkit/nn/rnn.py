@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from lstmkit.cells import LSTM_CELLS, CellSpec, get_cell
-from lstmkit.kernels import check_backend_name, resolve_backend
+from lstmkit.kernels import check_backend_name, preload, resolve_backend
 from lstmkit.nn import checks
 from lstmkit.nn.checks import init_parameters
 
@@ -78,6 +78,7 @@ class RecurrentBase(nn.Module):
         self._flat_weights_names = [name for names in self._all_weights for name in names]
         self._init_flat_weights()
         self.reset_parameters()
+        preload(self.backend, self.weight_ih_l0.device.type)
 
     @property
     def num_directions(self) -> int:

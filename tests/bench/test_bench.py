@@ -49,6 +49,20 @@ def test_every_lstm_implementation_matches_nn_lstm(impl, shape):
     assert n_params >= 4  # every weight and bias gets a gradient in a timed training step
 
 
+def test_compiled_lstmkit_matches_nn_lstm():
+    """lstmkit-numba-compile (off by default): the module under torch.compile(fullgraph=True)."""
+    impls, unavailable = registry(compile=True)
+    assert "lstmkit-numba-compile" in registry()[1]
+    impl = next(i for i in impls if i.name == "lstmkit-numba-compile")
+    case = make_case(SHAPES[0], seed=3)
+    y_ref, dx_ref, _ = _forward_and_dx(next(i for i in impls if i.name == BASELINE), case)
+    y, dx, n_params = _forward_and_dx(impl, case)
+    torch._dynamo.reset()
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dx, dx_ref, rtol=1e-4, atol=1e-5)
+    assert n_params >= 4 and not impl.supports(SHAPES[2])  # fullgraph: no PackedSequence
+
+
 def test_shape_labels_parse_back():
     for shape in SHAPES:
         assert Shape.parse(shape.label) == shape

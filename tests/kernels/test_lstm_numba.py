@@ -633,11 +633,11 @@ def test_traces_and_exports_record_the_reference(backend, how):
     torch.testing.assert_close(dx, torch.autograd.grad(want.sum(), other)[0])
 
 
-def test_torch_compile_resolves_without_warnings_and_runs_the_kernels():
+def test_torch_compile_resolves_without_warnings_and_graphs_the_kernels():
     """torch.compile of a module: the resolve path caches in plain dicts (dynamo warned once
-    about the functools cache wrappers and broke the graph at importlib), and the layer still
-    runs the kernels eagerly (dynamo traced the reference instead when it took torch.func's
-    state for a transform)."""
+    about the functools cache wrappers and broke the graph at importlib), and the layer is one
+    operator of the graph (dynamo traced the reference instead when it took torch.func's state
+    for a transform; later it broke the graph before the kernels, which ran eagerly)."""
     counters = torch._dynamo.utils.counters
     torch._dynamo.reset()
     counters.clear()
@@ -657,21 +657,23 @@ def test_torch_compile_resolves_without_warnings_and_runs_the_kernels():
     breaks = list(counters["graph_break"])
     torch._dynamo.reset()
     assert not [w for w in caught if "cache" in str(w.message)], [str(w.message) for w in caught]
-    assert not [b for b in breaks if "import_module" in b], breaks  # the first break is in the kernel's Python
+    assert not breaks, breaks
     targets = [str(n.target) for gm in graphs for n in gm.graph.nodes]
+    assert "lstmkit.numba_layer.default" in targets, targets
     assert "unbind" not in targets  # the reference's loop over the steps was not traced
     torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_torch_compile_of_a_first_use_does_not_trace_numba():
-    """In a fresh process the numba backend is first imported, and its kernels compiled, inside
-    torch.compile: with dynamo off for both (numba's import-time code and its compiler were traced
-    frame by frame: recompile-limit warnings, and seconds more)."""
+    """In a fresh process the numba backend is first used inside torch.compile, with
+    fullgraph=True: the module imported it when built (an import inside the compiled call broke
+    the graph), and numba's compiler is not traced (it was, frame by frame: recompile-limit
+    warnings, and seconds more)."""
     code = textwrap.dedent("""
         import torch, lstmkit
         m = lstmkit.LSTM(3, 4)
         x = torch.randn(5, 2, 3, requires_grad=True)
-        y, _ = torch.compile(m)(x)
+        y, _ = torch.compile(m, fullgraph=True)(x)
         y.sum().backward()
         ref = lstmkit.LSTM(3, 4, backend="reference")
         ref.load_state_dict(m.state_dict())
@@ -681,6 +683,83 @@ def test_torch_compile_of_a_first_use_does_not_trace_numba():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr[-4000:]
     assert "recompile_limit" not in r.stderr and "numba" not in r.stderr, r.stderr[-4000:]
+
+
+def _compiled_case_grads(model, fn, x, lengths):
+    """Outputs, final h and every gradient of a loss that reads the output (changed in place
+    first, as a caller may) and the final states."""
+    xx = x.clone().requires_grad_()
+    inp = pack_padded_sequence(xx, lengths, enforce_sorted=False) if lengths else xx
+    y, state = fn(inp)
+    y = y.data if lengths else y
+    y.relu_()
+    h = state[0] if isinstance(state, tuple) else state
+    loss = y.sin().sum() + 0.3 * h.sum() + (0.7 * state[1].sum() if isinstance(state, tuple) else 0)
+    return [y, h, *torch.autograd.grad(loss, [xx, *model.parameters()])]
+
+
+@pytest.mark.parametrize("cls, kwargs, shape", [
+    (lstmkit.LSTM, dict(), (1, 1, 5)),
+    (lstmkit.LSTM, dict(cell="peephole", num_layers=2, bidirectional=True), (4, 3, 5)),
+    (lstmkit.LSTM, dict(cell="cifg", batch_first=True), (3, 4, 5)),
+    (lstmkit.LSTM, dict(cell="layernorm", proj_size=3), (4, 2, 5)),
+    (lstmkit.LSTM, dict(proj_size=3, num_layers=2), (4, 3, 5)),
+    (lstmkit.GRU, dict(num_layers=2), (4, 3, 5)),
+    (lstmkit.RNN, dict(bidirectional=True, nonlinearity="relu"), (4, 3, 5)),
+], ids=lambda v: v.__name__ if isinstance(v, type) else None)
+@pytest.mark.parametrize("hidden", [7, 40])  # 40: the unit split's blocked gate layout at small batches
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_torch_compile_fullgraph_matches_eager(cls, kwargs, shape, hidden, dtype):
+    """A whole module in one graph: outputs, final states and every gradient are the eager
+    kernels' (aot_eager: the operators as inductor receives them, without its compile time)."""
+    torch.manual_seed(0)
+    model = cls(5, hidden, backend="numba", **kwargs).to(dtype)
+    x = torch.randn(*shape, dtype=dtype)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    want = _compiled_case_grads(model, model, x, None)
+    got = _compiled_case_grads(model, compiled, x, None)
+    torch._dynamo.reset()
+    for k, (a, b) in enumerate(zip(got, want)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=lambda m: f"item {k}: {m}")
+    with torch.no_grad():  # inference: the operator saves nothing
+        torch.testing.assert_close(compiled(x)[0], model(x)[0], rtol=0, atol=0)
+    torch._dynamo.reset()
+
+
+def test_torch_compile_with_inductor_and_packed_input_matches_eager():
+    """The default backend (inductor) around the operators, and a PackedSequence, whose
+    batch sizes dynamo reads as data (a graph break, so no fullgraph)."""
+    torch.manual_seed(0)
+    model = lstmkit.LSTM(5, 40, num_layers=2, backend="numba")
+    x = torch.randn(4, 3, 5)
+    for lengths, fullgraph in ((None, True), ([4, 2, 1], False)):
+        want = _compiled_case_grads(model, model, x, lengths)
+        got = _compiled_case_grads(model, torch.compile(model, fullgraph=fullgraph), x, lengths)
+        torch._dynamo.reset()
+        for k, (a, b) in enumerate(zip(got, want)):
+            torch.testing.assert_close(a, b, msg=lambda m: f"{lengths} item {k}: {m}")
+
+
+@pytest.mark.parametrize("cell, proj", [("lstm", False), ("layernorm", True), ("gru", False)])
+def test_graph_operators_pass_torchs_opcheck(cell, proj):
+    """The operators' schema, fakes (shapes and strides of every output, for every saving mode)
+    and autograd registration, by torch.library.opcheck against the real kernels. Unpacked: a
+    packed call leaves its buffers' padding unwritten, which opcheck would compare (the packed
+    operators are checked through the module, in the tests above)."""
+    torch.manual_seed(0)
+    model = (lstmkit.GRU(3, 4) if cell == "gru" else lstmkit.LSTM(3, 4, cell=cell, proj_size=2 * proj)).double()
+    names = ",".join(n.removesuffix("_l0") for n, _ in model.named_parameters())
+    values = [p.detach() for p in model.parameters()]
+    x = torch.randn(5, 3, 3, dtype=torch.float64)
+    h0 = torch.randn(3, 2 if proj else 4, dtype=torch.float64)
+    c0 = None if cell == "gru" else torch.randn(3, 4, dtype=torch.float64)
+    for save, copy_y in ((True, True), (True, False), (False, False)):
+        def recorded(t):  # a saving call records autograd, a call that saves nothing does not
+            return None if t is None else t.clone().requires_grad_(save)
+        args = (cell, names, False, save, copy_y, recorded(x), recorded(h0), recorded(c0),
+                [recorded(v) for v in values], None)
+        torch.library.opcheck(lstm_numba._layer_op, args,
+                              test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_dynamic"))
 
 
 def test_importing_and_running_the_library_loads_no_dynamo():
