@@ -381,9 +381,9 @@ def registry(compile: bool = False) -> tuple[list[Impl], dict[str, str]]:
         impls += found
         unavailable.update(missing)
     name = "lstmkit-numba-compile"
-    why = _backend_unavailable("numba", "lstm") or (None if compile else "off by default (a cold compile takes "
-                                                    "seconds per shape): pass --compile")
-    if why:
+    if not compile:
+        unavailable[name] = "off by default (a cold compile takes seconds per shape): pass --compile"
+    elif why := _backend_unavailable("numba", "lstm"):
         unavailable[name] = why
     else:
         impls.append(Impl(name, "lstmkit.LSTM(backend='numba') under torch.compile(fullgraph=True)",

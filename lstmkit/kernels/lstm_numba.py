@@ -585,9 +585,8 @@ def _layer_op_backward(ctx, grads):
     x, h0, c0, y, *rest = ctx.saved_tensors
     n = 2 + ctx.has_c
     values, buffers = rest[:len(ctx.needs) - n], rest[len(ctx.needs) - n:]
-    flat = iter(torch.ops.lstmkit.numba_layer_backward(ctx.cell, ctx.names, ctx.reverse, ctx.needs, x, h0, c0, y,
-                                                       list(buffers), list(values), grads[0], grads[1],
-                                                       grads[2] if ctx.has_c else None))
+    flat = iter(_layer_backward_op(ctx.cell, ctx.names, ctx.reverse, ctx.needs, x, h0, c0, y, list(buffers),
+                                   list(values), grads[0], grads[1], grads[2] if ctx.has_c else None))
     picked = [next(flat) if need else None for need in ctx.needs]  # (x, h0[, c0], *values)
     return (None, None, None, None, None, picked[0], picked[1], picked[2] if ctx.has_c else None, picked[n:], None)
 

@@ -257,7 +257,7 @@ def train_and_evaluate(cfg: ForecastConfig, out: str | Path, resume: bool = Fals
         opt.load_state_dict(ck["optimizer"])
         set_rng_state(ck["rng"])
         # a checkpoint written before --max-time could stop an epoch has no step: it ended one
-        state = {k: ck[k] if k in ck or k not in MID_EPOCH else state[k] for k in state}
+        state = {k: ck.get(k, state[k]) if k in MID_EPOCH else ck[k] for k in state}
         steps = math.ceil(len(prep.scaled["train"]) / cfg.batch_size)
         if type(state["step"]) is not int or not 0 <= state["step"] < steps:  # the data and batch size are the run's
             raise ValueError(f"--resume: {out / CHECKPOINT} stopped at step {state['step']!r}, not one of an "
