@@ -592,6 +592,39 @@ def test_a_process_that_compiles_and_one_that_loads_the_cache_agree_bit_for_bit(
     assert not differ, f"fresh and cached kernels differ on {differ}"
 
 
+def test_a_cell_computes_alike_whichever_kernel_its_process_compiled_first(tmp_path):
+    """The activations are compiled once per process and shared by every kernel. Without flags of
+    their own they took those of their first caller: a process that ran a layer-norm LSTM first
+    (its kernels allow FMAs) computed a plain LSTM's gates with other roundings than one that ran
+    the LSTM alone, and numba's disk cache kept each kernel as compiled, so a run's numbers depended
+    on which models had filled the cache before it."""
+    code = textwrap.dedent("""
+        import sys, torch, lstmkit
+        if sys.argv[2] == "layernorm-first":
+            with torch.no_grad():
+                lstmkit.LSTM(6, 37, cell="layernorm", backend="numba")(torch.randn(3, 2, 6))
+        out = {}
+        for B in (1, 5):
+            torch.manual_seed(0)
+            m = lstmkit.LSTM(6, 37, backend="numba")
+            x = torch.randn(7, B, 6, requires_grad=True)
+            y, (h, c) = m(x)
+            (y.square().sum() + h.sum() + 2 * c.sum()).backward()
+            got = {"y": y, "h": h, "c": c, "dx": x.grad, **{n: p.grad for n, p in m.named_parameters()}}
+            out.update({f"{B}.{n}": t.detach() for n, t in got.items()})
+        torch.save(out, sys.argv[1])
+    """)
+    runs = []
+    for order in ("alone", "layernorm-first"):
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / order))  # each compiles everything
+        path = tmp_path / f"{order}.pt"
+        subprocess.run([sys.executable, "-c", code, str(path), order], env=env, check=True, timeout=600)
+        runs.append(torch.load(path))
+    alone, after = runs
+    differ = [n for n in alone if not torch.equal(alone[n], after[n])]
+    assert not differ, f"the LSTM's numbers depend on the kernel compiled first: {differ}"
+
+
 def test_needs_reference_only_for_what_the_kernels_cannot_take():
     """Plain tensors, duals without a tangent and torch.compile's tracing take the kernels;
     tangents and torch.func's transforms the reference."""
