@@ -562,13 +562,13 @@ def test_first_use_inside_a_transform_leaves_the_kernels_working():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_a_process_that_compiles_and_one_that_loads_the_cache_agree_bit_for_bit(tmp_path):
-    """A run resumed from a checkpoint loads the kernels its first process compiled and cached;
-    it continues that run exactly only if both round alike (see JIT_EXACT)."""
-    code = textwrap.dedent("""
-        import sys, torch, lstmkit
+# A child process's numba layers: outputs, final states and every gradient of each cell run() is given,
+# saved to argv[1], so that two processes can be compared bit for bit.
+_CHILD_RUN = textwrap.dedent("""
+    import sys, torch, lstmkit
+    def run(cells):
         out = {}
-        for cell in ("lstm", "peephole", "layernorm"):
+        for cell in cells:
             for B in (1, 5):
                 torch.manual_seed(0)
                 m = lstmkit.LSTM(6, 37, cell=cell, backend="numba")
@@ -578,17 +578,29 @@ def test_a_process_that_compiles_and_one_that_loads_the_cache_agree_bit_for_bit(
                 got = {"y": y, "h": h, "c": c, "dx": x.grad, **{n: p.grad for n, p in m.named_parameters()}}
                 out.update({f"{cell}.{B}.{n}": t.detach() for n, t in got.items()})
         torch.save(out, sys.argv[1])
-    """)
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    runs = []
-    for k in range(2):
-        path = tmp_path / f"run{k}.pt"
-        subprocess.run([sys.executable, "-c", code, str(path)], env=env, check=True, timeout=600)
-        runs.append(torch.load(path))
+""")
+
+
+def _child_run(tmp_path, name, cache, code):
+    """Run _CHILD_RUN then `code` in a fresh process with NUMBA_CACHE_DIR=tmp_path/cache."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / cache))
+    path = tmp_path / f"{name}.pt"
+    subprocess.run([sys.executable, "-c", _CHILD_RUN + code, str(path)], env=env, check=True, timeout=600)
+    return torch.load(path)
+
+
+def _differing(a, b):
+    assert a.keys() == b.keys()
+    return [n for n in a if not torch.equal(a[n], b[n])]
+
+
+def test_a_process_that_compiles_and_one_that_loads_the_cache_agree_bit_for_bit(tmp_path):
+    """A run resumed from a checkpoint loads the kernels its first process compiled and cached;
+    it continues that run exactly only if both round alike (see JIT_EXACT)."""
+    fresh, cached = (_child_run(tmp_path, f"run{k}", "cache", 'run(("lstm", "peephole", "layernorm"))')
+                     for k in range(2))
     assert any((tmp_path / "cache").rglob("*.nbi")), "the first process cached nothing"
-    fresh, cached = runs
-    assert fresh.keys() == cached.keys()
-    differ = [n for n in fresh if not torch.equal(fresh[n], cached[n])]
+    differ = _differing(fresh, cached)
     assert not differ, f"fresh and cached kernels differ on {differ}"
 
 
@@ -597,31 +609,12 @@ def test_a_cell_computes_alike_whichever_kernel_its_process_compiled_first(tmp_p
     their own they took those of their first caller: a process that ran a layer-norm LSTM first
     (its kernels allow FMAs) computed a plain LSTM's gates with other roundings than one that ran
     the LSTM alone, and numba's disk cache kept each kernel as compiled, so a run's numbers depended
-    on which models had filled the cache before it."""
-    code = textwrap.dedent("""
-        import sys, torch, lstmkit
-        if sys.argv[2] == "layernorm-first":
-            with torch.no_grad():
-                lstmkit.LSTM(6, 37, cell="layernorm", backend="numba")(torch.randn(3, 2, 6))
-        out = {}
-        for B in (1, 5):
-            torch.manual_seed(0)
-            m = lstmkit.LSTM(6, 37, backend="numba")
-            x = torch.randn(7, B, 6, requires_grad=True)
-            y, (h, c) = m(x)
-            (y.square().sum() + h.sum() + 2 * c.sum()).backward()
-            got = {"y": y, "h": h, "c": c, "dx": x.grad, **{n: p.grad for n, p in m.named_parameters()}}
-            out.update({f"{B}.{n}": t.detach() for n, t in got.items()})
-        torch.save(out, sys.argv[1])
-    """)
-    runs = []
-    for order in ("alone", "layernorm-first"):
-        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / order))  # each compiles everything
-        path = tmp_path / f"{order}.pt"
-        subprocess.run([sys.executable, "-c", code, str(path), order], env=env, check=True, timeout=600)
-        runs.append(torch.load(path))
-    alone, after = runs
-    differ = [n for n in alone if not torch.equal(alone[n], after[n])]
+    on which models had filled the cache before it. Each process compiles everything (its own cache)."""
+    alone = _child_run(tmp_path, "alone", "alone", 'run(("lstm",))')
+    first = ("with torch.no_grad():\n"
+             "    lstmkit.LSTM(6, 37, cell='layernorm', backend='numba')(torch.randn(3, 2, 6))\n")
+    after = _child_run(tmp_path, "after", "after", first + 'run(("lstm",))')
+    differ = _differing(alone, after)
     assert not differ, f"the LSTM's numbers depend on the kernel compiled first: {differ}"
 
 
