@@ -16,7 +16,7 @@ import torch
 from lstmkit.bench import harness, report
 from lstmkit.bench.impls import BASELINE, Shape, gpu_registry, registry
 from lstmkit.utils.options import check_number, check_seed
-from lstmkit.utils.runs import make_out_dir
+from lstmkit.utils.runs import new_run_dir
 
 HELP = ("Time every LSTM implementation (loops, TorchScript, torch.compile, nn.LSTM with and without "
         "oneDNN, each lstmkit backend and cell) side by side: ratios to nn.LSTM, GFLOP/s, a table and a plot.")
@@ -81,7 +81,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "one included), the CPU implementations for scale, and the data path with and "
                         "without CUDAPrefetcher")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and packed lengths")
-    p.add_argument("--out", type=Path, default=Path("bench-out"), help="directory for bench.md, bench.json, bench.png")
+    p.add_argument("--out", type=Path, help="directory for bench.md, bench.json, bench.png, new or empty (default: a "
+                                             "new runs/bench-<date>-<time>, with -2, -3, ... after it if that is taken)")
     p.add_argument("--list", action="store_true", help="list the implementations and why any cannot run, then exit")
 
 
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         impls = [i for i in impls if i.name == BASELINE or any(fnmatch.fnmatch(i.name, p) for p in args.impls)]
         unavailable = {k: v for k, v in unavailable.items() if any(fnmatch.fnmatch(k, p) for p in args.impls)}
 
-    make_out_dir(args.out)  # before the minutes of timing that an unwritable --out would throw away
+    out = new_run_dir(args.out, "bench")  # before the minutes of timing that an unwritable --out would throw away
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     load_start = os.getloadavg()
     result = harness.run_bench(impls, shapes, args.threads, args.modes, args.repeats, args.warmup,
@@ -140,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
     if gpu:
         result.config["gpu"] = f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
     command = " ".join(["lstmkit", *map(shlex.quote, args._argv)])
-    print(report.write(result, args.out, command), end="")
-    print(f"wrote {args.out / 'bench.md'}, bench.json, bench.png", file=sys.stderr)
+    print(report.write(result, out, command), end="")
+    print(f"wrote {out / 'bench.md'}, bench.json, bench.png", file=sys.stderr)
     return 0
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from lstmkit.apps.longrange.config import LongRangeConfig
 from lstmkit.apps.longrange.models import CELL, LABELS, MATCHES, MODELS
@@ -82,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the LSTMs' backend (lstmkit.LSTM's): the models train on the CPU, where these run")
     p.add_argument("--jobs", type=int, default=1,
                    help="train this many models at once, each in a process of one thread (at most the cores)")
-    p.add_argument("--out", metavar="DIR", help="output directory, refused if it holds results already "
+    p.add_argument("--out", metavar="DIR", help="output directory, new or empty "
                    "(default: a new runs/longrange-<date>-<time>, with -2, -3, ... after it if that is taken)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
 
@@ -121,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     from lstmkit.apps.longrange.plots import plot_gradnorm, plot_task
     from lstmkit.apps.longrange.train import run_experiment
     from lstmkit.utils.checkpoint import atomic_write_bytes, atomic_write_json
-    from lstmkit.utils.runs import backend_name, fresh_run_dir, make_out_dir, save_config
+    from lstmkit.utils.runs import backend_name, new_run_dir, save_config
 
     cfg = LongRangeConfig(
         tasks=args.tasks, lengths=args.lengths, models=args.models, hidden_size=args.hidden_size, match=args.match,
@@ -137,13 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if len(picked) == 1:
         cfg.backend = picked.pop()
     # Made before training, which an unwritable --out would throw away.
-    if args.out:
-        out = Path(args.out)
-        if (out / "results.json").exists():  # hours of training: a rerun must not replace them
-            raise ValueError(f"--out: {str(out)!r} already holds results (results.json); pass another --out")
-        out = make_out_dir(out)
-    else:
-        out = fresh_run_dir("longrange")
+    out = new_run_dir(args.out, "longrange")
     save_config(out, cfg)  # before training too: a run stopped hours in still says what it was
     result = run_experiment(cfg, jobs=args.jobs)
     atomic_write_json(out / "results.json", result)

@@ -40,6 +40,27 @@ def make_out_dir(path: str | Path, flag: str = "--out", new: bool = False) -> Pa
     return path
 
 
+def check_new_out(path: str | Path, flag: str = "--out", resume: str = "") -> None:
+    """Refuse, naming `flag`, a directory for a fresh run that exists and holds anything. Runs of
+    every command write config.json, metrics.json, plots and model files under names they share,
+    so a run into a directory holding one, its own kind's or another's, would replace it.
+    `resume`: how the command continues a run, said in the error (empty: it cannot)."""
+    path = Path(path)
+    if path.is_dir() and any(path.iterdir()):
+        hint = f"continue the run there with {resume} or pass another {flag}" if resume else f"pass another {flag}"
+        raise ValueError(f"{flag}: {str(path)!r} is not empty, and a fresh run writes only into a new or "
+                         f"empty directory; {hint}")
+
+
+def new_run_dir(out: str | Path | None, prefix: str, flag: str = "--out", resume: str = "") -> Path:
+    """A fresh run's directory, made here: `out`, new or empty (`check_new_out`), or by default
+    runs/<prefix>-<date>-<time> (`fresh_run_dir`)."""
+    if out is None:
+        return fresh_run_dir(prefix, flag)
+    check_new_out(out, flag, resume)
+    return make_out_dir(out, flag)
+
+
 def fresh_run_dir(prefix: str, flag: str = "--out") -> Path:
     """A run directory no other run has: runs/<prefix>-<date>-<time>, made here, or with -2, -3, ...
     after it where that is taken. Two runs started in the same second both took the one name and

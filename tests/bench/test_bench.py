@@ -129,6 +129,7 @@ def test_quick_run_writes_markdown_json_and_png(tmp_path, capsys, monkeypatch):
     (["--shapes", "T5,B3,I4,H8", "T5,B3,I4,H8,P0"], "--shapes: T5,B3,I4,H8 given twice"),
     (["--out", "{afile}"], "--out: cannot create directory '{afile}' (File exists)"),
     (["--out", "{afile}/sub"], "--out: cannot create directory '{afile}/sub' (Not a directory)"),
+    (["--out", "{tmp}"], "--out: '{tmp}' is not empty, and a fresh run writes only into a new or empty directory"),
 ])
 def test_bad_arguments_exit_2_before_timing(tmp_path, capsys, monkeypatch, argv, message):
     def no_timing(*args, **kwargs):
@@ -137,9 +138,9 @@ def test_bad_arguments_exit_2_before_timing(tmp_path, capsys, monkeypatch, argv,
     monkeypatch.setattr(harness, "run_bench", no_timing)
     afile = tmp_path / "afile"
     afile.write_text("keep me\n")
-    argv = [a.format(afile=afile) for a in argv]
+    argv = [a.format(afile=afile, tmp=tmp_path) for a in argv]
     assert main(["bench", "--quick", "--out", str(tmp_path / "out"), *argv]) == 2
-    assert message.format(afile=afile) in capsys.readouterr().err
+    assert message.format(afile=afile, tmp=tmp_path) in capsys.readouterr().err
     assert afile.read_text() == "keep me\n"
 
 

@@ -12,7 +12,8 @@ import torch
 
 from lstmkit import kernels
 from lstmkit.utils.runs import (
-    Diverged, backend_name, check_loss, fresh_run_dir, make_out_dir, resolve_run, save_config, saved_backend_name,
+    Diverged, backend_name, check_loss, fresh_run_dir, make_out_dir, new_run_dir, resolve_run, save_config,
+    saved_backend_name,
 )
 
 HERE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -25,6 +26,25 @@ def test_out_dir_that_cannot_be_a_directory(tmp_path):
         make_out_dir(tmp_path / "afile")
     with pytest.raises(ValueError, match="--run: cannot create directory .*sub' .Not a directory"):
         make_out_dir(tmp_path / "afile" / "sub", "--run")
+
+
+def test_a_fresh_run_takes_only_a_new_or_empty_directory(tmp_path, monkeypatch, frozen_clock):
+    """Each command refused an --out by a rule of its own (its own checkpoint there, its own
+    results, anything at all), and bench by none: a run into another command's directory, or a
+    second bench into the first's, replaced config.json, metrics.json, plots or figures."""
+    (tmp_path / "empty").mkdir()
+    assert new_run_dir(tmp_path / "empty", "x") == tmp_path / "empty"
+    assert new_run_dir(tmp_path / "new" / "run", "x").is_dir()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"^--out: '.*other' is not empty, and a fresh run writes only into a new "
+                                         r"or empty directory; pass another --out$"):
+        new_run_dir(tmp_path / "other", "x")
+    with pytest.raises(ValueError, match=r"; continue the run there with --resume .*other or pass another --to$"):
+        new_run_dir(tmp_path / "other", "x", "--to", resume=f"--resume {tmp_path / 'other'}")
+    assert (tmp_path / "other" / "config.json").read_text() == "{}"
+    monkeypatch.chdir(tmp_path)
+    assert new_run_dir(None, "x") == tmp_path.joinpath("runs", "x-" + frozen_clock).relative_to(tmp_path)
 
 
 @dataclass

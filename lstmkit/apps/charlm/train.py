@@ -37,7 +37,7 @@ from lstmkit.apps.charlm.model import CharLM
 from lstmkit.data.prefetch import CUDAPrefetcher
 from lstmkit.utils.checkpoint import atomic_write_json
 from lstmkit.utils.runs import (
-    check_loss, fresh_run_dir, make_out_dir, resolve_device, resolve_run, rng_state, save_config, seed_everything,
+    check_loss, make_out_dir, new_run_dir, resolve_device, resolve_run, rng_state, save_config, seed_everything,
     set_rng_state,
 )
 
@@ -249,12 +249,7 @@ def train(cfg: CharLMConfig, out: str | Path | None = None, resume: str | Path |
     def make_run_dir() -> Path:
         if resume is not None:
             return make_out_dir(out, "--resume")
-        if out is None:
-            return fresh_run_dir("charlm")
-        if (Path(out) / runs.CHECKPOINT).exists():
-            raise ValueError(f"--out: {str(out)!r} already holds a run; continue it with "
-                             f"--resume {out} or pass another --out")
-        return make_out_dir(out)
+        return new_run_dir(out, "charlm", resume=f"--resume {out}")
 
     run_dir = on_main(make_run_dir, d)  # before the model is built and trained, which an unwritable one would waste
     bar = None

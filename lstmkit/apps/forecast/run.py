@@ -26,7 +26,8 @@ from lstmkit.apps.forecast.windows import PARTS, Prepared, Scaler, prepare
 from lstmkit.data.timeseries import Series, load_csv, load_dataset, parse_columns, seasonal_period
 from lstmkit.utils.checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
 from lstmkit.utils.runs import (
-    check_loss, make_out_dir, resolve_run, rng_state, save_config, saved_backend_name, seed_everything, set_rng_state,
+    check_loss, check_new_out, make_out_dir, resolve_run, rng_state, save_config, saved_backend_name, seed_everything,
+    set_rng_state,
 )
 
 MODEL = "model.safetensors"
@@ -155,9 +156,8 @@ def check_run_dir(out: Path, resume: bool) -> None:
     if resume:
         if not (out / CHECKPOINT).is_file():
             raise FileNotFoundError(f"--resume: {str(out)!r} holds no {CHECKPOINT}")
-    elif out.exists() and (out / CHECKPOINT).exists():
-        raise ValueError(f"--out: {str(out)!r} already holds a run; pass --resume to continue it or choose "
-                         "another --out")
+    else:
+        check_new_out(out, resume=f"--out {out} --resume")
 
 
 def check_checkpoint(ck: dict, cfg: ForecastConfig, data_sha256: str, path: Path) -> None:

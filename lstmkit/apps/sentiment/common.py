@@ -26,23 +26,12 @@ from lstmkit.utils.checkpoint import atomic_write_json, load_checkpoint, save_ch
 from lstmkit.utils.options import flag
 from lstmkit.utils.plots import pyplot, save_figure
 from lstmkit.utils.runs import (
-    RESUMABLE as RUN_RESUMABLE, check_loss, fresh_run_dir, make_out_dir, resolve_run, save_config, set_rng_state,
+    RESUMABLE as RUN_RESUMABLE, check_loss, new_run_dir, resolve_run, save_config, set_rng_state,
 )
 
 MODEL = "model.safetensors"
 CHECKPOINT = "checkpoint.safetensors"
 RESUMABLE = {*RUN_RESUMABLE, "threads"}  # what --resume may change
-
-
-def new_run_dir(out: str | None, task: str) -> Path:
-    """The run directory of a fresh run, made before the data is read: an --out that cannot be
-    written fails at once, not after minutes of loading vectors."""
-    if not out:
-        return fresh_run_dir(f"sentiment-{task}")
-    path = Path(out)
-    if path.is_dir() and any(path.iterdir()):
-        raise ValueError(f"--out: {str(path)!r} exists and is not empty (use --resume to continue a run)")
-    return make_out_dir(path)
 
 
 @contextlib.contextmanager
@@ -264,6 +253,9 @@ def train(cls, fmt: str, task: Callable[[Any], str], run: Callable[..., dict], c
         state = read_run_file(resume, CHECKPOINT, fmt)
         cfg = resume_config(cls, state, overrides or {})
     resolve_run(cfg)  # before the run directory is made: a device that is not there fails first
-    run_dir = new_run_dir(out, task(cfg)) if resume is None else Path(resume)
+    # made before the data is read: an --out that cannot be written fails at once, not after
+    # minutes of loading vectors
+    run_dir = (new_run_dir(out or None, f"sentiment-{task(cfg)}", resume=f"--resume {out}") if resume is None
+               else Path(resume))
     with intra_op_threads(cfg.threads), removed_if_empty_on_failure(run_dir, not (resume or out)):
         return run(cfg, state, run_dir, log)

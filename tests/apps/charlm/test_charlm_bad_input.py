@@ -260,6 +260,21 @@ def test_cli_errors_name_the_flag_typed_not_the_config_field(tiny_run, tmp_path,
         generate(model, vocab, "", 5)
 
 
+def test_a_fresh_run_refuses_a_directory_that_holds_anything(tiny_run, tmp_path, capsys):
+    """Only a directory holding a checkpoint was refused: a run stopped before its first one, or
+    another command's run (forecast's, longrange's), had its config.json and metrics.json replaced."""
+    text = str(tiny_run.parent / "tiny.txt")
+    before = {p.name: p.read_bytes() for p in tiny_run.iterdir()}
+    fails(capsys, ["train", "--text", text, "--out", str(tiny_run), *TINY],
+          f"error: --out: {str(tiny_run)!r} is not empty", f"continue the run there with --resume {tiny_run}")
+    assert {p.name: p.read_bytes() for p in tiny_run.iterdir()} == before
+    other = tmp_path / "longrange-run"
+    other.mkdir()
+    (other / "config.json").write_text('{"tasks": "copy"}')
+    fails(capsys, ["train", "--text", text, "--out", str(other), *TINY], f"error: --out: {str(other)!r} is not empty")
+    assert [p.name for p in other.iterdir()] == ["config.json"]
+
+
 def test_a_file_named_like_a_flag_keeps_its_name_in_errors(tmp_path, capsys, monkeypatch):
     """A file's errors start with its path: --text level is not a --level error."""
     monkeypatch.chdir(tmp_path)

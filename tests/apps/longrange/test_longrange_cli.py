@@ -120,7 +120,8 @@ def test_each_run_gets_a_new_directory_and_an_out_that_holds_results_is_refused(
     monkeypatch.setattr(train, "run_experiment", _no_training)
     assert main([*tiny, "--out", str(done)]) == 2
     err = capsys.readouterr().err
-    assert f"--out: '{done}' already holds results (results.json); pass another --out" in err
+    assert (f"--out: '{done}' is not empty, and a fresh run writes only into a new or empty directory; "
+            "pass another --out") in err
     assert {p.name: p.read_bytes() for p in done.iterdir()} == before
 
 

@@ -15,13 +15,14 @@ from safetensors.torch import save_file
 from torch.nn.utils.rnn import pack_padded_sequence, pad_sequence
 
 from lstmkit.apps.sentiment import imdb
-from lstmkit.apps.sentiment.common import confusion_matrix, format_confusion, new_run_dir, read_run_file
+from lstmkit.apps.sentiment.common import confusion_matrix, format_confusion, read_run_file
 from lstmkit.apps.sentiment.config import IMDBConfig, SSTConfig
 from lstmkit.apps.sentiment.models import ReviewClassifier, TreeSentiment, packed_mean
 from lstmkit.apps.sentiment.vocab import Vocab, load_vectors
 from lstmkit.cli.main import main
 from lstmkit.fold import random_binary_tree
 from lstmkit.utils.checkpoint import load_checkpoint
+from lstmkit.utils.runs import new_run_dir
 
 
 def test_packed_mean_ignores_padding():
@@ -257,7 +258,7 @@ def test_sst_bad_options_and_out_write_nothing(sst_dir, tmp_path, capsys):
     (out / "notes.txt").parent.mkdir()
     (out / "notes.txt").write_text("mine\n")
     assert main([*run, "--out", str(out)]) == 2
-    assert "exists and is not empty (use --resume" in capsys.readouterr().err
+    assert f"--out: {str(out)!r} is not empty" in capsys.readouterr().err
     # The binary task drops neutral-rooted sentences: a split left empty is refused before any file.
     (sst_dir / "dev.txt").write_text("(2 (2 a) (2 film))\n", encoding="utf-8")
     assert main([*run, "--task", "binary", "--out", str(tmp_path / "bin")]) == 2
@@ -358,8 +359,8 @@ def test_default_run_dirs_never_collide_and_a_failed_run_removes_only_its_own(ss
     was refused as a non-empty --out, or, started while the first one still trained, shared it."""
     monkeypatch.chdir(tmp_path)
     name = "sentiment-sst-fine-" + frozen_clock
-    assert [new_run_dir(None, "sst-fine"), new_run_dir(None, "sst-fine")] == [Path("runs", name),
-                                                                              Path("runs", f"{name}-2")]
+    assert [new_run_dir(None, "sentiment-sst-fine"), new_run_dir(None, "sentiment-sst-fine")] == [
+        Path("runs", name), Path("runs", f"{name}-2")]
     run = ["sentiment", "sst", "--data-dir", str(sst_dir), "--epochs", "1", "--hidden-size", "4",
            "--embedding-size", "4", "--threads", "1", "--no-progress"]
     assert main(run) == 0 and main(run) == 0
