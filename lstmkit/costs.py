@@ -233,7 +233,11 @@ def _saved_per_unit(config: RNNConfig) -> list[tuple[str, int]]:
     if config.cell.startswith("rnn"):
         rows.append(("hidden states h_t (layer outputs)", R))  # phi' is read off h_t itself
         return rows
-    rows.append(("gate activations", G * H))
+    if config.cell == "layernorm":
+        # The norms' backward reads the normalised projections; the gates are recomputed from them.
+        rows.append(("normalised projections LN(W x), LN(U h) (the gates are recomputed)", 2 * G * H))
+    else:
+        rows.append(("gate activations", G * H))
     if config.cell == "gru":
         rows.append(("GRU recurrent candidate U_n h + b_hn", H))
     if spec.has_cell_state:
@@ -242,7 +246,7 @@ def _saved_per_unit(config: RNNConfig) -> list[tuple[str, int]]:
     if config.proj_size:
         rows.append(("unprojected o * tanh(c_t) (for dW_hr)", H))
     if config.cell == "layernorm":
-        rows.append(("layer-norm inputs W x, U h and mean/rstd of its 3 norms", 2 * G * H + 6))
+        rows.append(("normalised c_t, each norm's rstd and c_t's mean", H + 4))
     return rows
 
 
@@ -253,10 +257,12 @@ def activation_memory(config: RNNConfig, seq_len: int, batch_size: int) -> list[
     their nonlinearity (the derivatives sigma' = s(1-s), tanh' = 1-g^2 are read off them), the
     cell state c_t, the output h_t (it is also h_{t-1} of the next step and the next layer's
     input, so it is counted once), with a projection the unprojected o*tanh(c_t), for the GRU
-    its U_n h + b_hn, for the layer-norm cell the two projections before normalisation and the
-    norms' statistics. Also the first layer's input x. Not counted: tanh(c_t) (recomputed from
-    c_t), initial states, dropout masks, the bidirectional concatenation (a view of saved
-    halves in a fused implementation) and the framework's temporaries.
+    its U_n h + b_hn. The layer-norm cell saves its two projections normalised instead of the
+    gates (the norms' backward reads them, and the gates are recomputed from them), the
+    normalised c_t, each norm's rstd and c_t's mean. Also the first layer's input x. Not
+    counted: tanh(c_t) (recomputed from c_t), initial states, dropout masks, the bidirectional
+    concatenation (a view of saved halves in a fused implementation) and the framework's
+    temporaries.
     """
     T = checks.positive_int("seq_len", seq_len)
     B = checks.positive_int("batch_size", batch_size)
