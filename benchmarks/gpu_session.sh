@@ -14,6 +14,10 @@
 #   3. `lstmkit bench --device cuda`'s Triton rows (training and inference, ratios to cuDNN).
 set -u
 out=${1:?usage: bash benchmarks/gpu_session.sh OUT_DIR}
+if [ -n "$(ls -A "$out" 2>/dev/null)" ]; then  # its logs, and lstmkit bench's --out, would replace a run's
+    echo "OUT_DIR: $out is not empty; pass a new or empty directory" >&2
+    exit 2
+fi
 mkdir -p "$out"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader

@@ -16,7 +16,7 @@ import torch
 from lstmkit.bench import harness, report
 from lstmkit.bench.impls import BASELINE, Shape, gpu_registry, registry
 from lstmkit.utils.options import check_number, check_seed
-from lstmkit.utils.runs import new_run_dir
+from lstmkit.utils.runs import new_run_dir, removed_if_empty_on_failure
 
 HELP = ("Time every LSTM implementation (loops, TorchScript, torch.compile, nn.LSTM with and without "
         "oneDNN, each lstmkit backend and cell) side by side: ratios to nn.LSTM, GFLOP/s, a table and a plot.")
@@ -81,8 +81,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "one included), the CPU implementations for scale, and the data path with and "
                         "without CUDAPrefetcher")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, inputs and packed lengths")
-    p.add_argument("--out", type=Path, help="directory for bench.md, bench.json, bench.png, new or empty (default: a "
-                                             "new runs/bench-<date>-<time>, with -2, -3, ... after it if that is taken)")
+    p.add_argument("--out", type=Path, help="directory for bench.md, bench.json, bench.png, new or empty (default: "
+                                             "a new runs/bench-<date>-<time>, with -2, -3, ... after it if that is "
+                                             "taken)")
     p.add_argument("--list", action="store_true", help="list the implementations and why any cannot run, then exit")
 
 
@@ -119,30 +120,32 @@ def run(args: argparse.Namespace) -> int:
         unavailable = {k: v for k, v in unavailable.items() if any(fnmatch.fnmatch(k, p) for p in args.impls)}
 
     out = new_run_dir(args.out, "bench")  # before the minutes of timing that an unwritable --out would throw away
-    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    load_start = os.getloadavg()
-    result = harness.run_bench(impls, shapes, args.threads, args.modes, args.repeats, args.warmup,
-                               args.min_sample_ms / 1e3, args.max_impl_s, args.peak_size, args.seed, log,
-                               device=args.device)
-    if gpu:
-        data_shape = Shape.parse(shapes[0].label if args.quick else DATA_PATH_SHAPE)
-        result.data_path = harness.time_data_path(data_shape, repeats=2 if args.quick else 5, log=log)
-    result.unavailable = unavailable
-    result.config = {
-        "argv": args._argv, "shapes": [s.label for s in shapes], "threads": args.threads,
-        "modes": args.modes, "repeats": args.repeats, "warmup": args.warmup,
-        "min_sample_ms": args.min_sample_ms, "max_impl_s": args.max_impl_s, "peak_size": args.peak_size, "seed": args.seed,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{_cpu_name()}, {os.cpu_count()} cores",
-        "torch": torch.__version__, "python": platform.python_version(),
-        "loadavg_start": f"{load_start[0]:.2f}", "loadavg_end": f"{os.getloadavg()[0]:.2f}",
-        "device": args.device,
-    }
-    if gpu:
-        result.config["gpu"] = f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
-    command = " ".join(["lstmkit", *map(shlex.quote, args._argv)])
-    print(report.write(result, out, command), end="")
-    print(f"wrote {out / 'bench.md'}, bench.json, bench.png", file=sys.stderr)
+    with removed_if_empty_on_failure(out, args.out is None):  # a bench stopped mid-way leaves no empty run
+        log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+        load_start = os.getloadavg()
+        result = harness.run_bench(impls, shapes, args.threads, args.modes, args.repeats, args.warmup,
+                                   args.min_sample_ms / 1e3, args.max_impl_s, args.peak_size, args.seed, log,
+                                   device=args.device)
+        if gpu:
+            data_shape = Shape.parse(shapes[0].label if args.quick else DATA_PATH_SHAPE)
+            result.data_path = harness.time_data_path(data_shape, repeats=2 if args.quick else 5, log=log)
+        result.unavailable = unavailable
+        result.config = {
+            "argv": args._argv, "shapes": [s.label for s in shapes], "threads": args.threads,
+            "modes": args.modes, "repeats": args.repeats, "warmup": args.warmup,
+            "min_sample_ms": args.min_sample_ms, "max_impl_s": args.max_impl_s, "peak_size": args.peak_size,
+            "seed": args.seed,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{_cpu_name()}, {os.cpu_count()} cores",
+            "torch": torch.__version__, "python": platform.python_version(),
+            "loadavg_start": f"{load_start[0]:.2f}", "loadavg_end": f"{os.getloadavg()[0]:.2f}",
+            "device": args.device,
+        }
+        if gpu:
+            result.config["gpu"] = f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
+        command = " ".join(["lstmkit", *map(shlex.quote, args._argv)])
+        print(report.write(result, out, command), end="")
+        print(f"wrote {out / 'bench.md'}, bench.json, bench.png", file=sys.stderr)
     return 0
 
 

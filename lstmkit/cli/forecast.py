@@ -77,9 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "to auto)", choices=DEVICES)
     g = p.add_argument_group("output")
     g.add_argument("--out", default=argparse.SUPPRESS, metavar="DIR",
-                   help="run directory (default: runs/forecast/<series>-<target>, <series> the CSV's name "
-                        "without .csv or the --dataset; no date in it, so the same command again is refused: "
-                        "--resume continues that run, another --out starts a new one)")
+                   help="run directory, new or empty (default: runs/forecast/<series>-<target>, <series> the "
+                        "CSV's name without .csv or the --dataset; no date in it, so the same command again is "
+                        "refused: --resume continues that run, another --out starts a new one)")
     g.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its checkpoint; its config is kept, and only "
                         f"{', '.join(map(flag, RESUMABLE))} may change (another flag is accepted where it "

@@ -59,16 +59,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "validation epoch), checkpoint.safetensors (latest; --resume), metrics.json and "
                      "confusion_<split>.png.")
     sub = parser.add_subparsers(dest="task_name", required=True, metavar="TASK")
-    for name, cls, helps, desc in (
-        ("sst", SSTConfig, {**COMMON_HELP, **SST_HELP},
+    for name, cls, helps, run_name, desc in (
+        ("sst", SSTConfig, {**COMMON_HELP, **SST_HELP}, "sst-<task>",
          "Constituency Tree-LSTM (Tai et al. 2015) on the Stanford Sentiment Treebank, batched with "
          "lstmkit.fold; reports sentence (root) accuracy on dev and test."),
-        ("imdb", IMDBConfig, {**COMMON_HELP, **IMDB_HELP},
+        ("imdb", IMDBConfig, {**COMMON_HELP, **IMDB_HELP}, "imdb",
          "Embedding -> bidirectional lstmkit.LSTM on PackedSequence -> mean over valid steps -> linear, "
          "on IMDB reviews; reports test accuracy."),
     ):
         p = sub.add_parser(name, help=desc.split(";")[0], description=desc)
-        p.add_argument("--out", metavar="RUN_DIR", help=f"run directory (default: runs/sentiment-{name}-...-<date>-<time>)")
+        p.add_argument("--out", metavar="RUN_DIR", help=f"run directory, new or empty (default: a new runs/sentiment-"
+                                                         f"{run_name}-<date>-<time>, with -2, -3, ... after it if "
+                                                         "that is taken)")
         p.add_argument("--resume", metavar="RUN_DIR",
                        help="continue the run in RUN_DIR with its next epoch; only "
                             f"{', '.join(flag(n) for n in sorted(RESUMABLE) if n in helps)} may be changed")

@@ -83,8 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "(exit status 2). Ctrl-C stops training at the next step with a checkpoint (exit status "
                      "130) that --resume continues. Runs under "
                      "`torchrun --nproc_per_node=N -m lstmkit.cli.main train ...` too (DDP).")
-    parser.add_argument("--out", metavar="RUN_DIR", help="run directory (default: a new runs/charlm-<date>-<time>, "
-                                                         "with -2, -3, ... after it if that is taken)")
+    parser.add_argument("--out", metavar="RUN_DIR", help="run directory, new or empty (default: a new "
+                                                         "runs/charlm-<date>-<time>, with -2, -3, ... after it if "
+                                                         "that is taken)")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help=f"continue the run in RUN_DIR exactly where it stopped; only "
                              f"{', '.join(flag(n) for n in sorted(RESUMABLE))} may be changed "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -19,6 +20,7 @@ from lstmkit.utils.checkpoint import atomic_write_json
 from lstmkit.utils.options import check_types
 
 DEVICES = ("auto", "cpu", "cuda")
+CHECKPOINT = "checkpoint.safetensors"  # every app's training state, which --resume continues
 # What --resume may change in every app: budgets and presentation, nothing that changes the
 # numbers (device and backend compute the same function). Apps add their own to these.
 RESUMABLE = ("epochs", "max_time", "progress", "device", "backend")
@@ -44,12 +46,27 @@ def check_new_out(path: str | Path, flag: str = "--out", resume: str = "") -> No
     """Refuse, naming `flag`, a directory for a fresh run that exists and holds anything. Runs of
     every command write config.json, metrics.json, plots and model files under names they share,
     so a run into a directory holding one, its own kind's or another's, would replace it.
-    `resume`: how the command continues a run, said in the error (empty: it cannot)."""
+    `resume`: how the command continues a run, said in the error where the directory holds a
+    CHECKPOINT (empty: the command cannot)."""
     path = Path(path)
     if path.is_dir() and any(path.iterdir()):
-        hint = f"continue the run there with {resume} or pass another {flag}" if resume else f"pass another {flag}"
+        hint = f"pass another {flag}"
+        if resume and (path / CHECKPOINT).is_file():
+            hint = f"{hint}, or continue the run there with {resume}"
         raise ValueError(f"{flag}: {str(path)!r} is not empty, and a fresh run writes only into a new or "
                          f"empty directory; {hint}")
+
+
+@contextlib.contextmanager
+def removed_if_empty_on_failure(run_dir: Path, remove: bool):
+    """A fresh run's default directory, removed when the run fails or is stopped before writing
+    into it (a missing data file, Ctrl-C), so that failed tries leave no empty run directories."""
+    try:
+        yield
+    except BaseException:
+        if remove and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
 
 
 def new_run_dir(out: str | Path | None, prefix: str, flag: str = "--out", resume: str = "") -> Path:

@@ -110,6 +110,19 @@ def test_quick_run_writes_markdown_json_and_png(tmp_path, capsys, monkeypatch):
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_bench_stopped_before_writing_leaves_no_default_directory(tmp_path, monkeypatch):
+    """Each run takes a new runs/bench-<date>-<time> (a fixed default, replaced by every later
+    run, kept no figures); one stopped while timing (Ctrl-C) left it behind empty."""
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(harness, "run_bench", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["bench", "--quick"])
+    assert list((tmp_path / "runs").iterdir()) == []
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--impls", "no-such-impl"], "--impls"),
     (["--shapes", "T5,B3,I4"], "--shapes"),

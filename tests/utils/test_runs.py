@@ -12,7 +12,7 @@ import torch
 
 from lstmkit import kernels
 from lstmkit.utils.runs import (
-    Diverged, backend_name, check_loss, fresh_run_dir, make_out_dir, new_run_dir, resolve_run, save_config,
+    CHECKPOINT, Diverged, backend_name, check_loss, fresh_run_dir, make_out_dir, new_run_dir, resolve_run, save_config,
     saved_backend_name,
 )
 
@@ -40,7 +40,11 @@ def test_a_fresh_run_takes_only_a_new_or_empty_directory(tmp_path, monkeypatch, 
     with pytest.raises(ValueError, match=r"^--out: '.*other' is not empty, and a fresh run writes only into a new "
                                          r"or empty directory; pass another --out$"):
         new_run_dir(tmp_path / "other", "x")
-    with pytest.raises(ValueError, match=r"; continue the run there with --resume .*other or pass another --to$"):
+    # the way to continue a run is named where there is one to continue: a checkpoint
+    with pytest.raises(ValueError, match=r"directory; pass another --to$"):
+        new_run_dir(tmp_path / "other", "x", "--to", resume=f"--resume {tmp_path / 'other'}")
+    (tmp_path / "other" / CHECKPOINT).write_bytes(b"")
+    with pytest.raises(ValueError, match=r"; pass another --to, or continue the run there with --resume .*other$"):
         new_run_dir(tmp_path / "other", "x", "--to", resume=f"--resume {tmp_path / 'other'}")
     assert (tmp_path / "other" / "config.json").read_text() == "{}"
     monkeypatch.chdir(tmp_path)

@@ -19,10 +19,9 @@ from lstmkit.apps.charlm.model import CharLM
 from lstmkit.apps.charlm.vocab import Vocab
 from lstmkit.utils.checkpoint import load_checkpoint, save_checkpoint
 from lstmkit.utils.plots import pyplot, save_figure
-from lstmkit.utils.runs import saved_backend_name
+from lstmkit.utils.runs import CHECKPOINT, saved_backend_name
 
 MODEL = "model.safetensors"
-CHECKPOINT = "checkpoint.safetensors"
 MODEL_FORMAT = "lstmkit.charlm.model/1"
 CHECKPOINT_FORMAT = "lstmkit.charlm.checkpoint/1"
 

@@ -26,12 +26,11 @@ from lstmkit.apps.forecast.windows import PARTS, Prepared, Scaler, prepare
 from lstmkit.data.timeseries import Series, load_csv, load_dataset, parse_columns, seasonal_period
 from lstmkit.utils.checkpoint import atomic_write_bytes, atomic_write_json, load_checkpoint, save_checkpoint
 from lstmkit.utils.runs import (
-    check_loss, check_new_out, make_out_dir, resolve_run, rng_state, save_config, saved_backend_name, seed_everything,
+    CHECKPOINT, check_loss, check_new_out, make_out_dir, resolve_run, rng_state, save_config, saved_backend_name, seed_everything,
     set_rng_state,
 )
 
 MODEL = "model.safetensors"
-CHECKPOINT = "checkpoint.safetensors"
 MODEL_FORMAT = "lstmkit.forecast.model/1"
 CHECKPOINT_FORMAT = "lstmkit.forecast.checkpoint/1"
 MID_EPOCH = ("step", "epoch_loss")  # the checkpoint's fields on an epoch --max-time stopped

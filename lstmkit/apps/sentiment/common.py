@@ -26,24 +26,12 @@ from lstmkit.utils.checkpoint import atomic_write_json, load_checkpoint, save_ch
 from lstmkit.utils.options import flag
 from lstmkit.utils.plots import pyplot, save_figure
 from lstmkit.utils.runs import (
-    RESUMABLE as RUN_RESUMABLE, check_loss, new_run_dir, resolve_run, save_config, set_rng_state,
+    CHECKPOINT, RESUMABLE as RUN_RESUMABLE, check_loss, new_run_dir, removed_if_empty_on_failure, resolve_run,
+    save_config, set_rng_state,
 )
 
 MODEL = "model.safetensors"
-CHECKPOINT = "checkpoint.safetensors"
 RESUMABLE = {*RUN_RESUMABLE, "threads"}  # what --resume may change
-
-
-@contextlib.contextmanager
-def removed_if_empty_on_failure(run_dir: Path, remove: bool):
-    """A fresh run's default directory, removed when the run fails before writing into it (a
-    missing or malformed data file), so that failed tries leave no empty run directories."""
-    try:
-        yield
-    except BaseException:
-        if remove and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()
-        raise
 
 
 @contextlib.contextmanager

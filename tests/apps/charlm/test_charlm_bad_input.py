@@ -271,7 +271,9 @@ def test_a_fresh_run_refuses_a_directory_that_holds_anything(tiny_run, tmp_path,
     other = tmp_path / "longrange-run"
     other.mkdir()
     (other / "config.json").write_text('{"tasks": "copy"}')
-    fails(capsys, ["train", "--text", text, "--out", str(other), *TINY], f"error: --out: {str(other)!r} is not empty")
+    err = fails(capsys, ["train", "--text", text, "--out", str(other), *TINY],
+                f"error: --out: {str(other)!r} is not empty")
+    assert "--resume" not in err  # no run of its own there to continue
     assert [p.name for p in other.iterdir()] == ["config.json"]
 
 

@@ -50,7 +50,7 @@ def test_end_to_end_then_resume(tmp_path, csv, capsys):
 
     # A second run into the same directory without --resume is refused; --resume continues.
     assert main([*args, "--epochs", "3"]) == 2
-    assert f"continue the run there with --out {out} --resume or pass another --out" in capsys.readouterr().err
+    assert f"pass another --out, or continue the run there with --out {out} --resume" in capsys.readouterr().err
     assert main(["forecast", "--out", str(out), "--resume", "--epochs", "3", "--lr", "0.1"]) == 2
     assert "only epochs, max_time" in capsys.readouterr().err
     assert main(["forecast", "--out", str(out), "--resume", "--epochs", "3", "--no-progress", "--window", "6"]) == 0
