@@ -2,9 +2,9 @@
 
 usage: python benchmarks/saved_memory.py [CONFIG ...]     (default: T100,B32,I256,H512 stacks)
 
-Every tensor autograd saves is seen through `torch.autograd.graph.saved_tensors_hooks`; a
-storage is counted once, however many views of it are saved, and the parameters and the input
-are left out (the caller holds them anyway). Deterministic: sizes, not times. Prints markdown.
+What autograd saves is measured by `lstmkit.costs.saved_bytes` (a storage counted once, however
+many views of it are saved; the parameters and the input left out). Deterministic: sizes, not
+times. Prints markdown.
 """
 import argparse
 import re
@@ -46,12 +46,7 @@ def parse(text: str) -> tuple[Shape, dict]:
 
 
 def saved_mib(module: torch.nn.Module, x: torch.Tensor) -> float:
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        module(x)
-    held = {p.untyped_storage().data_ptr() for p in module.parameters()} | {x.untyped_storage().data_ptr()}
-    sizes = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}
-    return sum(n for ptr, n in sizes.items() if ptr not in held) / 2**20
+    return costs.saved_bytes(module, x) / 2**20
 
 
 def main(configs: list[tuple[str, Shape, dict]]) -> None:

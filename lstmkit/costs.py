@@ -272,6 +272,19 @@ def activation_memory(config: RNNConfig, seq_len: int, batch_size: int) -> list[
     return rows
 
 
+def saved_bytes(module: torch.nn.Module, x: torch.Tensor) -> int:
+    """What `activation_memory` models, measured: the bytes of the storages autograd saves in a
+    forward of `module` on `x`, seen through `torch.autograd.graph.saved_tensors_hooks`, a storage
+    counted once however many views of it are saved; the parameters and the input left out (the
+    caller holds them anyway)."""
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        module(x)
+    held = {p.untyped_storage().data_ptr() for p in module.parameters()} | {x.untyped_storage().data_ptr()}
+    sizes = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}
+    return sum(n for ptr, n in sizes.items() if ptr not in held)
+
+
 def dtype_size(dtype: str) -> int:
     if dtype not in DTYPES:
         raise ValueError(f"dtype: expected one of {list(DTYPES)}, got {dtype!r}")

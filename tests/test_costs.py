@@ -146,17 +146,6 @@ def test_activation_memory_by_hand():
     assert costs.dtype_size("bfloat16") == 2
 
 
-def _saved_floats(module: torch.nn.Module, x: torch.Tensor) -> int:
-    """Floats (4-byte units) of the storages autograd saves in a forward, each counted once,
-    the parameters and the input left out."""
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        module(x)
-    held = {p.untyped_storage().data_ptr() for p in module.parameters()} | {x.untyped_storage().data_ptr()}
-    sizes = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in saved}
-    return sum(n for ptr, n in sizes.items() if ptr not in held) // 4
-
-
 @pytest.mark.parametrize("cell", LSTM_CELLS)
 @pytest.mark.parametrize("proj", [0, 3])
 def test_activation_memory_per_step_is_what_the_numba_layers_save(cell, proj):
@@ -171,7 +160,7 @@ def test_activation_memory_per_step_is_what_the_numba_layers_save(cell, proj):
         torch.manual_seed(0)
         module = lstmkit.LSTM(I, H, proj_size=proj, num_layers=L, cell=cell, backend="numba")
         model = sum(m.floats for m in costs.activation_memory(config, T, B)[1:])  # without x
-        return _saved_floats(module, torch.randn(T, B, I, requires_grad=True)) - model
+        return costs.saved_bytes(module, torch.randn(T, B, I, requires_grad=True)) // 4 - model  # float32
 
     assert excess(14) - excess(7) == 7 * L * 2
 
